@@ -1,0 +1,38 @@
+"""``spacy-lmrc stats``: corpus statistics (LMRC Table 1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ..stats import corpus_stats
+from ._app import app
+from ._util import describe_slice, friendly_errors, info, load_docs
+
+
+@app.command("stats")
+@friendly_errors
+def stats_cli(
+    path: Path = typer.Argument(..., help="DocRED JSON, SemEval/TACRED JSON or a .spacy file"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
+    first: int | None = typer.Option(None, "--first", help="Only the first N documents"),
+    last: int | None = typer.Option(None, "--last", help="Then only the last N documents"),
+    fmt: str = typer.Option("auto", "--format", help="auto, spacy, docred, semeval or tacred"),
+    relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
+    label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad documents"),
+) -> None:
+    """Count documents, entities, candidate pairs, NA pairs, relation pairs and triples."""
+    docs, report = load_docs(path, fmt=fmt, first=first, last=last, skip_invalid=skip_invalid,
+                             relations_path=relations, label_names_path=label_names)
+    stats = corpus_stats(docs)
+    stats["skipped_invalid"] = len(report)
+    if as_json:
+        print(json.dumps(stats))
+        return
+    info(f"corpus: {describe_slice(path, first, last)}")
+    width = max(len(k) for k in stats)
+    for key, value in stats.items():
+        print(f"{key:<{width}}  {value:>10,}")

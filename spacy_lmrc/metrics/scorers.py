@@ -1,0 +1,75 @@
+"""Scorers over spaCy Examples, for the components' ``scorer`` and ``nlp.evaluate``.
+
+Keys are flat floats (spaCy's score weights need that) prefixed by what they measure:
+``rel_*`` for document-level relations, ``cand_*`` for proposed candidate pairs, ``sent_*`` for
+sentence-level labels. Examples are matched by position, so Docs without titles score too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from spacy.training import Example
+
+from ..corpus.sentence import sentence_label
+from ..doc import ordered_pairs
+from .docred import TrainFacts, gold_from_doc, pair_scores, score_docred
+from .sentence import score_labels
+
+
+def _keyed(examples: Iterable[Example]) -> list[tuple[str, Example]]:
+    return [(str(i), eg) for i, eg in enumerate(examples)]
+
+
+def score_relations(examples: Iterable[Example], train_facts: TrainFacts | None = None,
+                    **_: Any) -> dict[str, Any]:
+    """DocRED-style scores of ``doc._.relations`` (F1, Ign F1, intra/inter, per relation)."""
+    golds, preds = [], []
+    for key, eg in _keyed(examples):
+        gold = gold_from_doc(eg.reference)
+        gold.title = key
+        golds.append(gold)
+        preds += [{"title": key, "h_idx": r["head"], "t_idx": r["tail"], "r": r["label"]}
+                  for r in eg.predicted._.relations]
+    scores = score_docred(golds, preds, train_facts)
+    return {
+        "rel_p": scores["precision"],
+        "rel_r": scores["recall"],
+        "rel_f1": scores["f1"],
+        "rel_ign_f1": scores["ign_f1"],
+        "rel_intra_f1": scores["intra_f1"],
+        "rel_inter_f1": scores["inter_f1"],
+        "rel_f_per_type": {label: {"p": s["precision"], "r": s["recall"], "f": s["f1"]}
+                           for label, s in scores["per_relation"].items()},
+    }
+
+
+def score_candidates(examples: Iterable[Example], **_: Any) -> dict[str, Any]:
+    """Pair-level P/R/F1 of ``doc._.relation_candidates`` and the fraction of pairs kept."""
+    gold_pairs, pred_pairs, space = set(), set(), 0
+    for key, eg in _keyed(examples):
+        gold_pairs |= {(key, r["head"], r["tail"]) for r in eg.reference._.relations}
+        pred_pairs |= {(key, c["head"], c["tail"]) for c in eg.predicted._.relation_candidates}
+        space += sum(1 for _ in ordered_pairs(eg.reference))
+    scores = pair_scores(gold_pairs, pred_pairs, candidate_space=space)
+    return {
+        "cand_p": scores["precision"],
+        "cand_r": scores["recall"],
+        "cand_f1": scores["f1"],
+        "cand_kept_fraction": scores["kept_fraction"],
+    }
+
+
+def score_sentence_labels(examples: Iterable[Example], negative_label: str = "Other",
+                          semeval: bool = False, **_: Any) -> dict[str, Any]:
+    """Micro P/R/F1 without the negative label (and SemEval macro-F1) of one-pair Docs."""
+    examples = list(examples)
+    gold = [sentence_label(eg.reference, negative_label) for eg in examples]
+    pred = [sentence_label(eg.predicted, negative_label) for eg in examples]
+    scores = score_labels(gold, pred, negative_label, semeval=semeval)
+    result = {"sent_micro_p": scores["precision"], "sent_micro_r": scores["recall"],
+              "sent_micro_f1": scores["f1"]}
+    if semeval:
+        result["sent_semeval_macro_f1"] = scores["semeval_macro_f1"]
+    return result

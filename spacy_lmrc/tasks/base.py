@@ -1,0 +1,68 @@
+"""The task interface shared by document-level (LMRC) and sentence-level (RAG4RE) tasks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from spacy.tokens import Doc
+
+from ..doc import Relation
+
+
+@dataclass
+class PromptUnit:
+    """One prompt for one Doc, and the entity pairs whose answer it carries."""
+
+    text: str
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class ParseStats:
+    """Counts of what the parser did with the answers: nothing is lost without a count.
+
+    Keys are task-specific (e.g. ``lines``, ``unparsable``, ``out_of_set``, ``aligned``,
+    ``unaligned_entity``, ``exact``, ``normalised``, ``fuzzy``, ``fallback_negative``).
+    """
+
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+
+    def merge(self, other: ParseStats) -> None:
+        self.counts.update(other.counts)
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+class RelationTask(ABC):
+    """Turns Docs into prompts and LLM answers into relations.
+
+    ``labels`` maps a relation label as stored in ``doc._.relations`` (e.g. ``P17``) to the
+    name the LLM sees in prompts (e.g. ``country``).
+    """
+
+    labels: dict[str, str]
+
+    @abstractmethod
+    def generate_prompts(self, doc: Doc) -> list[PromptUnit]:
+        """The prompts to send for ``doc`` (reads candidates / retrieved examples if set)."""
+
+    @abstractmethod
+    def parse_responses(
+        self, doc: Doc, units: list[PromptUnit], responses: list[str], stats: ParseStats
+    ) -> list[Relation]:
+        """Relations read from the answers to ``units``; counts what happened in ``stats``."""
+
+    @abstractmethod
+    def training_examples(self, doc: Doc) -> list[tuple[str, str]]:
+        """(prompt, target answer) pairs from a gold Doc, for supervised fine-tuning."""
+
+    def get_config(self) -> dict[str, Any]:
+        """Settings to store with a fine-tuned model so inference prompts match training."""
+        return {}
