@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from spacy.training import Example
+from spacy.util import registry
 
 from ..corpus.sentence import sentence_label
 from ..doc import ordered_pairs
-from .docred import TrainFacts, gold_from_doc, pair_scores, score_docred
+from .docred import TrainFacts, gold_from_doc, pair_scores, score_docred, train_facts_from_docs
 from .sentence import score_labels
 
 
@@ -73,3 +74,37 @@ def score_sentence_labels(examples: Iterable[Example], negative_label: str = "Ot
     if semeval:
         result["sent_semeval_macro_f1"] = scores["semeval_macro_f1"]
     return result
+
+
+@registry.scorers("spacy_lmrc.relation_scorer.v1")
+def make_relation_scorer(train_path: str | None = None, train_first: int | None = None,
+                         train_last: int | None = None):
+    """Scorer for ``doc._.relations``; with ``train_path`` (DocRED JSON) it reports Ign F1."""
+    train_facts = None
+    if train_path:
+        from ..corpus.docred import read_docred
+        from spacy.vocab import Vocab
+
+        docs = read_docred(train_path, Vocab(), first=train_first, last=train_last)
+        train_facts = train_facts_from_docs(docs)
+
+    def scorer(examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
+        return score_relations(examples, train_facts=train_facts)
+
+    return scorer
+
+
+@registry.scorers("spacy_lmrc.candidate_scorer.v1")
+def make_candidate_scorer():
+    """Scorer for ``doc._.relation_candidates`` (pair-level P/R/F1, kept fraction)."""
+    return score_candidates
+
+
+@registry.scorers("spacy_lmrc.sentence_scorer.v1")
+def make_sentence_scorer(negative_label: str = "Other", semeval: bool = False):
+    """Scorer for one-pair sentence Docs: micro P/R/F1 without ``negative_label``."""
+
+    def scorer(examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
+        return score_sentence_labels(examples, negative_label=negative_label, semeval=semeval)
+
+    return scorer
