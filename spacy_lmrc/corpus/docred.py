@@ -55,7 +55,9 @@ def _read_entities(record: dict, sents: list[list[str]], ctx: dict) -> list[Enti
     entities: list[Entity] = []
     for e, vertex in enumerate(vertex_set):
         if not isinstance(vertex, list) or not vertex:
-            raise InputError("expected a non-empty list of mentions", field=f"vertexSet[{e}]", **ctx)
+            raise InputError(
+                "expected a non-empty list of mentions", field=f"vertexSet[{e}]", **ctx
+            )
         mentions: list[Mention] = []
         for m, mention in enumerate(vertex):
             where = f"vertexSet[{e}][{m}]"
@@ -80,7 +82,8 @@ def _read_entities(record: dict, sents: list[list[str]], ctx: dict) -> list[Enti
             ):
                 raise InputError(
                     f"mention position {pos!r} is outside its sentence {sent_id} "
-                    f"of {sent_len} tokens (expected [start, end) with 0 <= start < end <= {sent_len})",
+                    f"of {sent_len} tokens (expected [start, end) with "
+                    f"0 <= start < end <= {sent_len})",
                     field=f"{where}.pos",
                     **ctx,
                 )
@@ -162,7 +165,8 @@ def docred_record_to_doc(
     relations = _read_labels(record, len(entities), len(sents), ctx) if with_relations else []
     words = [tok for sent in sents for tok in sent]
     sent_starts = [i == 0 for sent in sents for i in range(len(sent))]
-    doc = Doc(vocab, words=words, spaces=[True] * (len(words) - 1) + [False], sent_starts=sent_starts)
+    spaces = [True] * (len(words) - 1) + [False]
+    doc = Doc(vocab, words=words, spaces=spaces, sent_starts=sent_starts)
     doc._.title = title
     doc._.entities = entities
     doc._.relations = relations

@@ -177,7 +177,8 @@ def tacred_record_to_doc(record: Any, nlp: Language, *, title: str,
     spans = []
     for role in ("subj", "obj"):
         start, end = record.get(f"{role}_start"), record.get(f"{role}_end")
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end < len(tokens)):
+        valid = isinstance(start, int) and isinstance(end, int)
+        if not (valid and 0 <= start <= end < len(tokens)):
             raise InputError(
                 f"expected 0 <= {role}_start <= {role}_end < {len(tokens)}, got {start}, {end}",
                 field=f"{role}_start", **ctx)

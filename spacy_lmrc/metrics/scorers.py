@@ -82,8 +82,9 @@ def make_relation_scorer(train_path: str | None = None, train_first: int | None 
     """Scorer for ``doc._.relations``; with ``train_path`` (DocRED JSON) it reports Ign F1."""
     train_facts = None
     if train_path:
-        from ..corpus.docred import read_docred
         from spacy.vocab import Vocab
+
+        from ..corpus.docred import read_docred
 
         docs = read_docred(train_path, Vocab(), first=train_first, last=train_last)
         train_facts = train_facts_from_docs(docs)
