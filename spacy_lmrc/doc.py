@@ -27,8 +27,8 @@ Schema (indices are positions in ``doc._.entities``)::
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from typing import TypedDict
+from collections.abc import Callable, Iterator
+from typing import Any, TypedDict
 
 from spacy.tokens import Doc, Span
 
@@ -80,14 +80,42 @@ EXTENSIONS: dict[str, object] = {
 }
 
 
-def register_extensions() -> None:
-    """Register the ``Doc._`` attributes of the schema above (idempotent).
+def _as_lists(value: Any) -> Any:
+    """msgpack (DocBin, ``Doc.from_bytes``) turns lists into tuples: turn them back."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
 
-    List defaults are copied per Doc by spaCy, so documents never share a list.
+
+def _extension(name: str, default: Any) -> tuple[Callable[[Doc], Any], Callable[[Doc, Any], None]]:
+    """Getter and setter over ``doc.user_data`` under spaCy's own key for ``doc._.<name>``.
+
+    The getter hands out the stored object itself (so ``doc._.relations.append`` works), gives
+    every Doc its own copy of a list default, and normalises values restored by msgpack once.
     """
+    key = ("._.", name, None, None)
+
+    def getter(doc: Doc) -> Any:
+        value = doc.user_data.get(key, default)
+        if isinstance(value, tuple) or (value is default and isinstance(default, list)):
+            value = _as_lists(value)
+            doc.user_data[key] = value
+        return value
+
+    def setter(doc: Doc, value: Any) -> None:
+        doc.user_data[key] = value
+
+    return getter, setter
+
+
+def register_extensions() -> None:
+    """Register the ``Doc._`` attributes of the schema above (idempotent)."""
     for name, default in EXTENSIONS.items():
         if not Doc.has_extension(name):
-            Doc.set_extension(name, default=default)
+            getter, setter = _extension(name, default)
+            Doc.set_extension(name, getter=getter, setter=setter)
     if not Doc.has_extension("entity_spans"):
         Doc.set_extension("entity_spans", getter=entity_spans)
 
