@@ -26,7 +26,8 @@ def official_scores(truth, predictions, train_truth):
     answer = [tmp[0]] if tmp else []
     for i in range(1, len(tmp)):
         x, y = tmp[i], tmp[i - 1]
-        if (x["title"], x["h_idx"], x["t_idx"], x["r"]) != (y["title"], y["h_idx"], y["t_idx"], y["r"]):
+        key_x = (x["title"], x["h_idx"], x["t_idx"], x["r"])
+        if key_x != (y["title"], y["h_idx"], y["t_idx"], y["r"]):
             answer.append(tmp[i])
 
     correct_re = correct_evidence = pred_evi = correct_in_train = 0
