@@ -1,0 +1,48 @@
+"""``lmrc_entity_grouper``: NER spans -> ``doc._.entities`` for raw-text input.
+
+Put it after a NER component (e.g. en_core_web_sm's) and before the proposer; see
+:mod:`spacy_lmrc.entities` for the grouping rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from ..entities import ONTONOTES_TO_DOCRED, group_mentions
+
+
+class EntityGrouper:
+    """Groups NER mentions into entity clusters with DocRED types."""
+
+    def __init__(self, name: str, spans_key: str | None, type_map: dict[str, str],
+                 merge_person_names: bool) -> None:
+        self.name = name
+        self.spans_key = spans_key
+        self.type_map = dict(type_map)
+        self.merge_person_names = merge_person_names
+
+    def __call__(self, doc: Doc) -> Doc:
+        spans = doc.ents if self.spans_key is None else doc.spans.get(self.spans_key, [])
+        doc._.entities = group_mentions(doc, spans, self.type_map, self.merge_person_names)
+        return doc
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int = 128) -> Iterator[Doc]:
+        for doc in docs:
+            yield self(doc)
+
+
+@Language.factory(
+    "lmrc_entity_grouper",
+    default_config={"spans_key": None, "type_map": None, "merge_person_names": True},
+    requires=["doc.ents"],
+    assigns=["doc._.entities"],
+)
+def make_entity_grouper(nlp: Language, name: str, spans_key: str | None,
+                        type_map: dict[str, str] | None,
+                        merge_person_names: bool) -> EntityGrouper:
+    """Entities from ``doc.ents`` (or ``doc.spans[spans_key]``); ``type_map`` null = OntoNotes
+    labels to DocRED's PER/ORG/LOC/TIME/NUM/MISC."""
+    return EntityGrouper(name, spans_key, type_map or ONTONOTES_TO_DOCRED, merge_person_names)
