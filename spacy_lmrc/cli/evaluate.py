@@ -1,0 +1,102 @@
+"""``spacy-lmrc evaluate``: run a pipeline on a gold corpus and score it, saying what was scored."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from tqdm import tqdm
+
+from ..corpus import docs_to_result
+from ..corpus.readers import input_copy
+from ..corpus.sentence import sentence_label
+from ..doc import ordered_pairs
+from ..metrics import gold_from_doc, pair_scores, score_docred, score_labels, train_facts_from_docs
+from ._app import app
+from ._util import describe_slice, friendly_errors, info, load_docs
+from .extract import load_pipeline
+
+
+def _pipe_stats(nlp) -> dict[str, Any]:
+    """Parse counts and other run statistics that components expose as ``stats``."""
+    stats = {}
+    for name, pipe in nlp.pipeline:
+        value = getattr(pipe, "stats", None)
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        if isinstance(value, dict):
+            stats[name] = value
+    return stats
+
+
+@app.command("evaluate")
+@friendly_errors
+def evaluate_cli(
+    pipeline: str = typer.Argument(..., help="Pipeline folder or installed package"),
+    data: Path = typer.Argument(..., help="Gold corpus: DocRED JSON, SemEval/TACRED JSON, .spacy"),
+    first: int | None = typer.Option(None, "--first", help="Only the first N documents"),
+    last: int | None = typer.Option(None, "--last", help="Then only the last N documents"),
+    train: Path | None = typer.Option(None, "--train", help="Training split for Ign F1"),
+    train_first: int | None = typer.Option(None, "--train-first", help="Train: first N docs"),
+    train_last: int | None = typer.Option(None, "--train-last", help="Train: then last N docs"),
+    sentence_level: bool = typer.Option(
+        False, "--sentence-level", help="One-pair sentence Docs: micro P/R/F1 of labels"),
+    negative_label: str = typer.Option("Other", "--negative-label", help="Sentence level: NA"),
+    semeval: bool = typer.Option(False, "--semeval", help="Sentence level: SemEval macro-F1"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the scores (JSON)"),
+    predictions: Path | None = typer.Option(
+        None, "--predictions", help="Write predictions (result.json, or JSONL at sentence level)"),
+    batch_size: int = typer.Option(8, "--batch-size", help="Documents per nlp.pipe batch"),
+) -> None:
+    """Predict on DATA with PIPELINE, score, and print JSON with what was evaluated."""
+    gold_docs, report = load_docs(data, first=first, last=last)
+    nlp = load_pipeline(pipeline)
+    start = time.perf_counter()
+    stream = nlp.pipe((input_copy(doc) for doc in gold_docs), batch_size=batch_size)
+    pred_docs = list(tqdm(stream, total=len(gold_docs), desc="evaluate"))
+    seconds = time.perf_counter() - start
+    scores: dict[str, Any] = {
+        "evaluated": {
+            "pipeline": str(pipeline), "components": nlp.pipe_names,
+            "data": describe_slice(data, first, last), "documents": len(gold_docs),
+            "skipped_invalid": len(report),
+            "train_facts_from": describe_slice(train, train_first, train_last) if train else None,
+        },
+        "seconds": seconds,
+        "seconds_per_document": seconds / max(len(gold_docs), 1),
+        "component_stats": _pipe_stats(nlp),
+    }
+    if sentence_level:
+        gold = [sentence_label(d, negative_label) for d in gold_docs]
+        pred = [sentence_label(d, negative_label) for d in pred_docs]
+        scores.update(score_labels(gold, pred, negative_label, semeval=semeval))
+        lines = [json.dumps({"index": i, "relation": p}) for i, p in enumerate(pred)]
+        prediction_text = "".join(line + "\n" for line in lines)
+    else:
+        train_facts = None
+        if train is not None:
+            train_docs, _ = load_docs(train, first=train_first, last=train_last)
+            train_facts = train_facts_from_docs(train_docs)
+        result = docs_to_result(pred_docs)
+        scores.update(score_docred([gold_from_doc(d) for d in gold_docs], result, train_facts))
+        if any(d._.relation_candidates for d in pred_docs):
+            gold_pairs = {(d._.title, r["head"], r["tail"]) for d in gold_docs
+                          for r in d._.relations}
+            kept = {(d._.title, c["head"], c["tail"]) for d in pred_docs
+                    for c in d._.relation_candidates}
+            space = sum(1 for d in gold_docs for _ in ordered_pairs(d))
+            scores["candidates"] = pair_scores(gold_pairs, kept, candidate_space=space)
+        prediction_text = json.dumps(result)
+    text = json.dumps(scores, indent=2)
+    print(text)
+    info(f"evaluated {pipeline} on {describe_slice(data, first, last)}: {len(gold_docs)} "
+         f"documents in {seconds:.1f} s" + ("" if train else "; no --train: Ign F1 not computed"))
+    if "dev_revised" in data.name:
+        info("note: redocred-small figures are not comparable with published Re-DocRED results")
+    for path, content in ((output, text + "\n"), (predictions, prediction_text)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf8")
