@@ -14,6 +14,13 @@ class LLMBackend(ABC):
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Answers for ``prompts``, in order."""
 
+    def generate_bounded(self, prompts: Sequence[str], max_new_tokens: int | None) -> list[str]:
+        """Answers with at most ``max_new_tokens`` new tokens, where the backend can bound them.
+
+        The default ignores the bound; backends that control generation override this.
+        """
+        return self.generate(prompts)
+
     def to_disk(self, path: Path) -> None:
         """Save what a pipeline needs to reload this backend (e.g. a LoRA adapter)."""
 

