@@ -1,0 +1,217 @@
+"""``lmrc_candidate_proposer``: LMRC's relation candidate proposal (RCP) as a spaCy component.
+
+Scores every ordered entity pair of ``doc._.entities`` with the RCP model
+(:mod:`spacy_lmrc.proposer`) and writes the pairs whose P(relation) exceeds the threshold to
+``doc._.relation_candidates`` as ``{"head", "tail", "score"}``, in (head, tail) order. The
+``llm_relation_classifier`` then only asks the LLM about those pairs.
+
+``model`` is either a trained proposer folder (``<output>/model-best`` of
+``spacy-lmrc train-proposer``) or an encoder name / path. With an encoder, the component holds
+an *untrained* proposer (random head): it can be saved, loaded and trained further, but
+predicting with it raises an error, because its candidates would be noise, unless
+``allow_untrained = true`` says that is intended (tests, smoke runs). ``threshold = null`` uses
+the threshold chosen on dev and stored with the model.
+
+Training happens in ``spacy-lmrc train-proposer`` (Accelerate, multi-GPU), not in
+``spacy train``; ``nlp.initialize`` only loads or builds the model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import minibatch
+
+from ..doc import Candidate
+from ..proposer.model import RCPModel, is_rcp_folder
+from ..util import DEFAULT_ENCODER, resolve_device
+
+MODEL_DIR = "model"
+CFG_FILE = "cfg.json"
+
+
+class UntrainedProposerError(RuntimeError):
+    """Raised when an untrained proposer is asked for predictions."""
+
+
+@Language.factory(
+    "lmrc_candidate_proposer",
+    default_config={
+        "model": DEFAULT_ENCODER,
+        "threshold": None,
+        "batch_size": 8,
+        "device": "cpu",
+        "bf16": False,
+        "allow_untrained": False,
+        "scorer": {"@scorers": "spacy_lmrc.candidate_scorer.v1"},
+    },
+    assigns=["doc._.relation_candidates"],
+    requires=["doc._.entities"],
+    default_score_weights={"cand_f1": 1.0, "cand_p": 0.0, "cand_r": 0.0,
+                           "cand_kept_fraction": None},
+)
+def make_candidate_proposer(
+    nlp: Language,
+    name: str,
+    model: str,
+    threshold: float | None,
+    batch_size: int,
+    device: str,
+    bf16: bool,
+    allow_untrained: bool,
+    scorer: Callable | None,
+) -> CandidateProposer:
+    """LMRC relation candidate proposer.
+
+    model: trained proposer folder, or encoder name / path (untrained head, see module doc).
+    threshold: keep pairs with P(relation) > threshold; null = the model's stored threshold.
+    batch_size: documents per forward pass. device: cpu, cuda, cuda:N or auto.
+    bf16: bfloat16 autocast (CUDA only). allow_untrained: predict with an untrained head.
+    """
+    return CandidateProposer(nlp, name, model=model, threshold=threshold, batch_size=batch_size,
+                             device=device, bf16=bf16, allow_untrained=allow_untrained,
+                             scorer=scorer)
+
+
+class CandidateProposer:
+    """Writes ``doc._.relation_candidates`` (pairs likely to hold a relation, with P(relation))."""
+
+    def __init__(self, nlp: Language, name: str = "lmrc_candidate_proposer", *,
+                 model: str = DEFAULT_ENCODER, threshold: float | None = None,
+                 batch_size: int = 8, device: str = "cpu", bf16: bool = False,
+                 allow_untrained: bool = False, scorer: Callable | None = None) -> None:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"{name}: threshold must be in [0, 1] or null, got {threshold}")
+        if batch_size < 1:
+            raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}")
+        self.name = name
+        self.model_source = str(model)
+        self.threshold_override = threshold
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        if bf16 and self.device.type != "cuda":
+            raise ValueError(f"{name}: bf16 autocast needs a CUDA device, got {device!r}")
+        self.bf16 = bf16
+        self.allow_untrained = allow_untrained
+        self.scorer = scorer
+        self._model: RCPModel | None = None
+
+    # model
+    @property
+    def model(self) -> RCPModel:
+        """The RCP model, loaded (or built over the encoder) on first use."""
+        if self._model is None:
+            self._model = self._load(self.model_source)
+        return self._model
+
+    def _load(self, source: str) -> RCPModel:
+        if is_rcp_folder(source):
+            model = RCPModel.from_pretrained(source, device=self.device)
+        else:
+            model = RCPModel.from_encoder(source).to(self.device).eval()
+        return model
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.model.settings.trained)
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in use: the configured one, else the one stored with the model."""
+        if self.threshold_override is not None:
+            return self.threshold_override
+        return float(self.model.settings.threshold)
+
+    def initialize(self, get_examples: Callable[[], Iterable[Example]] | None = None, *,
+                   nlp: Language | None = None, model: str | None = None) -> None:
+        """Load the proposer (``model`` overrides the configured source) and check the input.
+
+        With an encoder name the head is untrained; see the module docstring.
+        """
+        if model is not None:
+            self.model_source = str(model)
+        self._model = self._load(self.model_source)
+        if get_examples is not None:
+            for i, eg in enumerate(get_examples()):
+                if not eg.predicted.has_extension("entities"):
+                    raise ValueError(f"{self.name}: example {i} has no doc._.entities")
+                self.model.featurize(eg.predicted)
+
+    # prediction
+    def _check_trained(self) -> None:
+        if not self.is_trained and not self.allow_untrained:
+            raise UntrainedProposerError(
+                f"{self.name}: the proposer over {self.model.settings.encoder!r} has an untrained "
+                f"head, so its candidates would be noise. Set the component's 'model' to a "
+                f"trained proposer folder (the model-best folder of `spacy-lmrc train-proposer`), "
+                f"or set allow_untrained = true if random candidates are what you want."
+            )
+
+    def predict(self, docs: list[Doc]) -> list[np.ndarray]:
+        """P(relation) of every ordered entity pair of each Doc (``ordered_pairs`` order)."""
+        self._check_trained()
+        model = self.model
+        features = [model.featurize(doc) for doc in docs]
+        scored = [i for i, f in enumerate(features) if f.pairs]
+        probs = model.predict_proba([features[i] for i in scored], batch_size=self.batch_size,
+                                    bf16=self.bf16)
+        result = [np.zeros(0, dtype=np.float32) for _ in docs]
+        for i, p in zip(scored, probs):
+            result[i] = p
+        self._pairs = [f.pairs for f in features]
+        return result
+
+    def set_annotations(self, docs: list[Doc], probs: list[np.ndarray]) -> None:
+        threshold = self.threshold
+        for doc, pairs, doc_probs in zip(docs, self._pairs, probs):
+            candidates: list[Candidate] = [
+                {"head": int(h), "tail": int(t), "score": float(p)}
+                for (h, t), p in zip(pairs, doc_probs) if p > threshold
+            ]
+            doc._.relation_candidates = candidates
+
+    def __call__(self, doc: Doc) -> Doc:
+        self.set_annotations([doc], self.predict([doc]))
+        return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
+        """Score documents in batches of ``batch_size`` (default: the component's)."""
+        for batch in minibatch(stream, size=batch_size or self.batch_size):
+            batch = list(batch)
+            self.set_annotations(batch, self.predict(batch))
+            yield from batch
+
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
+        """Pair-level P/R/F1 and kept fraction (``spacy_lmrc.candidate_scorer.v1``)."""
+        if self.scorer is None:
+            return {}
+        return self.scorer(examples, **kwargs)
+
+    # serialization
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        """Weights, tokenizer and settings in ``model/``, component settings in ``cfg.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path / MODEL_DIR)
+        cfg = {"model_source": self.model_source, "threshold": self.threshold_override,
+               "batch_size": self.batch_size, "allow_untrained": self.allow_untrained}
+        (path / CFG_FILE).write_text(json.dumps(cfg, indent=2))
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> CandidateProposer:
+        path = Path(path)
+        if not is_rcp_folder(path / MODEL_DIR):
+            raise FileNotFoundError(f"{self.name}: no saved proposer in {path / MODEL_DIR}")
+        cfg = json.loads((path / CFG_FILE).read_text())
+        self.model_source = cfg["model_source"]
+        self.threshold_override = cfg["threshold"]
+        self.batch_size = cfg["batch_size"]
+        self.allow_untrained = cfg["allow_untrained"]
+        self._model = RCPModel.from_pretrained(path / MODEL_DIR, device=self.device)
+        return self

@@ -1,0 +1,118 @@
+"""Encoding documents longer than the encoder's window: overlapping windows, stitched back.
+
+Generalises ATLOP's ``long_seq``: a sequence that fits is encoded in one pass; a longer one is
+cut into overlapping windows (the first keeps the sequence's own start tokens and gets the end
+tokens appended, the last gets the start tokens prepended, middle windows get both). Up to
+``2 * window - start - end`` tokens this is exactly ATLOP's two windows; beyond that, evenly
+spaced middle windows are added. Hidden states are averaged where windows overlap; last-layer
+attention maps are summed in place and each row renormalised to a distribution over the real
+tokens (the special tokens added to a window are dropped, as ATLOP does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .features import SpecialTokens
+
+# model types whose position ids start at padding_idx + 1 (max_position_embeddings counts them)
+_POSITION_OFFSET_TYPES = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                          "data2vec-text", "mpnet", "roberta-prelayernorm", "luke", "ibert"}
+
+
+def encoder_window(config, tokenizer=None) -> int:
+    """The longest sequence the encoder accepts (RoBERTa's 514 positions give 512)."""
+    size = getattr(config, "max_position_embeddings", None) or 512
+    if getattr(config, "model_type", None) in _POSITION_OFFSET_TYPES:
+        size -= (getattr(config, "pad_token_id", None) or 1) + 1
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 100_000:
+        size = min(size, limit)
+    return size
+
+
+def plan_windows(length: int, window: int, n_start: int, n_end: int) -> list[tuple[int, int]]:
+    """``[start, end)`` spans of the sequence covered by each window (one span when it fits)."""
+    if length <= window:
+        return [(0, length)]
+    inner = window - n_start - n_end
+    if inner < 2:
+        raise ValueError(f"window {window} leaves no room for tokens between the special tokens")
+    first, last = window - n_end, window - n_start
+    if length <= first + last:
+        return [(0, first), (length - last, length)]
+    # middle windows of ``inner`` tokens at evenly spaced starts, consecutive ones overlapping
+    k = math.ceil((length - inner) / (inner - 1)) + 1
+    step = (length - inner) / (k - 1)
+    middle = [(math.floor(i * step), math.floor(i * step) + inner) for i in range(1, k - 1)]
+    return [(0, first)] + middle + [(length - last, length)]
+
+
+def encode_windowed(
+    encoder: torch.nn.Module,
+    input_ids: torch.Tensor,
+    lengths: list[int],
+    special: SpecialTokens,
+    window: int,
+    pad_token_id: int = 0,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Last hidden states ``[L, d]`` and last-layer attention ``[H, L, L]`` of each sequence.
+
+    ``input_ids`` is ``[B, Lmax]`` (special tokens included, right-padded); ``lengths`` gives
+    each sequence's real length. All windows of the batch go through the encoder in one pass.
+    """
+    device = input_ids.device
+    start = torch.tensor(special.start, dtype=input_ids.dtype, device=device)
+    end = torch.tensor(special.end, dtype=input_ids.dtype, device=device)
+    pieces: list[torch.Tensor] = []
+    owners: list[tuple[int, int, int, int]] = []  # (doc, span start, span end, offset in window)
+    plans = []
+    for i, length in enumerate(lengths):
+        spans = plan_windows(length, window, len(special.start), len(special.end))
+        plans.append(spans)
+        for a, b in spans:
+            parts = []
+            offset = 0
+            if a > 0:
+                parts.append(start)
+                offset = len(special.start)
+            parts.append(input_ids[i, a:b])
+            if b < length:
+                parts.append(end)
+            pieces.append(torch.cat(parts))
+            owners.append((i, a, b, offset))
+    width = max(len(p) for p in pieces)
+    batch = torch.full((len(pieces), width), pad_token_id, dtype=input_ids.dtype, device=device)
+    mask = torch.zeros((len(pieces), width), dtype=torch.long, device=device)
+    for j, piece in enumerate(pieces):
+        batch[j, :len(piece)] = piece
+        mask[j, :len(piece)] = 1
+    out = encoder(input_ids=batch, attention_mask=mask, output_attentions=True)
+    hidden_all, att_all = out.last_hidden_state, out.attentions[-1]
+
+    hiddens: list[torch.Tensor] = []
+    attentions: list[torch.Tensor] = []
+    j = 0
+    for i, length in enumerate(lengths):
+        spans = plans[i]
+        if len(spans) == 1:
+            hiddens.append(hidden_all[j, :length])
+            attentions.append(att_all[j, :, :length, :length])
+            j += 1
+            continue
+        dim, heads = hidden_all.size(-1), att_all.size(1)
+        hidden = hidden_all.new_zeros((length, dim))
+        count = hidden_all.new_zeros((length, 1))
+        att = att_all.new_zeros((heads, length, length))
+        for _ in spans:
+            _, a, b, off = owners[j]
+            n = b - a
+            hidden[a:b] = hidden[a:b] + hidden_all[j, off:off + n]
+            count[a:b] = count[a:b] + 1
+            att[:, a:b, a:b] = att[:, a:b, a:b] + att_all[j, :, off:off + n, off:off + n]
+            j += 1
+        hiddens.append(hidden / count)
+        attentions.append(att / (att.sum(-1, keepdim=True) + 1e-10))
+    return hiddens, attentions

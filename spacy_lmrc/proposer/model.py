@@ -1,0 +1,246 @@
+"""The RCP model (LMRC section 4.1 on ATLOP): which entity pairs hold any relation.
+
+Mention embedding = encoder state at the opening ``*`` marker; entity embedding = logsumexp
+over its mentions; localized context ``c_so`` = hidden states pooled with the normalised
+product of head and tail last-layer attention (mean over mentions, then over heads);
+``z_s = tanh(W_s h_s + W_c c_so)`` and ``z_o`` likewise; ATLOP's grouped bilinear (block 64)
+gives one logit, trained with binary cross-entropy. The logit is for P(relation) — the paper
+writes Eq. 6 for P(NA) = 1 - P(relation), which is the same classifier with the sign flipped.
+
+Saved folders hold ``encoder/`` (the fine-tuned encoder and its tokenizer, a regular Hugging
+Face model folder), ``head.safetensors`` and ``rcp.json`` (settings, threshold, trained flag).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..util import resolve_model_name
+from .encoder import encode_windowed, encoder_window
+from .features import DocFeatures, SpecialTokens, featurize
+
+SETTINGS_FILE = "rcp.json"
+HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"
+
+
+@dataclass
+class RCPSettings:
+    """Everything besides weights that defines a proposer.
+
+    ``encoder``: the name or path it was built from; ``window``: encoder window in wordpieces
+    (``None`` = the encoder's maximum); ``threshold``: keep a pair when P(relation) > threshold;
+    ``trained``: False until the training loop has saved it; ``training``: provenance.
+    """
+
+    encoder: str
+    emb_size: int = 768
+    block_size: int = 64
+    window: int | None = None
+    threshold: float = 0.5
+    trained: bool = False
+    training: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RCPSettings:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def is_rcp_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder written by :meth:`RCPModel.save_pretrained`."""
+    return (Path(path) / SETTINGS_FILE).exists()
+
+
+def load_encoder(name_or_path: str | Path) -> nn.Module:
+    """A Hugging Face encoder with eager attention (attention maps are needed), no pooler."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(name_or_path, attn_implementation="eager",
+                                         add_pooling_layer=False)
+    except TypeError:  # encoders without a pooler do not take the argument
+        return AutoModel.from_pretrained(name_or_path, attn_implementation="eager")
+
+
+def collate(features: list[DocFeatures], pad_token_id: int = 0) -> dict:
+    """Pad a batch for :meth:`RCPModel.forward` (tensors, so Accelerate can place them)."""
+    lengths = [len(f.input_ids) for f in features]
+    input_ids = torch.full((len(features), max(lengths)), pad_token_id, dtype=torch.long)
+    for i, f in enumerate(features):
+        input_ids[i, :lengths[i]] = torch.tensor(f.input_ids, dtype=torch.long)
+    batch = {
+        "input_ids": input_ids,
+        "lengths": torch.tensor(lengths, dtype=torch.long),
+        "entity_pos": [f.entity_pos for f in features],
+        "pairs": [torch.tensor(f.pairs, dtype=torch.long).reshape(-1, 2) for f in features],
+    }
+    if all(f.labels is not None for f in features):
+        batch["labels"] = torch.tensor([x for f in features for x in f.labels], dtype=torch.float)
+    return batch
+
+
+class RCPModel(nn.Module):
+    """Binary relation-candidate classifier over any Hugging Face encoder."""
+
+    def __init__(self, encoder: nn.Module, tokenizer, settings: RCPSettings) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.settings = settings
+        if settings.emb_size % settings.block_size:
+            raise ValueError(f"emb_size {settings.emb_size} is not a multiple of block_size "
+                             f"{settings.block_size}")
+        hidden = encoder.config.hidden_size
+        self.head_extractor = nn.Linear(2 * hidden, settings.emb_size)
+        self.tail_extractor = nn.Linear(2 * hidden, settings.emb_size)
+        self.bilinear = nn.Linear(settings.emb_size * settings.block_size, 1)
+        self.special = SpecialTokens.from_tokenizer(tokenizer)
+        self.window = settings.window or encoder_window(encoder.config, tokenizer)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._word_cache: dict[str, list[int]] = {}
+
+    # construction and persistence
+    @classmethod
+    def from_encoder(cls, name_or_path: str, *, emb_size: int = 768, block_size: int = 64,
+                     window: int | None = None) -> RCPModel:
+        """A new model (untrained head) over the encoder ``name_or_path`` (hub name or folder)."""
+        from transformers import AutoTokenizer
+
+        resolved = resolve_model_name(name_or_path)
+        encoder = load_encoder(resolved)
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        settings = RCPSettings(encoder=name_or_path, emb_size=emb_size, block_size=block_size,
+                               window=window)
+        return cls(encoder, tokenizer, settings)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> RCPModel:
+        """Load a folder written by :meth:`save_pretrained`."""
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer
+
+        path = Path(path)
+        if not is_rcp_folder(path):
+            raise FileNotFoundError(
+                f"{path} is not a saved candidate proposer (no {SETTINGS_FILE})")
+        settings = RCPSettings.from_dict(json.loads((path / SETTINGS_FILE).read_text()))
+        encoder = load_encoder(path / ENCODER_DIR)
+        tokenizer = AutoTokenizer.from_pretrained(path / ENCODER_DIR)
+        model = cls(encoder, tokenizer, settings)
+        head = load_file(str(path / HEAD_FILE))
+        wanted = {k for k, _ in model.named_parameters() if not k.startswith("encoder.")}
+        missing = wanted - set(head)
+        if missing:
+            raise ValueError(f"{path / HEAD_FILE} lacks weights {sorted(missing)}")
+        model.load_state_dict(head, strict=False)
+        return model.to(device).eval()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write ``encoder/`` (weights + tokenizer), ``head.safetensors`` and ``rcp.json``."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(path / ENCODER_DIR)
+        self.tokenizer.save_pretrained(path / ENCODER_DIR)
+        head = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
+                if not k.startswith("encoder.")}
+        save_file(head, str(path / HEAD_FILE))
+        (path / SETTINGS_FILE).write_text(json.dumps(asdict(self.settings), indent=2))
+
+    # features
+    def featurize(self, doc, *, with_labels: bool = False) -> DocFeatures:
+        """The model input of one Doc (see :func:`features.featurize`)."""
+        return featurize(doc, self.tokenizer, self.special, with_labels=with_labels,
+                         word_cache=self._word_cache)
+
+    def collate(self, features: list[DocFeatures]) -> dict:
+        return collate(features, self.pad_token_id)
+
+    # computation
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor,
+                entity_pos: list[list[list[int]]], pairs: list[torch.Tensor],
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Logits of every pair of every document, concatenated; plus the BCE loss with labels."""
+        hiddens, attentions = encode_windowed(self.encoder, input_ids, lengths.tolist(),
+                                              self.special, self.window, self.pad_token_id)
+        logits = []
+        for seq, att, pos, doc_pairs in zip(hiddens, attentions, entity_pos, pairs):
+            if len(doc_pairs) == 0:
+                continue
+            logits.append(self._pair_logits(seq, att, pos, doc_pairs.to(seq.device)))
+        if logits:
+            out = torch.cat(logits)
+        else:
+            out = input_ids.new_zeros((0,), dtype=torch.float)
+        result = {"logits": out}
+        if labels is not None:
+            result["loss"] = nn.functional.binary_cross_entropy_with_logits(
+                out.float(), labels.to(out.device).float())
+        return result
+
+    def _pair_logits(self, seq: torch.Tensor, att: torch.Tensor, pos: list[list[int]],
+                     pairs: torch.Tensor) -> torch.Tensor:
+        n_ent, n_max = len(pos), max(len(p) for p in pos)
+        index = torch.zeros((n_ent, n_max), dtype=torch.long, device=seq.device)
+        mask = torch.zeros((n_ent, n_max), dtype=torch.bool, device=seq.device)
+        for e, p in enumerate(pos):
+            index[e, :len(p)] = torch.tensor(p, device=seq.device)
+            mask[e, :len(p)] = True
+        mentions = seq[index]  # [E, M, d]
+        ent_emb = mentions.masked_fill(~mask[..., None], float("-inf")).logsumexp(dim=1)
+        ment_att = att[:, index]  # [H, E, M, L]
+        weights = mask.to(att.dtype)[None, :, :, None]
+        ent_att = (ment_att * weights).sum(2) / weights.sum(2)  # [H, E, L]
+        ent_att = ent_att.transpose(0, 1)  # [E, H, L]
+        hs, ts = pairs[:, 0], pairs[:, 1]
+        q = (ent_att[hs] * ent_att[ts]).mean(1)  # [P, L]
+        q = q / (q.sum(1, keepdim=True) + 1e-5)
+        context = q.to(seq.dtype) @ seq  # [P, d]
+        z_s = torch.tanh(self.head_extractor(torch.cat([ent_emb[hs], context], dim=-1)))
+        z_o = torch.tanh(self.tail_extractor(torch.cat([ent_emb[ts], context], dim=-1)))
+        return self.grouped_bilinear(z_s, z_o)
+
+    def grouped_bilinear(self, z_s: torch.Tensor, z_o: torch.Tensor) -> torch.Tensor:
+        """ATLOP's grouped bilinear ``Linear(vec(b1 outer b2 per block))`` without materialising
+        the ``[pairs, emb * block]`` outer products: ``sum_k b1_k^T W_k b2_k + b`` by batched
+        matmul over the blocks (same parameters, same result, a fraction of the memory)."""
+        size = self.settings.block_size
+        blocks = self.settings.emb_size // size
+        b1 = z_s.view(-1, blocks, size).transpose(0, 1)  # [K, P, i]
+        b2 = z_o.view(-1, blocks, size).transpose(0, 1)  # [K, P, j]
+        weight = self.bilinear.weight.view(blocks, size, size).to(b1.dtype)  # [K, i, j]
+        return (torch.bmm(b1, weight) * b2).sum(dim=(0, 2)) + self.bilinear.bias.to(b1.dtype)
+
+    @torch.inference_mode()
+    def predict_proba(self, features: list[DocFeatures], batch_size: int = 8,
+                      bf16: bool = False) -> list[np.ndarray]:
+        """P(relation) for every pair of every document (``features[i].pairs`` order)."""
+        self.eval()
+        device = next(self.parameters()).device
+        if bf16 and device.type != "cuda":
+            raise ValueError("bf16 autocast is only used on CUDA; set device to cuda or bf16 off")
+        results: list[np.ndarray] = []
+        for i in range(0, len(features), batch_size):
+            chunk = features[i:i + batch_size]
+            batch = self.collate(chunk)
+            batch.pop("labels", None)
+            batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                     for k, v in batch.items()}
+            autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16
+                        else contextlib.nullcontext())
+            with autocast:
+                probs = torch.sigmoid(self(**batch)["logits"].float()).cpu().numpy()
+            offset = 0
+            for f in chunk:
+                results.append(probs[offset:offset + len(f.pairs)])
+                offset += len(f.pairs)
+        return results
