@@ -141,8 +141,11 @@ def finetune(
     tokenizer = load_tokenizer(model_path)
 
     pairs = build_sft_examples(task, docs)
-    if settings.max_examples is not None:
-        pairs = pairs[: settings.max_examples]
+    if settings.max_examples is not None and settings.max_examples < len(pairs):
+        # a seeded sample over all documents, not the first documents' prompts only
+        keep = sorted(random.Random(settings.seed).sample(range(len(pairs)),
+                                                          settings.max_examples))
+        pairs = [pairs[i] for i in keep]
     encoded, too_long = [], 0
     for prompt, answer in pairs:
         ex = tokenize_example(tokenizer, prompt, answer, seq2seq=seq2seq,

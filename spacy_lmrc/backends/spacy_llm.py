@@ -21,6 +21,7 @@ from spacy.util import registry
 from spacy_llm.registry import registry as llm_registry
 
 from ..metrics.scorers import score_relations
+from ..tasks import document  # noqa: F401  (registers the LMRC tasks used in task configs)
 from ..tasks.base import ParseStats, PromptUnit, RelationTask
 from .base import LLMBackend
 

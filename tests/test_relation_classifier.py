@@ -1,0 +1,106 @@
+"""The llm_relation_classifier component: pipe, stats, scorer, serialization."""
+
+from __future__ import annotations
+
+import spacy
+from spacy.training import Example
+
+from spacy_lmrc.corpus import docred_record_to_doc
+from spacy_lmrc.corpus.readers import input_copy
+from spacy_lmrc.metrics import train_facts_from_docs
+from spacy_lmrc.metrics.scorers import score_relations
+from spacy_lmrc.pipeline.relation_classifier import RelationClassifier
+
+LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
+ANSWER = "\n".join([
+    "(Ada Lovelace| place of birth| London)",
+    "(Analytical Engine| creator| Babbage)",      # a mention name of "Charles Babbage"
+    "(Ada Lovelace| born in| London)",            # relation outside the set
+    "(Ada Lovelace| None| Analytical Engine)",    # None: no relation
+    "(Grace Hopper| creator| London)",            # entity that is not in the document
+    "I think these are all.",                     # unparsable
+])
+
+
+def _pipeline(answer=ANSWER, **task):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"labels": LABELS, "pairs_per_prompt": 20, **task},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": answer},
+        "batch_size": 2,
+    })
+    return nlp
+
+
+def test_writes_relations_and_counts_what_it_dropped(toy_record):
+    nlp = _pipeline()
+    doc = nlp(input_copy(docred_record_to_doc(toy_record, nlp.vocab)))
+    assert sorted((r["head"], r["tail"], r["label"]) for r in doc._.relations) == [
+        (0, 1, "P19"), (3, 2, "P170")]
+    assert all(r["score"] == 1.0 for r in doc._.relations)
+    rc = nlp.get_pipe("llm_relation_classifier")
+    counts = rc.stats.counts
+    assert counts["unparsable"] == 1 and counts["out_of_set"] == 1
+    assert counts["none"] == 1 and counts["unaligned_entity"] == 1
+    assert counts["entity_mention_name"] == 1
+    assert rc.stats.samples["out_of_set"] == ["born in"]
+    assert rc.usage["documents"] == 1 and rc.usage["pairs"] == 12
+
+
+def test_pipe_batches_prompts_across_docs(toy_record):
+    nlp = _pipeline(pairs_per_prompt=5)
+    docs = [input_copy(docred_record_to_doc(toy_record, nlp.vocab)) for _ in range(3)]
+    out = list(nlp.pipe(docs, batch_size=2))
+    rc = nlp.get_pipe("llm_relation_classifier")
+    assert len(rc.backend.prompts) == 9  # 3 docs x 3 prompts of <= 5 pairs
+    assert all(len(d._.relations) == 2 for d in out)
+    assert rc.usage["prompts"] == 9
+
+
+def test_candidates_score_is_carried(toy_record):
+    nlp = _pipeline()
+    doc = input_copy(docred_record_to_doc(toy_record, nlp.vocab))
+    doc._.relation_candidates = [{"head": 0, "tail": 1, "score": 0.8}]
+    doc = nlp(doc)
+    assert doc._.relations == [{"head": 0, "tail": 1, "label": "P19", "score": 0.8}]
+    assert nlp.get_pipe("llm_relation_classifier").stats.counts["unasked_pair"] == 1
+
+
+def test_scorer_reports_f1_ign_intra_inter(toy_record):
+    nlp = _pipeline()
+    gold = docred_record_to_doc(toy_record, nlp.vocab)
+    scores = nlp.evaluate([Example(input_copy(gold), gold)])
+    assert round(scores["rel_p"], 3) == 1.0 and round(scores["rel_r"], 3) == round(2 / 3, 3)
+    assert scores["rel_intra_f1"] > 0
+    assert scores["rel_ign_f1"] is None  # no training facts given
+    pred = nlp(input_copy(gold))
+    with_train = score_relations([Example(pred, gold)], train_facts=train_facts_from_docs([gold]))
+    assert with_train["rel_ign_f1"] == 0.0  # every correct fact also occurs in "training"
+
+
+def test_save_load_gives_identical_output(toy_record, tmp_path):
+    nlp = _pipeline(pairs_per_prompt=7, entity_cutoff=90)
+    before = nlp(input_copy(docred_record_to_doc(toy_record, nlp.vocab)))._.relations
+    nlp.to_disk(tmp_path / "pipeline")
+    assert (tmp_path / "pipeline" / "llm_relation_classifier" / "task.json").exists()
+    loaded = spacy.load(tmp_path / "pipeline")
+    rc = loaded.get_pipe("llm_relation_classifier")
+    assert isinstance(rc, RelationClassifier)
+    assert rc.task.pairs_per_prompt == 7 and rc.task.labels == LABELS
+    after = loaded(input_copy(docred_record_to_doc(toy_record, loaded.vocab)))._.relations
+    assert after == before
+
+
+def test_hf_backend_saves_adapter_not_base_model(tmp_path):
+    from spacy_lmrc.backends.hf import HFBackend
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    backend = HFBackend(model="some/base-model", adapter=str(adapter))
+    backend.to_disk(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "backend.json"]
+    again = HFBackend(model="some/base-model").from_disk(tmp_path / "saved")
+    assert again.adapter == str(tmp_path / "saved") and again.model_name == "some/base-model"
