@@ -30,6 +30,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from ..doc import Candidate
+from ..metrics import scorers  # noqa: F401  (registers spacy_lmrc.candidate_scorer.v1)
 from ..proposer.model import RCPModel, is_rcp_folder
 from ..util import DEFAULT_ENCODER, resolve_device
 

