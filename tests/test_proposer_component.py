@@ -157,10 +157,43 @@ def test_train_settings_reject_unknown_keys():
         TrainSettings.from_config({"mixed_precision": "fp8"})
 
 
-def test_train_proposer_cli_help():
+def test_train_proposer_cli_with_overrides(tiny_encoder_dir, toy_record, tmp_path):
     from typer.testing import CliRunner
 
     from spacy_lmrc.cli import app
 
-    result = CliRunner().invoke(app, ["train-proposer", "--help"])
-    assert result.exit_code == 0 and "--resume" in result.output
+    corpus = tmp_path / "toy.json"
+    write_toy_corpus(corpus, toy_record)
+    args = ["train-proposer", "configs/proposer.cfg", "-o", str(tmp_path / "out"),
+            "--paths.train", str(corpus), "--paths.dev", str(corpus),
+            "--corpora.train.first", "2", "--corpora.dev.last", "1",
+            "--model.encoder", str(tiny_encoder_dir), "--model.emb_size", "64",
+            "--model.block_size", "16", "--training.epochs", "1",
+            "--threshold.@misc", "spacy_lmrc.threshold.target_recall.v1",
+            "--threshold.target_recall", "1.0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["at_threshold"]["recall"] == pytest.approx(100.0)
+    assert len(metrics["history"]) == 1
+
+    bad = CliRunner().invoke(app, args[:4] + ["--training.epochz", "1"])
+    assert bad.exit_code == 1 and "unknown setting" in bad.output
+
+
+@pytest.mark.integration
+def test_train_proposer_on_redocred_with_minilm(shared_data, tmp_path):
+    """Two optimiser steps of the real config on four Re-DocRED documents, then the component."""
+    path = str(shared_data / "redocred" / "dev_revised.json")
+    config = load_config("configs/proposer.cfg", {
+        "paths.train": path, "paths.dev": path, "corpora.train.first": 2,
+        "corpora.dev.last": 2, "training.epochs": 1, "training.batch_size": 1})
+    metrics = train_proposer(config, tmp_path / "out")
+    assert metrics["dev_docs"] == 2 and metrics["dev_relation_pairs"] > 0
+    from spacy_lmrc.corpus import read_docred
+
+    nlp = make_nlp(str(tmp_path / "out" / "model-best"), threshold=0.0)
+    refs = list(read_docred(path, nlp.vocab, last=2))
+    docs = list(nlp.pipe([input_copy(d) for d in refs]))
+    n = len(refs[0]._.entities)
+    assert len(docs[0]._.relation_candidates) == n * (n - 1)

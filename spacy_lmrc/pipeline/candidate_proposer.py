@@ -29,7 +29,8 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import minibatch
 
-from ..doc import Candidate
+from ..doc import Candidate, ordered_pairs
+from ..errors import InputError
 from ..metrics import scorers  # noqa: F401  (registers spacy_lmrc.candidate_scorer.v1)
 from ..proposer.model import RCPModel, is_rcp_folder
 from ..util import DEFAULT_ENCODER, resolve_device
@@ -141,9 +142,12 @@ class CandidateProposer:
         self._model = self._load(self.model_source)
         if get_examples is not None:
             for i, eg in enumerate(get_examples()):
-                if not eg.predicted.has_extension("entities"):
-                    raise ValueError(f"{self.name}: example {i} has no doc._.entities")
-                self.model.featurize(eg.predicted)
+                try:
+                    self.model.featurize(eg.predicted)
+                except (KeyError, IndexError, TypeError) as err:
+                    raise InputError(f"{self.name}: cannot mark the entity mentions ({err!r})",
+                                     index=i, title=eg.predicted._.title,
+                                     field="doc._.entities") from None
 
     # prediction
     def _check_trained(self) -> None:
@@ -166,15 +170,14 @@ class CandidateProposer:
         result = [np.zeros(0, dtype=np.float32) for _ in docs]
         for i, p in zip(scored, probs):
             result[i] = p
-        self._pairs = [f.pairs for f in features]
         return result
 
     def set_annotations(self, docs: list[Doc], probs: list[np.ndarray]) -> None:
         threshold = self.threshold
-        for doc, pairs, doc_probs in zip(docs, self._pairs, probs):
+        for doc, doc_probs in zip(docs, probs):
             candidates: list[Candidate] = [
                 {"head": int(h), "tail": int(t), "score": float(p)}
-                for (h, t), p in zip(pairs, doc_probs) if p > threshold
+                for (h, t), p in zip(ordered_pairs(doc), doc_probs) if p > threshold
             ]
             doc._.relation_candidates = candidates
 

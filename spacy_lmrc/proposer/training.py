@@ -25,6 +25,7 @@ from confection import Config
 from spacy.util import registry
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..util import resolve_device
 from .model import RCPModel, is_rcp_folder
 from .threshold import pair_prf, recall_vs_kept
@@ -55,12 +56,12 @@ class TrainSettings:
     def from_config(cls, section: dict[str, Any]) -> TrainSettings:
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown setting(s) in [training]: {sorted(unknown)}; "
-                             f"known: {sorted(cls.__dataclass_fields__)}")
+            raise InputError(f"unknown setting(s) {sorted(unknown)}; known: "
+                             f"{sorted(cls.__dataclass_fields__)}", field="training")
         settings = cls(**section)
         if settings.mixed_precision not in ("no", "bf16"):
-            raise ValueError(f"[training] mixed_precision must be 'no' or 'bf16', "
-                             f"got {settings.mixed_precision!r}")
+            raise InputError(f"must be 'no' or 'bf16', got {settings.mixed_precision!r}",
+                             field="training.mixed_precision")
         return settings
 
 
@@ -105,7 +106,7 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
     settings = TrainSettings.from_config(dict(config.get("training", {})))
     use_cpu = resolve_device(settings.device).type == "cpu"
     if settings.mixed_precision == "bf16" and use_cpu:
-        raise ValueError("[training] mixed_precision = 'bf16' needs CUDA; use 'no' on CPU")
+        raise InputError("'bf16' needs CUDA; use 'no' on CPU", field="training.mixed_precision")
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=settings.mixed_precision)
     set_seed(settings.seed)
     main = accelerator.is_main_process
@@ -115,11 +116,12 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
     corpora, policy = resolved["corpora"], resolved["threshold"]
     for split in ("train", "dev"):
         if split not in corpora:
-            raise ValueError(f"the config needs a [corpora.{split}] reader")
+            raise InputError(f"the config needs a [corpora.{split}] reader", field="corpora")
     nlp = spacy.blank("en")
     train_docs, dev_docs = _docs(corpora["train"], nlp), _docs(corpora["dev"], nlp)
     if not train_docs or not dev_docs:
-        raise ValueError(f"empty corpus: {len(train_docs)} train and {len(dev_docs)} dev documents")
+        raise InputError(f"empty corpus: {len(train_docs)} train and {len(dev_docs)} dev "
+                         f"documents", field="corpora")
 
     model = _build_model(dict(config["model"]))
     train_feats = [model.featurize(d, with_labels=True)
