@@ -102,3 +102,23 @@ def test_qlora_on_cpu_is_refused(tiny_llama, toy_doc, tmp_path):
     with pytest.raises(ValueError, match="CUDA"):
         finetune(task, [toy_doc], tmp_path, FinetuneSettings(base_model=tiny_llama,
                                                              load_in_4bit=True, max_steps=1))
+
+
+@pytest.mark.integration
+def test_cli_finetunes_from_the_config_on_redocred(shared_data, tiny_llama, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_lmrc.cli import app
+
+    result = CliRunner().invoke(app, [
+        "finetune-classifier", "configs/classifier_rc.cfg", "-o", str(tmp_path / "rc"),
+        "--paths.train", str(shared_data / "redocred" / "dev_revised.json"),
+        "--paths.labels", str(shared_data / "redocred" / "rel_info.json"),
+        "--corpora.train.first", "3", "--finetune.base_model", tiny_llama,
+        "--finetune.max_steps", "2", "--finetune.batch_size", "1",
+    ])
+    assert result.exit_code == 0, result.output
+    stored = read_training_settings(tmp_path / "rc")
+    assert stored["steps"] == 2 and stored["task"]["pairs"] == "candidates"
+    assert "first=3 (3 documents)" in stored["data"]
+    assert len(stored["task"]["labels"]) == 96

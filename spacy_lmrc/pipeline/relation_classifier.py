@@ -34,6 +34,8 @@ from ..tasks import document  # noqa: F401
 from ..tasks.base import ParseStats, PromptUnit, RelationTask
 
 TRAINING_SETTINGS = "lmrc_training.json"
+# task settings that change the prompt text: a mismatch with fine-tuning is worth a warning
+PROMPT_SETTINGS = ("labels", "template_text", "allow_none", "pairs_per_prompt", "examples")
 
 DEFAULT_CONFIG = {
     "task": {"@misc": "spacy_lmrc.LMRCTask.v1", "labels_path": None},
@@ -91,7 +93,8 @@ class RelationClassifier(Pipe):
             return
         trained = srsly.read_json(Path(adapter) / TRAINING_SETTINGS).get("task", {})
         current = self.task.get_config()
-        differ = sorted(k for k in trained if k in current and trained[k] != current[k])
+        differ = sorted(k for k in PROMPT_SETTINGS
+                        if k in trained and k in current and trained[k] != current[k])
         if differ:
             warnings.warn(f"the adapter {adapter} was fine-tuned with other task settings "
                           f"({', '.join(differ)}); prompts at inference differ from training",
@@ -132,6 +135,11 @@ class RelationClassifier(Pipe):
             self.usage["prompt_tokens"] += self.backend.prompt_tokens - tokens_before
         self.usage["milliseconds"] += int((time.perf_counter() - start) * 1000)
         return docs
+
+    def report(self) -> dict[str, Any]:
+        """Parse counts, usage and samples of dropped answer lines, e.g. for logs."""
+        return {"parse": self.stats.to_dict(), "usage": dict(self.usage),
+                "samples": {k: list(v) for k, v in self.stats.samples.items()}}
 
     def reset_stats(self) -> None:
         """Start counting parse statistics and usage afresh (e.g. before an evaluation)."""

@@ -15,6 +15,10 @@ Entities are named by ``doc._.entities[i]["name"]``, unique within a document. A
 aligned to the entities of the prompt's pairs first (exact, normalised, thefuzz with a cutoff),
 then to the other entities of the document; relation names outside the set are rejected
 (counted ``out_of_set``) unless a threshold θ for embedding alignment is set.
+
+A relation's ``score`` is the proposer's P(relation) for its pair when the pair came from
+``doc._.relation_candidates``, else 1.0: greedy decoding yields no calibrated confidence of
+its own, and the proposer's probability is what ranks LMRC's facts.
 """
 
 from __future__ import annotations

