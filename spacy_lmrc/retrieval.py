@@ -90,7 +90,7 @@ def topk_chunked(
     k: int,
     *,
     exclude: Sequence[Sequence[int]] | None = None,
-    chunk_size: int = 65536,
+    chunk_size: int = 16384,
     query_block: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner products of ``queries`` against ``index``, best first.
@@ -118,7 +118,7 @@ def topk_chunked(
                         if c0 <= excluded < c0 + len(block):
                             sims[row, excluded - c0] = -np.inf
             kk = min(k, sims.shape[1])
-            part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            part = np.argpartition(sims, sims.shape[1] - kk, axis=1)[:, -kk:]
             cand = np.concatenate([best, np.take_along_axis(sims, part, axis=1)], axis=1)
             cand_ids = np.concatenate([best_ids, part + c0], axis=1)
             order = np.argsort(-cand, axis=1, kind="stable")[:, :k]
@@ -173,7 +173,7 @@ class EmbeddingIndex:
 
     def search(self, queries: np.ndarray, k: int = 1,
                exclude: Sequence[Sequence[int]] | None = None,
-               chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+               chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by cosine similarity; see :func:`topk_chunked`."""
         if self.use_faiss and len(self):
             return self._search_faiss(queries, k, exclude)

@@ -45,7 +45,7 @@ CFG_FILE = "cfg.json"
         "negative_label": SEMEVAL_NEGATIVE,
         "exclude_identical": False,
         "use_faiss": False,
-        "chunk_size": 65536,
+        "chunk_size": 16384,
         "device": "cpu",
         "scorer": {"@scorers": "spacy_lmrc.rag_scorer.v1"},
     },
@@ -84,7 +84,7 @@ class RagRetriever:
     def __init__(self, nlp: Language, name: str = "rag4re_retriever", *,
                  embedder: str = DEFAULT_ENCODER, k: int = 1, batch_size: int = 64,
                  negative_label: str = SEMEVAL_NEGATIVE, exclude_identical: bool = False,
-                 use_faiss: bool = False, chunk_size: int = 65536, device: str = "cpu",
+                 use_faiss: bool = False, chunk_size: int = 16384, device: str = "cpu",
                  scorer: Callable | None = None):
         if k < 1:
             raise ValueError(f"rag4re_retriever: k must be at least 1, got {k}")
@@ -230,3 +230,37 @@ def make_rag_scorer(negative_label: str = SEMEVAL_NEGATIVE) -> Callable:
         return score_retrieval(examples, negative_label=negative_label)
 
     return scorer
+
+
+@registry.readers("spacy_lmrc.RetrievedSentenceCorpus.v1")
+def create_retrieved_sentence_corpus(
+    path: Path,
+    index_path: Path,
+    relations_path: Path | None = None,
+    label_names_path: Path | None = None,
+    first: int | None = None,
+    last: int | None = None,
+    negative_label: str | None = None,
+    k: int = 1,
+    skip_invalid: bool = False,
+) -> Callable[[Language], Iterator[Example]]:
+    """A sentence corpus whose reference Docs carry ``doc._.rag_examples`` from ``index_path``.
+
+    For fine-tuning on RAG4RE prompts (``spacy-lmrc finetune-classifier``): each training
+    sentence retrieves its neighbours from the training index with rows of identical text
+    excluded, so no prompt shows its own sentence as the example.
+    """
+    from ..corpus.readers import to_examples
+    from ..corpus.sentence import read_sentence_corpus
+
+    def reader(nlp: Language) -> Iterator[Example]:
+        docs = list(read_sentence_corpus(
+            path, nlp, relations_path=relations_path, label_names_path=label_names_path,
+            first=first, last=last, negative_label=negative_label, skip_invalid=skip_invalid))
+        retriever = RagRetriever(nlp, k=k, negative_label=negative_label or SEMEVAL_NEGATIVE)
+        retriever.initialize(index_path=index_path)
+        for batch in minibatch(docs, size=256):
+            retriever.retrieve(list(batch), exclude_identical=True)
+        yield from to_examples(docs)
+
+    return reader

@@ -5,6 +5,7 @@ component that runs it and from the LLM backend that answers it. Tasks are regis
 (``@registry.misc("spacy_lmrc.<Name>.v1")``) so configs can swap them.
 """
 
+from . import sentence  # noqa: F401  (registers spacy_lmrc.SentenceRETask.v1)
 from .base import ParseStats, PromptUnit, RelationTask
 
 __all__ = ["ParseStats", "PromptUnit", "RelationTask"]

@@ -211,11 +211,24 @@ class SentenceRETask(RelationTask):
                                                           gold.get((h, t), self.negative_label)))
                 for h, t in self.pairs(doc)]
 
+    def answer_token_budget(self, unit: PromptUnit) -> int | None:
+        """An answer is one label: no label needs more tokens than it has characters (+ EOS
+        and a little slack), so generation stops early instead of running to the backend's
+        limit."""
+        return max(len(display) for display in self.labels.values()) + 4
+
     def get_config(self) -> dict[str, Any]:
         return {"labels": list(self.labels), "label_names": self.labels,
                 "template": self.template_name, "negative_label": self.negative_label,
                 "include_example_label": self.include_example_label,
                 "fuzzy_cutoff": self.fuzzy_cutoff}
+
+    def set_config(self, cfg: dict[str, Any]) -> None:
+        """Restore the settings :meth:`get_config` saved (``nlp.from_disk``)."""
+        self.__init__(cfg["labels"], template=cfg["template"],  # type: ignore[misc]
+                      negative_label=cfg["negative_label"], label_names=cfg["label_names"],
+                      include_example_label=cfg["include_example_label"],
+                      fuzzy_cutoff=cfg["fuzzy_cutoff"])
 
 
 def _mention_name(entity: dict[str, Any]) -> str:
@@ -247,3 +260,8 @@ def make_sentence_task(
     return SentenceRETask(names, template=template, negative_label=negative_label,
                           label_names=label_names, include_example_label=include_example_label,
                           fuzzy_cutoff=fuzzy_cutoff)
+
+
+# registers spacy_lmrc.RetrievedSentenceCorpus.v1, the reader that fine-tuning on RAG4RE prompts
+# needs, wherever the task is available
+from ..pipeline import rag_retriever as _rag_retriever  # noqa: E402,F401

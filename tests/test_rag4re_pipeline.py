@@ -1,0 +1,180 @@
+"""RAG4RE end to end: rag4re_retriever + llm_relation_classifier with the sentence task.
+
+The LLM is the scripted backend, so these tests check the wiring (retrieval into prompts,
+answers into doc._.relations, saving, loading, the predict command), not a model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import spacy
+import srsly
+from spacy.training import Example
+from typer.testing import CliRunner
+
+from spacy_lmrc.cli import app
+from spacy_lmrc.corpus import read_tacred, sentence_label
+from spacy_lmrc.corpus.readers import input_copy
+from spacy_lmrc.pipeline import (
+    rag_retriever,  # noqa: F401  (registers the factory)
+    relation_classifier,  # noqa: F401
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TACRED_LABELS = ["org:founded_by", "per:employee_of", "per:city_of_birth", "no_relation"]
+
+
+def tacred(tokens: str, subj: tuple[int, int], obj: tuple[int, int], relation: str,
+           rid: str) -> dict:
+    return {"id": rid, "token": tokens.split(), "subj_start": subj[0], "subj_end": subj[1],
+            "obj_start": obj[0], "obj_end": obj[1], "subj_type": "PERSON",
+            "obj_type": "ORGANIZATION", "relation": relation}
+
+
+TRAIN = [
+    tacred("Microsoft was founded by Bill Gates in 1975 .", (0, 0), (4, 5), "org:founded_by",
+           "tr1"),
+    tacred("Anna works for the Red Cross in Geneva .", (0, 0), (4, 5), "per:employee_of", "tr2"),
+    tacred("Paul was born in Liverpool in 1942 .", (0, 0), (4, 4), "per:city_of_birth", "tr3"),
+    tacred("Tom met Mary at the station .", (0, 0), (2, 2), "no_relation", "tr4"),
+]
+TEST = [
+    tacred("Maria works for the World Bank in Washington .", (0, 0), (4, 5), "per:employee_of",
+           "te1"),
+    tacred("Apple was founded by Steve Jobs in 1976 .", (0, 0), (4, 5), "org:founded_by", "te2"),
+    tacred("Jim saw Ann at the market .", (0, 0), (2, 2), "no_relation", "te3"),
+]
+# answers keyed by words of the query sentence (config keys cannot hold ":"): the scripted LLM
+# answers "correctly", once with noise
+RULES = {
+    "Maria works": "per:employee_of",
+    "Apple was": "Answer: org founded by.",
+    "Jim saw": "I do not know",
+}
+
+
+@pytest.fixture
+def files(tmp_path):
+    train, test = tmp_path / "train.json", tmp_path / "test.json"
+    train.write_text(json.dumps(TRAIN))
+    test.write_text(json.dumps(TEST))
+    return train, test
+
+
+def rag_pipeline(nlp, train_path: Path, rules: dict[str, str] = RULES):
+    nlp.add_pipe("rag4re_retriever", config={"negative_label": "no_relation"})
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v1", "labels": TACRED_LABELS,
+                 "template": "rag4re", "negative_label": "no_relation"},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "rules": rules},
+        "scorer": {"@scorers": "spacy_lmrc.sentence_scorer.v1",
+                   "negative_label": "no_relation"},
+    })
+    train_docs = list(read_tacred(train_path, nlp))
+    nlp.initialize(lambda: [Example(input_copy(d), d) for d in train_docs])
+    return nlp
+
+
+def test_tacred_end_to_end_with_scripted_backend(nlp, files):
+    train, test = files
+    rag_pipeline(nlp, train)
+    gold = list(read_tacred(test, nlp))
+    docs = list(nlp.pipe([input_copy(d) for d in gold]))
+    assert [sentence_label(d, "no_relation") for d in docs] == [
+        "per:employee_of", "org:founded_by", "no_relation"]
+    # the nearest training sentence was put into each prompt, without its label
+    prompts = nlp.get_pipe("llm_relation_classifier").backend.prompts
+    assert "Example Sentence: Anna works for the Red Cross in Geneva ." in prompts[0]
+    assert "Example Sentence: Microsoft was founded by Bill Gates in 1975 ." in prompts[1]
+    assert all("Example relation" not in p and "{" not in p for p in prompts)
+    assert docs[1]._.rag_examples[0]["label"] == "org:founded_by"
+    stats = nlp.get_pipe("llm_relation_classifier").stats.to_dict()
+    assert stats == {"exact": 1, "normalised": 1, "fallback_negative": 1}
+    scores = nlp.evaluate([Example(d, g) for d, g in zip(docs, gold)])
+    assert scores["sent_micro_f1"] == pytest.approx(1.0)
+
+
+def test_saved_pipeline_and_predict_command(nlp, files, tmp_path):
+    train, test = files
+    rag_pipeline(nlp, train)
+    nlp.to_disk(tmp_path / "pipe")
+    loaded = spacy.load(tmp_path / "pipe")
+    assert len(loaded.get_pipe("rag4re_retriever").index) == len(TRAIN)
+    out = tmp_path / "pred.jsonl"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "pipe"), str(test), str(out),
+                                      "--score"])
+    assert result.exit_code == 0, result.output
+    records = list(srsly.read_jsonl(out))
+    assert [r["index"] for r in records] == [0, 1, 2]
+    assert [r["id"] for r in records] == ["te1", "te2", "te3"]
+    assert [r["relation"] for r in records] == [
+        "per:employee_of", "org:founded_by", "no_relation"]
+    assert '"f1": 1.0' in result.output
+
+
+def test_simple_query_needs_no_retriever(nlp, files):
+    _, test = files
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v1", "labels": TACRED_LABELS,
+                 "template": "simple_query", "negative_label": "no_relation"},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1",
+                    "rules": {"Maria works": "per:employee_of"}, "default": "no_relation"},
+    })
+    docs = list(nlp.pipe([input_copy(d) for d in read_tacred(test, nlp)]))
+    assert [sentence_label(d, "no_relation") for d in docs] == [
+        "per:employee_of", "no_relation", "no_relation"]
+    assert "Example Sentence" not in nlp.get_pipe("llm_relation_classifier").backend.prompts[0]
+
+
+def test_rag_template_without_retriever_fails_clearly(nlp, files):
+    _, test = files
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v1", "labels": TACRED_LABELS,
+                 "negative_label": "no_relation"},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1"},
+    })
+    with pytest.raises(ValueError, match="rag4re_retriever"):
+        nlp(input_copy(next(read_tacred(test, nlp))))
+
+
+@pytest.mark.parametrize("name", ["rag4re.cfg", "rag4re_simple.cfg"])
+def test_packaged_configs_assemble(name, files, tmp_path):
+    """The configs build a pipeline (scripted backend instead of the LLM, a tiny index)."""
+    from spacy.util import load_config, load_model_from_config
+
+    train, _ = files
+    result = CliRunner().invoke(app, ["build-index", str(train), str(tmp_path / "idx")])
+    assert result.exit_code == 0, result.output
+    overrides = {"components.llm_relation_classifier.backend": {
+        "@misc": "spacy_lmrc.ScriptedBackend.v1", "default": "Other"}}
+    if name == "rag4re.cfg":
+        overrides["paths.index"] = str(tmp_path / "idx")
+    config = load_config(CONFIGS / name, overrides=overrides, interpolate=False)
+    nlp = load_model_from_config(config, auto_fill=True)
+    nlp.initialize()
+    doc = nlp(input_copy(next(read_tacred(files[1], nlp))))
+    assert doc._.relations == []
+    assert bool(doc._.rag_examples) == (name == "rag4re.cfg")
+
+
+@pytest.mark.integration
+def test_semeval_train_index_retrieval(shared_data, tmp_path):
+    """SemEval: a training sentence retrieves itself, and not with exclude_identical."""
+    from spacy_lmrc.corpus import read_semeval
+
+    data = shared_data / "semeval2010"
+    nlp = spacy.blank("en")
+    docs = list(read_semeval(data / "train_sentences.json", nlp,
+                             relations_path=data / "train_relations.json",
+                             label_names_path=data / "relations.json", first=300))
+    retriever = nlp.add_pipe("rag4re_retriever")
+    retriever.initialize(lambda: [Example(input_copy(d), d) for d in docs])
+    queries = [input_copy(d) for d in docs[:20]]
+    retriever.retrieve(queries)
+    assert [q._.rag_examples[0]["text"] for q in queries] == [d.text for d in docs[:20]]
+    retriever.retrieve(queries, exclude_identical=True)
+    assert all(q._.rag_examples[0]["text"] != d.text for q, d in zip(queries, docs))
+    assert all(-1.0 <= q._.rag_examples[0]["similarity"] <= 1.0 for q in queries)
