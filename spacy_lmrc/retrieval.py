@@ -15,6 +15,7 @@ faiss index (``IndexFlatIP``) is used instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,18 @@ def faiss_available() -> bool:
     return True
 
 
+@lru_cache(maxsize=4)
+def load_sentence_model(name: str, device: str = "cpu") -> Any:
+    """A sentence-transformers model by name or path, loaded once per process and device
+    (components and CLI commands that embed with the same model share it; it is only read)."""
+    from sentence_transformers import SentenceTransformer
+
+    from .util import resolve_device
+
+    path = resolve_model_name(DEFAULT_ENCODER if name in INDEX_ALIASES else name)
+    return SentenceTransformer(path, device=str(resolve_device(device)))
+
+
 class SentenceEmbedder:
     """A sentence-transformers model, loaded on first use, giving normalised float32 vectors."""
 
@@ -51,12 +64,7 @@ class SentenceEmbedder:
     @property
     def model(self) -> Any:
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            from .util import resolve_device
-
-            path = resolve_model_name(DEFAULT_ENCODER if self.name in INDEX_ALIASES else self.name)
-            self._model = SentenceTransformer(path, device=str(resolve_device(self.device)))
+            self._model = load_sentence_model(self.name, self.device)
         return self._model
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:

@@ -142,3 +142,37 @@ def test_build_index_cli_and_initialize_from_it(tmp_path, nlp):
     assert len(nlp.get_pipe("rag4re_retriever").index) == len(TRAIN)
     doc = nlp(input_copy(sentence_docs(nlp, TRAIN[:1])[0]))
     assert doc._.rag_examples[0]["label"] == TRAIN[0][1]
+
+
+def test_faiss_path_matches_numpy_search(monkeypatch):
+    """The faiss branch (exact inner product) gives the numpy search's answer, exclusions
+    included; a stand-in module replaces faiss where it is not installed."""
+    import sys
+    import types
+
+    class FlatIP:
+        def __init__(self, dim):
+            self.vectors = np.zeros((0, dim), dtype=np.float32)
+
+        def add(self, vectors):
+            self.vectors = np.concatenate([self.vectors, vectors])
+
+        def search(self, queries, k):
+            ids, scores = topk_chunked(self.vectors, queries, k)
+            return scores, ids
+
+    if "faiss" not in sys.modules:
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=FlatIP))
+    rng = np.random.default_rng(3)
+    vectors = normalise(rng.normal(size=(50, 8)))
+    records = [{"text": str(i)} for i in range(50)]
+    plain = EmbeddingIndex(vectors, records, "e")
+    with_faiss = EmbeddingIndex(vectors, records, "e", use_faiss=True)
+    assert with_faiss.use_faiss
+    exclude = [[i] for i in range(5)]
+    for a, b in zip(plain.search(vectors[:5], k=3, exclude=exclude),
+                    with_faiss.search(vectors[:5], k=3, exclude=exclude)):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
