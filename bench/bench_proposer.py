@@ -10,6 +10,11 @@ Two steps, each in its own process so peak memory is measured per step:
     # inference through the spaCy component on the dev docs; prints the BENCHMARKS.md rows
     python bench/bench_proposer.py predict --model /work/models/proposer-minilm-run/model-best
 
+    # the markdown tables of BENCHMARKS.md from the two JSON files
+    python bench/bench_proposer.py report \
+        --train /work/models/proposer-minilm-run/bench_train.json \
+        --predict /work/models/proposer-minilm-run/bench_predict.json
+
 Any ``--section.key value`` after ``train --output X`` overrides configs/proposer.cfg.
 """
 
@@ -93,6 +98,7 @@ def run_predict(model: Path, batch_size: int, out: Path | None) -> dict:
         "command": " ".join([sys.executable, *sys.argv]),
         "machine": machine(),
         "dev_docs": len(refs),
+        "batch_size": batch_size,
         "threshold": threshold,
         "load_seconds": load_seconds,
         "predict_seconds": seconds,
@@ -106,6 +112,47 @@ def run_predict(model: Path, batch_size: int, out: Path | None) -> dict:
     return result
 
 
+def _row(name: str, m: dict) -> str:
+    return (f"| {name} | {m['threshold']:.3f} | {m['precision']:.2f} | {m['recall']:.2f} | "
+            f"{m['f1']:.2f} | {m['kept']:,} | {m['kept_fraction']:.2f} |")
+
+
+def report(train_json: Path, predict_json: Path) -> str:
+    """Markdown tables: dev pair metrics, recall vs kept fraction, cost."""
+    train = json.loads(train_json.read_text())
+    pred = json.loads(predict_json.read_text())
+    m = train["metrics"]
+    head = ("| | threshold | pair P | pair R | pair F1 | pairs kept | kept % of space |\n"
+            "|---|---|---|---|---|---|---|")
+    lines = [f"Dev: {m['dev_docs']} docs, {m['dev_pairs']:,} candidate pairs, "
+             f"{m['dev_relation_pairs']:,} relation pairs; best epoch {m['best_epoch']} of "
+             f"{train['epochs_run']}.", "", head,
+             _row("P(relation) > 0.5 (LMRC)", m["at_0.5"]),
+             _row("threshold chosen on dev", m["at_threshold"]), "",
+             "Recall against the fraction of the candidate space kept (dev):", "", head]
+    lines += [_row("", r) for r in m["recall_vs_kept"]]
+    epochs = ", ".join(f"{s:.0f}" for s in train["train_seconds_per_epoch"])
+    history = "; ".join(f"epoch {h['epoch']}: loss {h['loss']:.4f}, dev F1@0.5 {h['dev_f1']:.2f}"
+                        for h in m["history"])
+    s05, st = pred["scores_at_0.5"], pred["scores_at_threshold"]
+    lines += ["", "| cost | value |", "|---|---|",
+              f"| training seconds per epoch (400 docs) | {epochs} |",
+              f"| dev evaluation seconds per epoch (100 docs) | "
+              f"{', '.join(f'{s:.0f}' for s in train['dev_eval_seconds'])} |",
+              f"| training wall clock, total | {train['wall_seconds'] / 60:.1f} min |",
+              f"| peak memory, training process | {train['peak_rss_mb'] / 1024:.2f} GB |",
+              f"| inference (component, nlp.pipe, batch {pred['batch_size']}) | "
+              f"{pred['docs_per_second']:.2f} docs/s |",
+              f"| peak memory, inference process | {pred['peak_rss_mb'] / 1024:.2f} GB |",
+              "", f"Component check (spacy_lmrc.candidate_scorer.v1 on the same 100 docs): "
+              f"at the stored threshold P {100 * st['cand_p']:.2f} R {100 * st['cand_r']:.2f} "
+              f"F1 {100 * st['cand_f1']:.2f}, kept {100 * st['cand_kept_fraction']:.2f}%; at 0.5 "
+              f"P {100 * s05['cand_p']:.2f} R {100 * s05['cand_r']:.2f} "
+              f"F1 {100 * s05['cand_f1']:.2f}.", "", f"History: {history}.",
+              "", f"Machine: {train['machine']}."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -116,7 +163,13 @@ def main() -> None:
     predict.add_argument("--model", type=Path, required=True)
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--out", type=Path, default=None)
+    rep = sub.add_parser("report")
+    rep.add_argument("--train", type=Path, required=True)
+    rep.add_argument("--predict", type=Path, required=True)
     args, rest = parser.parse_known_args()
+    if args.step == "report":
+        print(report(args.train, args.predict))
+        return
     if args.step == "train":
         result = run_train(args.output, rest)
         result.pop("metrics")
