@@ -217,6 +217,7 @@ def run_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "semeval_macro_f1": scores["semeval_macro_f1"], "counts": scores["counts"],
         "seconds_per_sentence": seconds / len(docs),
         "parse": classifier.stats.to_dict(),
+        "parse_samples": {k: v[:5] for k, v in classifier.stats.samples.items()},
         "prompt_tokens_per_sentence": classifier.usage.get("prompt_tokens", 0) / len(docs),
         "predicted_label_counts": {label: pred.count(label) for label in sorted(set(pred))},
     }

@@ -82,6 +82,8 @@ def test_label_parsing_steps(answer, label, step):
     assert stats.counts[step] == 1
     if step in ("ambiguous", "empty"):
         assert stats.counts["fallback_negative"] == 1
+    if step in ("fuzzy", "ambiguous", "fallback_negative"):
+        assert stats.samples[step] == [answer]
     assert 0.0 <= score <= 1.0
 
 

@@ -23,6 +23,8 @@ part of the set shown. An answer is read in four steps, each counted in the :cla
    ``fuzzy_cutoff`` (a unique best match);
 4. otherwise the negative label (``fallback_negative``; ``empty`` counts blank answers too).
 
+The first answers that needed the fuzzy step or fell back are kept in ``ParseStats.samples``.
+
 A positive label becomes ``{"head", "tail", "label", "score"}`` in ``doc._.relations`` (score 1.0,
 or the fuzzy ratio / 100); the negative label becomes no relation.
 """
@@ -118,6 +120,7 @@ class LabelParser:
         if len(contained) > 1:
             stats.add("ambiguous")
             stats.add("fallback_negative")
+            stats.sample("ambiguous", answer[:200])
             return self.negative_label, 0.0
         scored = sorted(((fuzz.ratio(norm, form), form) for form in self.by_normalised),
                         reverse=True)
@@ -125,8 +128,10 @@ class LabelParser:
                 len(scored) == 1 or scored[1][0] < scored[0][0]
                 or self.by_normalised[scored[1][1]] == self.by_normalised[scored[0][1]]):
             stats.add("fuzzy")
+            stats.sample("fuzzy", answer[:200])
             return self.by_normalised[scored[0][1]], scored[0][0] / 100
         stats.add("fallback_negative")
+        stats.sample("fallback_negative", answer[:200])
         return self.negative_label, 0.0
 
     def _contained(self, norm: str) -> list[str]:
