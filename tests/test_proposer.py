@@ -265,3 +265,14 @@ def test_threshold_ties_are_not_split():
 def test_metrics_json_round_trip():
     row = pair_prf(np.array([0.6]), np.array([1.0]), 0.5)
     assert json.loads(json.dumps(row)) == row
+
+
+def test_predictions_come_back_in_input_order(tiny_model, toy_doc):
+    short = toy_doc.copy()
+    short._.entities = toy_doc._.entities[:2]
+    feats = [tiny_model.featurize(toy_doc), tiny_model.featurize(short),
+             tiny_model.featurize(toy_doc)]
+    together = tiny_model.predict_proba(feats, batch_size=2)
+    assert [len(p) for p in together] == [12, 2, 12]
+    for f, p in zip(feats, together):
+        np.testing.assert_allclose(p, tiny_model.predict_proba([f])[0], rtol=1e-5, atol=1e-6)

@@ -223,24 +223,29 @@ class RCPModel(nn.Module):
     @torch.inference_mode()
     def predict_proba(self, features: list[DocFeatures], batch_size: int = 8,
                       bf16: bool = False) -> list[np.ndarray]:
-        """P(relation) for every pair of every document (``features[i].pairs`` order)."""
+        """P(relation) for every pair of every document (``features[i].pairs`` order).
+
+        Documents are batched by length (less padding), results come back in input order.
+        """
         self.eval()
         device = next(self.parameters()).device
         if bf16 and device.type != "cuda":
             raise ValueError("bf16 autocast is only used on CUDA; set device to cuda or bf16 off")
-        results: list[np.ndarray] = []
-        for i in range(0, len(features), batch_size):
-            chunk = features[i:i + batch_size]
+        order = sorted(range(len(features)), key=lambda k: len(features[k].input_ids))
+        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(features)
+        for i in range(0, len(order), batch_size):
+            indices = order[i:i + batch_size]
+            chunk = [features[k] for k in indices]
             batch = self.collate(chunk)
             batch.pop("labels", None)
-            batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
-                     for k, v in batch.items()}
+            batch = {key: (value.to(device) if isinstance(value, torch.Tensor) else value)
+                     for key, value in batch.items()}
             autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16
                         else contextlib.nullcontext())
             with autocast:
                 probs = torch.sigmoid(self(**batch)["logits"].float()).cpu().numpy()
             offset = 0
-            for f in chunk:
-                results.append(probs[offset:offset + len(f.pairs)])
+            for k, f in zip(indices, chunk):
+                results[k] = probs[offset:offset + len(f.pairs)]
                 offset += len(f.pairs)
         return results
