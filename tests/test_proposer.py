@@ -37,7 +37,7 @@ def tiny_encoder_dir(tmp_path_factory, tokenizer):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
-    model = BertModel(config, add_pooling_layer=False)
+    model = BertModel(config)
     path = tmp_path_factory.mktemp("tiny_bert")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -25,7 +25,7 @@ def tiny_encoder_dir(tmp_path_factory):
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
     path = tmp_path_factory.mktemp("tiny_bert")
-    BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

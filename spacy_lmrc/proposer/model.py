@@ -60,14 +60,14 @@ def is_rcp_folder(path: str | Path) -> bool:
 
 
 def load_encoder(name_or_path: str | Path) -> nn.Module:
-    """A Hugging Face encoder with eager attention (attention maps are needed), no pooler."""
+    """A Hugging Face encoder with eager attention (the attention maps are needed).
+
+    The encoder is loaded whole, pooler included, so checkpoints load without missing or
+    unexpected weights; the pooler is unused and frozen (see :class:`RCPModel`).
+    """
     from transformers import AutoModel
 
-    try:
-        return AutoModel.from_pretrained(name_or_path, attn_implementation="eager",
-                                         add_pooling_layer=False)
-    except TypeError:  # encoders without a pooler do not take the argument
-        return AutoModel.from_pretrained(name_or_path, attn_implementation="eager")
+    return AutoModel.from_pretrained(name_or_path, attn_implementation="eager")
 
 
 def collate(features: list[DocFeatures], pad_token_id: int = 0) -> dict:
@@ -93,6 +93,11 @@ class RCPModel(nn.Module):
     def __init__(self, encoder: nn.Module, tokenizer, settings: RCPSettings) -> None:
         super().__init__()
         self.encoder = encoder
+        # the pooler (BERT, RoBERTa) is not part of RCP: frozen, so that no optimiser updates it
+        # and distributed training does not wait for gradients that never come
+        for name, param in encoder.named_parameters():
+            if name.startswith("pooler."):
+                param.requires_grad_(False)
         self.tokenizer = tokenizer
         self.settings = settings
         if settings.emb_size % settings.block_size:

@@ -138,8 +138,9 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
     loader = torch.utils.data.DataLoader(train_feats, batch_size=settings.batch_size,
                                          shuffle=True, collate_fn=model.collate,
                                          generator=generator)
-    encoder_params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
-    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    encoder_params = [p for n, p in trainable if n.startswith("encoder.")]
+    head_params = [p for n, p in trainable if not n.startswith("encoder.")]
     optimizer = torch.optim.AdamW(
         [{"params": encoder_params, "lr": settings.encoder_lr},
          {"params": head_params, "lr": settings.head_lr}],
