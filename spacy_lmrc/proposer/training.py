@@ -2,7 +2,8 @@
 
 The recipe of LMRC / ATLOP: AdamW with one learning rate for the encoder and another for the
 new layers, linear warmup over the first ``warmup_ratio`` of the steps then linear decay,
-gradient clipping, early stopping on dev pair-level F1 (at threshold 0.5, the paper's rule).
+gradient clipping, early stopping on dev pair-level F1 (at threshold 0.5, the paper's rule;
+ties, as in early epochs where no pair passes 0.5, are broken by the F1 at the best threshold).
 The best epoch is kept in ``<output>/model-best``; after training, its threshold is chosen on
 dev by the configured policy and stored with it. ``<output>/checkpoint`` holds the last epoch's
 full state (weights, optimiser, scheduler, RNG) so an interrupted run resumes with ``--resume``.
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..util import resolve_device
 from .model import RCPModel, is_rcp_folder
-from .threshold import pair_prf, recall_vs_kept
+from .threshold import best_f1_threshold, pair_prf, recall_vs_kept
 
 REPORT_THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
 
@@ -152,7 +153,7 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
         optimizer, int(settings.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0,
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": [-1.0, -1.0], "best_epoch": 0,
                              "bad_epochs": 0, "history": []}
     checkpoint = output / "checkpoint"
     if resume:
@@ -189,17 +190,22 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
         started = time.perf_counter()
         probs, labels = evaluate(unwrapped, dev_feats, settings.eval_batch_size, bf16)
         dev = pair_prf(probs, labels, 0.5)
+        tuned = pair_prf(probs, labels, best_f1_threshold(probs, labels))
         record = {"epoch": epoch, "step": state["step"], "loss": float(np.mean(losses)),
                   "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started,
                   "dev_p": dev["precision"], "dev_r": dev["recall"], "dev_f1": dev["f1"],
-                  "dev_kept_fraction": dev["kept_fraction"]}
+                  "dev_kept_fraction": dev["kept_fraction"], "dev_f1_tuned": tuned["f1"],
+                  "dev_threshold_tuned": tuned["threshold"]}
         state["history"].append(record)
         accelerator.print(
             f"epoch {epoch}: loss {record['loss']:.4f}  dev pair P {dev['precision']:.2f} "
             f"R {dev['recall']:.2f} F1 {dev['f1']:.2f} (threshold 0.5, kept "
-            f"{dev['kept_fraction']:.2f}% of pairs)  train {train_seconds:.0f}s")
-        if dev["f1"] > state["best_f1"]:
-            state.update(best_f1=dev["f1"], best_epoch=epoch, bad_epochs=0)
+            f"{dev['kept_fraction']:.2f}% of pairs); best F1 {tuned['f1']:.2f} at threshold "
+            f"{tuned['threshold']:.3f}  train {train_seconds:.0f}s")
+        # dev pair F1 at 0.5 decides; while it ties (early epochs: nothing above 0.5 yet), the
+        # F1 at the best threshold does
+        if [dev["f1"], tuned["f1"]] > state["best"]:
+            state.update(best=[dev["f1"], tuned["f1"]], best_epoch=epoch, bad_epochs=0)
             if main:
                 unwrapped.settings.trained = True
                 unwrapped.settings.training = {**provenance, "epoch": epoch, "dev": dev}
