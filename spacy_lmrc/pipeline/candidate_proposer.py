@@ -13,7 +13,11 @@ predicting with it raises an error, because its candidates would be noise, unles
 the threshold chosen on dev and stored with the model.
 
 Training happens in ``spacy-lmrc train-proposer`` (Accelerate, multi-GPU), not in
-``spacy train``; ``nlp.initialize`` only loads or builds the model.
+``spacy train``; ``nlp.initialize`` only loads or builds the model. Usage::
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("lmrc_candidate_proposer", config={"model": "training/proposer/model-best"})
+    doc = nlp(doc_with_entities)   # doc._.relation_candidates == [{"head", "tail", "score"}, ...]
 """
 
 from __future__ import annotations

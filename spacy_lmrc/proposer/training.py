@@ -6,7 +6,9 @@ gradient clipping, early stopping on dev pair-level F1 (at threshold 0.5, the pa
 ties, as in early epochs where no pair passes 0.5, are broken by the F1 at the best threshold).
 The best epoch is kept in ``<output>/model-best``; after training, its threshold is chosen on
 dev by the configured policy and stored with it. ``<output>/checkpoint`` holds the last epoch's
-full state (weights, optimiser, scheduler, RNG) so an interrupted run resumes with ``--resume``.
+full state (weights, optimiser, scheduler, RNG) so an interrupted run resumes with ``--resume``;
+resuming with a larger ``training.epochs`` extends a finished run (the linear decay is then
+recomputed over the new total, from the step reached).
 The same code runs on one CPU, one GPU or, under ``accelerate launch``, several GPUs (each
 process trains on its shard of every epoch and evaluates the whole dev set, so all processes
 take the same early-stopping decision).
