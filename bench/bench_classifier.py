@@ -51,8 +51,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--relation-theta", type=float, default=None)
     parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 avoids thread thrashing on a shared machine)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     data = Path(args.data)
     nlp = spacy.blank("en")
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     n = len(preds)
     result = {
         "mode": args.mode, "model": args.model, "adapter": args.adapter,
-        "proposer": args.proposer,
+        "proposer": args.proposer, "threads": args.threads,
         "data": f"redocred-small dev, first {n} of the last 100 docs of dev_revised.json; "
                 f"Ign F1 vs the facts of the first 400 docs",
         "documents": n,

@@ -74,10 +74,20 @@ def tiny_llama(tmp_path_factory):
 def test_hf_causal_backend_left_pads_and_bounds_new_tokens(tiny_llama):
     backend = make_hf_backend(model=tiny_llama, batch_size=2, max_new_tokens=6)
     prompts = ["short", "a much longer prompt than the first one", "third"]
+    backend.tokenizer  # loads the model  # noqa: B018
+    generate, seen = backend._model.generate, []
+
+    def spy(**kwargs):
+        seen.append((kwargs["max_new_tokens"], kwargs["input_ids"]))
+        return generate(**kwargs)
+
+    backend._model.generate = spy
     answers = backend.generate_bounded(prompts, 3)
     assert len(answers) == 3
-    assert all(len(backend.tokenizer(a, add_special_tokens=False)["input_ids"]) <= 3
-               for a in answers)
+    assert [limit for limit, _ in seen] == [3, 3]  # two batches, the task's bound (< cap 6)
+    first_batch = seen[0][1]
+    assert int(first_batch[0, 0]) == backend.tokenizer.pad_token_id  # left padding
+    assert backend.generate_bounded(["x"], 100) and seen[-1][0] == 6  # the cap wins
     # batching does not change greedy answers (left padding + attention mask)
     alone = [backend.generate_bounded([p], 3)[0] for p in prompts]
     assert alone == answers

@@ -121,7 +121,6 @@ class LMRCTask(RelationTask):
                 "name, e.g. DocRED's rel_info.json) or labels"
             )
         self.labels = dict(labels) if labels is not None else load_labels(labels_path)
-        self.labels_path = str(labels_path) if labels_path else None
         default = "lmrc_baseline.jinja" if allow_none else "lmrc_rc.jinja"
         self.template_text = load_template(template, default)
         self.pairs = pairs
