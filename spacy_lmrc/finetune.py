@@ -136,6 +136,8 @@ def finetune(
     device = resolve_device(settings.device)
     accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation_steps,
                               cpu=device.type == "cpu")
+    if device.type == "cuda":  # under `accelerate launch` every process uses its own GPU
+        device = accelerator.device
     model_path = resolve_llm(settings.base_model)
     seq2seq = is_seq2seq(model_path)
     tokenizer = load_tokenizer(model_path)

