@@ -50,9 +50,12 @@ def evaluate_cli(
     predictions: Path | None = typer.Option(
         None, "--predictions", help="Write predictions (result.json, or JSONL at sentence level)"),
     batch_size: int = typer.Option(8, "--batch-size", help="Documents per nlp.pipe batch"),
+    relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
+    label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),
 ) -> None:
     """Predict on DATA with PIPELINE, score, and print JSON with what was evaluated."""
-    gold_docs, report = load_docs(data, first=first, last=last)
+    gold_docs, report = load_docs(data, first=first, last=last, relations_path=relations,
+                                  label_names_path=label_names)
     nlp = load_pipeline(pipeline)
     start = time.perf_counter()
     stream = nlp.pipe((input_copy(doc) for doc in gold_docs), batch_size=batch_size)
