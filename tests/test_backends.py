@@ -125,3 +125,18 @@ def test_spacy_llm_component_runs_the_lmrc_task(toy_record):
     doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))
     assert doc._.relations == [{"head": 0, "tail": 1, "label": "P19", "score": 1.0}]
     assert llm.task.stats.counts["unparsable"] == 1
+
+
+def test_spacy_llm_config_file_builds_with_a_swapped_model(toy_record):
+    from pathlib import Path
+
+    from spacy.util import load_config, load_model_from_config
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "classifier_spacy_llm.cfg")
+    config["components"]["llm"]["task"]["task"]["labels_path"] = None
+    config["components"]["llm"]["task"]["task"]["labels"] = LABELS
+    config["components"]["llm"]["model"] = {"@llm_models": "spacy_lmrc.test.EchoModel.v1",
+                                            "answer": "(Analytical Engine| creator| Babbage)"}
+    nlp = load_model_from_config(config, auto_fill=True)
+    doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))
+    assert doc._.relations == [{"head": 3, "tail": 2, "label": "P170", "score": 1.0}]

