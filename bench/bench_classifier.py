@@ -93,6 +93,15 @@ def main(argv: list[str] | None = None) -> dict:
                                          sorted({(r["head"], r["tail"])
                                                  for r in gold._.relations})]
     rc.backend.tokenizer  # load the model before timing  # noqa: B018
+    answers: list[str] = []
+    generate = rc.backend.generate_bounded
+
+    def recording(prompts, max_new_tokens):
+        out = generate(prompts, max_new_tokens)
+        answers.extend(out)
+        return out
+
+    rc.backend.generate_bounded = recording
     start = time.perf_counter()
     preds = list(nlp.pipe(inputs))
     seconds = time.perf_counter() - start
@@ -118,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.mode != "baseline":
         result["candidates"] = score_candidates(examples)
+    result["answers"] = answers
     result["predictions"] = [
         {"title": pred._.title, "h_idx": r["head"], "t_idx": r["tail"], "r": r["label"],
          "score": r["score"]} for pred in preds for r in pred._.relations]

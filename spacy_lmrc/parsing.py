@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 from thefuzz import fuzz
 
-NONE_ANSWERS = frozenset({"none", "na", "n/a", "-", "no relation", "no_relation", "null"})
+# answers that mean "no relation"; "-" (the input pairs' placeholder echoed back) is not one of
+# them: LMRC section 5.5 counts it as an out-of-set relation, and so do we
+NONE_ANSWERS = frozenset({"none", "na", "n/a", "no relation", "no_relation", "null"})
 _LEAD = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|\d+:)?\s*")
 _SPLIT_TRIPLES = re.compile(r"\)\s*[,;]?\s*(?=\()")
 

@@ -99,3 +99,10 @@ def test_relation_alignment_by_embedding_above_theta():
 
 def test_normalise():
     assert normalise("  Place_of   BIRTH. ") == "place of birth"
+
+
+def test_echoed_placeholder_is_not_a_none_answer():
+    from spacy_lmrc.parsing import NONE_ANSWERS
+
+    assert "-" not in NONE_ANSWERS and "none" in NONE_ANSWERS
+    assert RelationAligner({"P19": "place of birth"}).align("-") == (None, "out_of_set")
