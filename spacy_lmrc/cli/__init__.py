@@ -1,7 +1,18 @@
 """``spacy-lmrc`` console script (also ``python -m spacy_lmrc``)."""
 
 # subcommands: one module each; importing a module registers its command(s)
-from . import build_index, compare, convert, evaluate, extract, finetune_classifier, predict, score, stats, train_proposer  # noqa: F401
+from . import (  # noqa: F401
+    build_index,
+    compare,
+    convert,
+    evaluate,
+    extract,
+    finetune_classifier,
+    predict,
+    score,
+    stats,
+    train_proposer,
+)
 from ._app import app
 
 
