@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import spacy
 import srsly
 import typer
 from tqdm import tqdm
@@ -24,6 +23,7 @@ from ..corpus.sentence import SEMEVAL_NEGATIVE, TACRED_NEGATIVE
 from ..metrics.sentence import score_labels
 from ._app import app
 from ._util import describe_slice, detect_format, friendly_errors, info, load_docs
+from .extract import load_pipeline
 
 
 @app.command("predict")
@@ -49,7 +49,7 @@ def predict_cli(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records"),
 ) -> None:
     """Predict relations with a saved pipeline (gold relations in the input are ignored)."""
-    nlp = spacy.load(pipeline)
+    nlp = load_pipeline(str(pipeline))
     fmt = detect_format(input_path) if fmt == "auto" else fmt
     gold_docs, report = load_docs(input_path, nlp, fmt=fmt, first=first, last=last,
                                   skip_invalid=skip_invalid, relations_path=relations,
