@@ -111,8 +111,12 @@ class CandidateProposer:
 
     # model
     @property
-    def model(self) -> RCPModel:
-        """The RCP model, loaded (or built over the encoder) on first use."""
+    def rcp(self) -> RCPModel:
+        """The RCP model, loaded (or built over the encoder) on first use.
+
+        Not called ``model``: spaCy probes components' ``model`` attribute while it builds a
+        pipeline, before ``from_disk`` has pointed this one at its saved weights.
+        """
         if self._model is None:
             self._model = self._load(self.model_source)
         return self._model
@@ -126,14 +130,14 @@ class CandidateProposer:
 
     @property
     def is_trained(self) -> bool:
-        return bool(self.model.settings.trained)
+        return bool(self.rcp.settings.trained)
 
     @property
     def threshold(self) -> float:
         """The threshold in use: the configured one, else the one stored with the model."""
         if self.threshold_override is not None:
             return self.threshold_override
-        return float(self.model.settings.threshold)
+        return float(self.rcp.settings.threshold)
 
     def initialize(self, get_examples: Callable[[], Iterable[Example]] | None = None, *,
                    nlp: Language | None = None, model: str | None = None) -> None:
@@ -147,7 +151,7 @@ class CandidateProposer:
         if get_examples is not None:
             for i, eg in enumerate(get_examples()):
                 try:
-                    self.model.featurize(eg.predicted)
+                    self.rcp.featurize(eg.predicted)
                 except (KeyError, IndexError, TypeError) as err:
                     raise InputError(f"{self.name}: cannot mark the entity mentions ({err!r})",
                                      index=i, title=eg.predicted._.title,
@@ -157,7 +161,7 @@ class CandidateProposer:
     def _check_trained(self) -> None:
         if not self.is_trained and not self.allow_untrained:
             raise UntrainedProposerError(
-                f"{self.name}: the proposer over {self.model.settings.encoder!r} has an untrained "
+                f"{self.name}: the proposer over {self.rcp.settings.encoder!r} has an untrained "
                 f"head, so its candidates would be noise. Set the component's 'model' to a "
                 f"trained proposer folder (the model-best folder of `spacy-lmrc train-proposer`), "
                 f"or set allow_untrained = true if random candidates are what you want."
@@ -166,7 +170,7 @@ class CandidateProposer:
     def predict(self, docs: list[Doc]) -> list[np.ndarray]:
         """P(relation) of every ordered entity pair of each Doc (``ordered_pairs`` order)."""
         self._check_trained()
-        model = self.model
+        model = self.rcp
         features = [model.featurize(doc) for doc in docs]
         scored = [i for i, f in enumerate(features) if f.pairs]
         probs = model.predict_proba([features[i] for i in scored], batch_size=self.batch_size,
@@ -207,7 +211,7 @@ class CandidateProposer:
         """Weights, tokenizer and settings in ``model/``, component settings in ``cfg.json``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path / MODEL_DIR)
+        self.rcp.save_pretrained(path / MODEL_DIR)
         cfg = {"model_source": self.model_source, "threshold": self.threshold_override,
                "batch_size": self.batch_size, "allow_untrained": self.allow_untrained}
         (path / CFG_FILE).write_text(json.dumps(cfg, indent=2))
