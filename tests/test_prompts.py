@@ -74,7 +74,7 @@ def test_packaged_few_shot_block_renders(toy_doc):
 
 def test_missing_label_file_and_bad_candidates_are_clear_errors(toy_doc, tmp_path):
     with pytest.raises(InputError, match="not found"):
-        LMRCTask(labels_path=tmp_path / "nope.json")
+        LMRCTask(labels_path=tmp_path / "nope.json").generate_prompts(toy_doc)
     with pytest.raises(ValueError, match="labels_path"):
         LMRCTask()
     toy_doc._.relation_candidates = [{"head": 0, "tail": 9, "score": 1.0}]

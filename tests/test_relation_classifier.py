@@ -92,6 +92,35 @@ def test_save_load_gives_identical_output(toy_record, tmp_path):
     assert after == before
 
 
+def test_saved_pipeline_loads_without_its_label_file(toy_record, tmp_path):
+    """A packaged pipeline is loaded where the config's labels_path does not exist: the
+    relation set comes back from the pipeline folder instead."""
+    import json
+
+    from spacy_lmrc.errors import InputError
+
+    labels_file = tmp_path / "rel_info.json"
+    labels_file.write_text(json.dumps(LABELS))
+    nlp = spacy.blank("en")
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"labels_path": str(labels_file)},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": ANSWER},
+    })
+    before = nlp(input_copy(docred_record_to_doc(toy_record, nlp.vocab)))._.relations
+    nlp.to_disk(tmp_path / "pipeline")
+    labels_file.unlink()
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("llm_relation_classifier").task.labels == LABELS
+    assert loaded(input_copy(docred_record_to_doc(toy_record, loaded.vocab)))._.relations == before
+    fresh = spacy.blank("en")
+    fresh.add_pipe("llm_relation_classifier", config={
+        "task": {"labels_path": str(labels_file)},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": ANSWER},
+    })
+    with pytest.raises(InputError, match="field 'labels_path': relation label file not found"):
+        fresh(input_copy(docred_record_to_doc(toy_record, fresh.vocab)))
+
+
 def test_hf_backend_saves_adapter_not_base_model(tmp_path):
     from spacy_lmrc.backends.hf import HFBackend
 

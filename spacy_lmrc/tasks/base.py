@@ -10,6 +10,7 @@ from typing import Any
 from spacy.tokens import Doc
 
 from ..doc import Relation
+from ..errors import InputError
 
 
 @dataclass
@@ -59,6 +60,16 @@ class RelationTask(ABC):
     """
 
     labels: dict[str, str]
+    #: the relation-set file when it was missing as the task was built: normal while spaCy
+    #: builds a saved pipeline elsewhere (``from_disk`` then restores the set), an error on use
+    pending_labels_path: str | None = None
+
+    def require_labels(self) -> None:
+        """Raise when the relation set never arrived (see :attr:`pending_labels_path`)."""
+        if self.pending_labels_path is not None:
+            raise InputError("relation label file not found, and no saved pipeline restored "
+                             "the task's relation set", path=self.pending_labels_path,
+                             field="labels_path")
 
     @abstractmethod
     def generate_prompts(self, doc: Doc) -> list[PromptUnit]:

@@ -120,7 +120,11 @@ class LMRCTask(RelationTask):
                 "the task needs its relation set: give labels_path (a JSON file mapping label to "
                 "name, e.g. DocRED's rel_info.json) or labels"
             )
-        self.labels = dict(labels) if labels is not None else load_labels(labels_path)
+        if labels is None and not Path(labels_path).exists():  # type: ignore[arg-type]
+            self.labels = {}
+            self.pending_labels_path = str(labels_path)
+        else:
+            self.labels = dict(labels) if labels is not None else load_labels(labels_path)
         default = "lmrc_baseline.jinja" if allow_none else "lmrc_rc.jinja"
         self.template_text = load_template(template, default)
         self.pairs = pairs
@@ -139,7 +143,7 @@ class LMRCTask(RelationTask):
         self.entity_aligner = EntityAligner(self.entity_cutoff)
         self.relation_aligner = RelationAligner(
             self.labels, theta=self.relation_theta, embedding_model=self.embedding_model
-        )
+        ) if self.labels else None
 
     # prompts ------------------------------------------------------------------------------
 
@@ -176,6 +180,7 @@ class LMRCTask(RelationTask):
         ]
 
     def generate_prompts(self, doc: Doc) -> list[PromptUnit]:
+        self.require_labels()
         return self._units(doc, self.select_pairs(doc))
 
     def answer_token_budget(self, unit: PromptUnit) -> int:
@@ -208,6 +213,7 @@ class LMRCTask(RelationTask):
 
     def training_examples(self, doc: Doc) -> list[tuple[str, str]]:
         """(prompt, answer) pairs: RC uses gold pairs with relations, the baseline all pairs."""
+        self.require_labels()
         if self.allow_none:
             pairs = list(ordered_pairs(doc))
         else:
@@ -308,6 +314,8 @@ class LMRCTask(RelationTask):
         """Restore what :meth:`get_config` returned (used by ``from_disk``)."""
         for key, value in settings.items():
             setattr(self, key, value)
+        if self.labels:
+            self.pending_labels_path = None
         self._compile()
 
 

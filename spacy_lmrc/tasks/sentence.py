@@ -194,6 +194,7 @@ class SentenceRETask(RelationTask):
         ).strip()
 
     def generate_prompts(self, doc: Doc) -> list[PromptUnit]:
+        self.require_labels()
         return [PromptUnit(self.render(doc, h, t), [(h, t)]) for h, t in self.pairs(doc)]
 
     # ---------------------------------------------------------------- answers
@@ -211,6 +212,7 @@ class SentenceRETask(RelationTask):
 
     def training_examples(self, doc: Doc) -> list[tuple[str, str]]:
         """(prompt, display name of the gold label) per pair; the negative label included."""
+        self.require_labels()
         gold = {(r["head"], r["tail"]): r["label"] for r in doc._.relations}
         return [(self.render(doc, h, t), self.labels.get(gold.get((h, t), self.negative_label),
                                                           gold.get((h, t), self.negative_label)))
@@ -230,6 +232,7 @@ class SentenceRETask(RelationTask):
 
     def set_config(self, cfg: dict[str, Any]) -> None:
         """Restore the settings :meth:`get_config` saved (``nlp.from_disk``)."""
+        self.pending_labels_path = None
         self.__init__(cfg["labels"], template=cfg["template"],  # type: ignore[misc]
                       negative_label=cfg["negative_label"], label_names=cfg["label_names"],
                       include_example_label=cfg["include_example_label"],
@@ -261,10 +264,16 @@ def make_sentence_task(
     """
     if (labels is None) == (labels_path is None):
         raise ValueError("give exactly one of labels (a list) or labels_path (a file)")
-    names = list(labels) if labels is not None else load_label_names(labels_path)  # type: ignore[arg-type]
-    return SentenceRETask(names, template=template, negative_label=negative_label,
+    pending = labels is None and not Path(labels_path).exists()  # type: ignore[arg-type]
+    if pending:
+        names: list[str] = []
+    else:
+        names = list(labels) if labels is not None else load_label_names(labels_path)  # type: ignore[arg-type]
+    task = SentenceRETask(names, template=template, negative_label=negative_label,
                           label_names=label_names, include_example_label=include_example_label,
                           fuzzy_cutoff=fuzzy_cutoff)
+    task.pending_labels_path = str(labels_path) if pending else None
+    return task
 
 
 # registers spacy_lmrc.RetrievedSentenceCorpus.v1, the reader that fine-tuning on RAG4RE prompts
