@@ -11,7 +11,7 @@ Dev documents are ``--dev-size`` documents from the start of the redocred-small 
 Prints and writes JSON: F1 / Ign F1 / intra / inter / P / R, prompt tokens and seconds per
 document, and the parser's counts (unparsable lines, out-of-set relations, ...).
 
-    python bench/bench_classifier.py --mode gold --adapter /work/models/lmrc-rc-smollm2 \
+    python bench/bench_classifier.py --mode gold --adapter ../models/lmrc-rc-smollm2 \
         --dev-size 5 --out bench/results/classifier_gold.json
 """
 

