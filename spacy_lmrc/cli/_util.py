@@ -1,10 +1,14 @@
-"""Shared CLI plumbing: readable errors instead of tracebacks, and document loading."""
+"""Shared CLI plumbing: one-line errors instead of tracebacks, document loading, safe writes."""
 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,24 +17,30 @@ import typer
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from ..corpus import read_docred, read_sentence_corpus
-from ..corpus.io import load_json_records
+from ..corpus import read_docred, read_semeval, read_tacred
+from ..corpus.docred import load_relation_set
+from ..corpus.io import detect_records_format, load_json_records
 from ..corpus.readers import read_docbin
 from ..errors import InputError, SkipReport
 
 F = TypeVar("F", bound=Callable[..., Any])
+FORMATS = ("auto", "spacy", "docred", "semeval", "tacred")
 
 
 def friendly_errors(func: F) -> F:
-    """Print input errors as one actionable line and exit 1, instead of a traceback."""
+    """Print input and file-system errors as one actionable line and exit 1, not a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except (InputError, FileNotFoundError) as err:
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
+            message = str(err)
+        except OSError as err:  # a folder, a full disk, no permission: name the path
+            where = f"{err.filename}: " if err.filename else ""
+            message = f"{where}{err.strerror or err}"
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -41,16 +51,10 @@ def info(message: str) -> None:
 
 
 def detect_format(path: Path) -> str:
-    """``spacy`` for DocBin files, else ``docred``, ``tacred`` or ``semeval`` by content."""
+    """``spacy`` for DocBin files, else ``docred``, ``tacred`` or ``semeval`` by all records."""
     if path.suffix == ".spacy":
         return "spacy"
-    records = load_json_records(path)
-    first = records[0] if records else {}
-    if isinstance(first, dict) and "vertexSet" in first:
-        return "docred"
-    if isinstance(first, dict) and "token" in first:
-        return "tacred"
-    return "semeval"
+    return detect_records_format(load_json_records(path), path)
 
 
 def load_docs(
@@ -63,29 +67,131 @@ def load_docs(
     skip_invalid: bool = False,
     relations_path: Path | None = None,
     label_names_path: Path | None = None,
+    require_labels: bool = False,
+    unique_titles: bool = False,
+    relation_set: Collection[str] | None = None,
 ) -> tuple[list[Doc], SkipReport]:
-    """Docs from any supported file, and the report of skipped documents."""
+    """Docs from any supported file, and the report of skipped documents and warnings.
+
+    A gold file for scoring sets ``require_labels`` and ``unique_titles`` (DocRED JSON). An
+    empty file or an empty ``first`` / ``last`` selection is an error; every document skipped
+    is a warning.
+    """
     nlp = nlp or spacy.blank("en")
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})", path=path)
     fmt = detect_format(path) if fmt == "auto" else fmt
     report = SkipReport()
     if fmt == "spacy":
-        docs = read_docbin(path, nlp, first=first, last=last)
+        docs = read_docbin(path, nlp, first=first, last=last, report=report,
+                           unique_titles=unique_titles, relation_set=relation_set)
     elif fmt == "docred":
         docs = list(read_docred(path, nlp.vocab, first=first, last=last,
-                                skip_invalid=skip_invalid, report=report))
-    elif fmt in ("semeval", "tacred"):
-        docs = list(read_sentence_corpus(path, nlp, relations_path=relations_path,
-                                         label_names_path=label_names_path, first=first,
-                                         last=last, skip_invalid=skip_invalid, report=report))
+                                skip_invalid=skip_invalid, report=report,
+                                require_labels=require_labels, unique_titles=unique_titles,
+                                relation_set=relation_set))
+    elif fmt == "semeval":
+        docs = list(read_semeval(path, nlp, relations_path=relations_path,
+                                 label_names_path=label_names_path, first=first, last=last,
+                                 skip_invalid=skip_invalid, report=report))
     else:
-        raise InputError(f"unknown format {fmt!r} (expected auto, spacy, docred, semeval, tacred)",
-                         path=path)
-    if len(report):
+        docs = list(read_tacred(path, nlp, first=first, last=last, skip_invalid=skip_invalid,
+                                report=report))
+    if len(report) or report.warnings:
         info(report.summary())
+    if not docs and not len(report):
+        raise InputError("the --first/--last selection has no documents", path=path)
+    if not docs:
+        info(f"warning: file {path}: no valid document, all {len(report)} were skipped")
     return docs, report
 
 
+def relation_set_option(path: Path | None) -> set[str] | None:
+    """The relation ids of a ``--relation-set`` file, or None when not given."""
+    return load_relation_set(path) if path is not None else None
+
+
+def check_output(path: Path, folder: bool = False) -> None:
+    """Fail before any work when ``path`` cannot be written (a folder, or a file in its way)."""
+    if path.is_dir() and not folder:
+        raise InputError("is a folder; expected an output file path", path=path)
+    if path.exists() and folder and not path.is_dir():
+        raise InputError("is a file; expected an output folder path", path=path)
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot create the output: {parent} is a file", path=path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the output: no permission to write in {parent}",
+                         path=path)
+
+
+def _umask() -> int:
+    """The process umask (temporary files are created private; outputs should not be)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A failed run leaves the old file (or none), never a half-written one.
+    """
+    check_output(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise InputError(f"cannot write the output: {err.strerror or err}", path=path) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write the output: {err.strerror or err}", path=path) from None
+
+
+@contextmanager
+def atomic_folder(path: Path, marker: str) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to write into; it replaces ``path`` on success.
+
+    An existing ``path`` is replaced only when it is empty or holds ``marker`` (i.e. was
+    written by the same command), and only after the new folder is complete.
+    """
+    check_output(path, folder=True)
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise InputError(f"exists and is not an output of this command (no {marker}); "
+                         f"give a new or empty folder", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise InputError(f"cannot write the output: {err.strerror or err}", path=path) from None
+    old = tmp.with_name(f"{tmp.name}.old")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists():
+                os.replace(old, path)
+            raise
+    except OSError as err:
+        raise InputError(f"cannot write the output: {err.strerror or err}", path=path) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def describe_slice(path: Path, first: int | None, last: int | None) -> str:
+    """``path, first N, last M`` for provenance lines."""
     parts = [str(path)]
     if first is not None:
         parts.append(f"first {first}")

@@ -5,13 +5,50 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import spacy
 import typer
+from spacy.tokens import Doc
 
+from ..corpus.io import select_records
+from ..corpus.readers import read_docbin
 from ..corpus.sentence import SEMEVAL_NEGATIVE, TACRED_NEGATIVE
-from ..retrieval import EmbeddingIndex, SentenceEmbedder, doc_record
+from ..errors import InputError, SkipReport
+from ..retrieval import META_FILE, EmbeddingIndex, SentenceEmbedder, doc_record
 from ..util import DEFAULT_ENCODER
 from ._app import app
-from ._util import describe_slice, detect_format, friendly_errors, info, load_docs
+from ._util import (
+    atomic_folder,
+    describe_slice,
+    detect_format,
+    friendly_errors,
+    info,
+    load_docs,
+)
+
+
+def sentence_docs(path: Path, first: int | None, last: int | None, skip_invalid: bool,
+                  report: SkipReport) -> list[Doc]:
+    """The one-pair sentence Docs of a ``.spacy`` file: each must hold exactly 2 entities.
+
+    A document-level Doc would be indexed as one long "sentence" labelled with the relation
+    of its entities 0 and 1, so it is an error (or skipped and reported).
+    """
+    docs = []
+    for index, doc in select_records(read_docbin(path, spacy.blank("en"), report=report),
+                                     first=first, last=last):
+        if len(doc._.entities) == 2:
+            docs.append(doc)
+            continue
+        err = InputError(f"expected a one-pair sentence Doc with 2 entities, got "
+                         f"{len(doc._.entities)} (build-index takes sentence-level corpora)",
+                         path=path, index=index, title=doc._.title, field="entities",
+                         kind="expected 2 entities")
+        if not skip_invalid:
+            raise err
+        report.add(err)
+    if len(report) or report.warnings:
+        info(report.summary())
+    return docs
 
 
 @app.command("build-index")
@@ -36,25 +73,32 @@ def build_index_cli(
 ) -> None:
     """Embed the training sentences (markup stripped, normalised) for rag4re_retriever.
 
-    SemEval train split used here: --first 7000 (the dev split is the last 1000).
+    SemEval train split used here: --first 7000 (the dev split is the last 1000). The index
+    folder is written atomically: a failed run leaves the previous index (or none).
     """
     fmt = detect_format(input_path) if fmt == "auto" else fmt
-    negative = negative_label or (TACRED_NEGATIVE if fmt == "tacred" else SEMEVAL_NEGATIVE)
-    docs, report = load_docs(input_path, fmt=fmt, first=first, last=last,
-                             skip_invalid=skip_invalid, relations_path=relations,
-                             label_names_path=label_names)
-    records = [doc_record(doc, negative) for doc in docs]
-    kept = [r for r in records if r is not None]
-    if len(kept) < len(records):
-        info(f"skipped {len(records) - len(kept)} documents with fewer than two entities")
-    if not kept:
-        raise typer.BadParameter(f"no sentence with two entities in {input_path}")
-    start = time.perf_counter()
-    index = EmbeddingIndex.build(kept, SentenceEmbedder(embedder, device=device,
-                                                        batch_size=batch_size),
-                                 show_progress=True)
-    seconds = time.perf_counter() - start
-    index.to_disk(output_path)
+    if fmt == "docred":
+        raise InputError("is a DocRED document file; build-index takes a sentence-level corpus "
+                         "(SemEval, TACRED, or a .spacy file of one-pair sentences)",
+                         path=input_path)
+    with atomic_folder(output_path, marker=META_FILE) as folder:
+        negative = negative_label or (TACRED_NEGATIVE if fmt == "tacred" else SEMEVAL_NEGATIVE)
+        if fmt == "spacy":
+            report = SkipReport()
+            docs = sentence_docs(input_path, first, last, skip_invalid, report)
+        else:
+            docs, report = load_docs(input_path, fmt=fmt, first=first, last=last,
+                                     skip_invalid=skip_invalid, relations_path=relations,
+                                     label_names_path=label_names)
+        records = [doc_record(doc, negative) for doc in docs]
+        if not records:
+            raise InputError("no valid sentence to index", path=input_path)
+        start = time.perf_counter()
+        index = EmbeddingIndex.build(records, SentenceEmbedder(embedder, device=device,
+                                                               batch_size=batch_size),
+                                     show_progress=True)
+        seconds = time.perf_counter() - start
+        index.to_disk(folder)
     info(f"indexed {len(index)} sentences of {describe_slice(input_path, first, last)} "
          f"(skipped {len(report)} invalid) with {embedder} in {seconds:.1f} s "
          f"-> {output_path}")

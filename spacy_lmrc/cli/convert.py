@@ -8,7 +8,15 @@ import typer
 from spacy.tokens import DocBin
 
 from ._app import app
-from ._util import describe_slice, friendly_errors, info, load_docs
+from ._util import (
+    check_output,
+    describe_slice,
+    friendly_errors,
+    info,
+    load_docs,
+    relation_set_option,
+    write_atomic,
+)
 
 
 @app.command("convert")
@@ -25,12 +33,19 @@ def convert_cli(
         None, "--label-names", help="SemEval: names of integer label ids (relations.json)"),
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="Skip bad documents (and report them) instead of failing"),
+    relation_set: Path | None = typer.Option(
+        None, "--relation-set", help="DocRED: rel_info.json or rel2id.json; counts gold "
+        "relations outside it"),
 ) -> None:
-    """Convert a corpus to a .spacy file (redocred-small: --first 400 / --last 100)."""
+    """Convert a corpus to a .spacy file (redocred-small: --first 400 / --last 100).
+
+    The output is written atomically: a failed run leaves no half-written file.
+    """
+    check_output(output_path)
     docs, report = load_docs(input_path, fmt=fmt, first=first, last=last,
                              skip_invalid=skip_invalid, relations_path=relations,
-                             label_names_path=label_names)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    DocBin(docs=docs, store_user_data=True).to_disk(output_path)
+                             label_names_path=label_names,
+                             relation_set=relation_set_option(relation_set))
+    write_atomic(output_path, DocBin(docs=docs, store_user_data=True).to_bytes())
     info(f"wrote {len(docs)} documents from {describe_slice(input_path, first, last)} "
          f"to {output_path} (skipped {len(report)})")

@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import srsly
 import typer
 from tqdm import tqdm
 
@@ -22,7 +21,15 @@ from ..corpus.readers import input_copy
 from ..corpus.sentence import SEMEVAL_NEGATIVE, TACRED_NEGATIVE
 from ..metrics.sentence import score_labels
 from ._app import app
-from ._util import describe_slice, detect_format, friendly_errors, info, load_docs
+from ._util import (
+    check_output,
+    describe_slice,
+    detect_format,
+    friendly_errors,
+    info,
+    load_docs,
+    write_atomic,
+)
 from .extract import load_pipeline
 
 
@@ -48,7 +55,11 @@ def predict_cli(
                                             help="SemEval label names (relations.json)"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records"),
 ) -> None:
-    """Predict relations with a saved pipeline (gold relations in the input are ignored)."""
+    """Predict relations with a saved pipeline (gold relations in the input are ignored).
+
+    The input may lack labels; the output is written atomically once all documents are done.
+    """
+    check_output(output_path)
     nlp = load_pipeline(str(pipeline))
     fmt = detect_format(input_path) if fmt == "auto" else fmt
     gold_docs, report = load_docs(input_path, nlp, fmt=fmt, first=first, last=last,
@@ -67,20 +78,19 @@ def predict_cli(
     docs = list(tqdm(nlp.pipe((input_copy(d) for d in gold_docs), batch_size=batch_size),
                      total=len(gold_docs), desc="predict", unit="doc"))
     seconds = time.perf_counter() - start
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     if sentence_level:
         negative = negative_label or (TACRED_NEGATIVE if fmt == "tacred" else SEMEVAL_NEGATIVE)
         predicted = [sentence_label(doc, negative) for doc in docs]
-        srsly.write_jsonl(output_path, [
-            {"index": i, "id": doc._.title, "relation": label}
-            for i, (doc, label) in enumerate(zip(docs, predicted))])
+        write_atomic(output_path, "".join(
+            json.dumps({"index": i, "id": doc._.title, "relation": label}) + "\n"
+            for i, (doc, label) in enumerate(zip(docs, predicted))))
         if score:
             gold = [sentence_label(doc, negative) for doc in gold_docs]
             scores = score_labels(gold, predicted, negative, semeval=fmt == "semeval")
             scores.pop("per_label")
             print(json.dumps(scores, indent=2))
     else:
-        srsly.write_json(output_path, docs_to_result(docs))
+        write_atomic(output_path, json.dumps(docs_to_result(docs), indent=2) + "\n")
     for name, component in nlp.pipeline:
         stats = getattr(component, "stats", None)
         if stats is not None and hasattr(stats, "to_dict"):

@@ -9,7 +9,7 @@ import typer
 
 from ..stats import corpus_stats
 from ._app import app
-from ._util import describe_slice, friendly_errors, info, load_docs
+from ._util import describe_slice, friendly_errors, info, load_docs, relation_set_option
 
 
 @app.command("stats")
@@ -23,10 +23,14 @@ def stats_cli(
     relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
     label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad documents"),
+    relation_set: Path | None = typer.Option(
+        None, "--relation-set", help="DocRED: rel_info.json or rel2id.json; counts gold "
+        "relations outside it"),
 ) -> None:
     """Count documents, entities, candidate pairs, NA pairs, relation pairs and triples."""
     docs, report = load_docs(path, fmt=fmt, first=first, last=last, skip_invalid=skip_invalid,
-                             relations_path=relations, label_names_path=label_names)
+                             relations_path=relations, label_names_path=label_names,
+                             relation_set=relation_set_option(relation_set))
     stats = corpus_stats(docs)
     stats["skipped_invalid"] = len(report)
     if as_json:

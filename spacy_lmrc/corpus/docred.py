@@ -4,12 +4,14 @@ A DocRED record is ``{"title", "sents", "vertexSet", "labels"}``: ``sents`` are 
 each vertex is an entity given as a list of mentions ``{"name", "pos", "sent_id", "type"}``
 with ``pos`` a ``[start, end)`` token range inside sentence ``sent_id``, and each label is
 ``{"h", "t", "r", "evidence"}``. The hidden-label test split has no ``labels``: such documents
-are read with no gold relations.
+are read with no gold relations, unless ``require_labels`` (a gold file for scoring) makes that
+an error. Usable oddities (self-relations, relations outside a given relation set, NUL
+characters, repeated titles) are counted as warnings in the reader's :class:`SkipReport`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +20,31 @@ from spacy.vocab import Vocab
 
 from ..doc import Entity, Mention, Relation, unique_display_names
 from ..errors import InputError, SkipReport
-from .io import load_json_records, select_records
+from .io import TitleCheck, load_json, load_json_records, select_records, warn_unreported
+
+SELF_RELATION = "gold relations whose head and tail are the same entity (h == t)"
+OUTSIDE_SET = "gold relations outside the relation set"
+NUL_TEXT = "tokens with NUL characters in the text"
 
 
-def _require(record: dict, key: str, kind: type | tuple[type, ...], ctx: dict) -> Any:
+def _require(record: dict, key: str, kind: type, ctx: dict) -> Any:
+    """``record[key]``, which must exist and be of type ``kind``."""
     if key not in record:
         raise InputError(f"missing field {key!r}", field=key, **ctx)
     value = record[key]
     if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise InputError(f"expected {names}, got {type(value).__name__}", field=key, **ctx)
+        raise InputError(f"expected {kind.__name__}, got {type(value).__name__}", field=key,
+                         kind=f"expected {kind.__name__}", **ctx)
     return value
 
 
 def _is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON ``true`` is no index)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_sents(record: dict, ctx: dict) -> list[list[str]]:
+    """The token lists of ``sents``: non-empty lists of non-empty strings."""
     sents = _require(record, "sents", list, ctx)
     if not sents:
         raise InputError("the document has no sentences", field="sents", **ctx)
@@ -48,6 +57,7 @@ def _read_sents(record: dict, ctx: dict) -> list[list[str]]:
 
 
 def _read_entities(record: dict, sents: list[list[str]], ctx: dict) -> list[Entity]:
+    """Entities of ``vertexSet`` with document-level token offsets and unique display names."""
     offsets = [0]
     for sent in sents:
         offsets.append(offsets[-1] + len(sent))
@@ -71,6 +81,7 @@ def _read_entities(record: dict, sents: list[list[str]], ctx: dict) -> list[Enti
                 raise InputError(
                     f"sentence index {sent_id!r} is outside the document's {len(sents)} sentences",
                     field=f"{where}.sent_id",
+                    kind="sentence index outside the document",
                     **ctx,
                 )
             sent_len = len(sents[sent_id])
@@ -85,6 +96,7 @@ def _read_entities(record: dict, sents: list[list[str]], ctx: dict) -> list[Enti
                     f"of {sent_len} tokens (expected [start, end) with "
                     f"0 <= start < end <= {sent_len})",
                     field=f"{where}.pos",
+                    kind="mention position outside its sentence",
                     **ctx,
                 )
             mentions.append(
@@ -102,10 +114,19 @@ def _read_entities(record: dict, sents: list[list[str]], ctx: dict) -> list[Enti
     return entities
 
 
-def _read_labels(record: dict, n_entities: int, n_sents: int, ctx: dict) -> list[Relation]:
-    labels = record.get("labels", [])
+def _read_labels(record: dict, n_entities: int, n_sents: int, ctx: dict,
+                 require: bool) -> list[Relation]:
+    """Gold relations of ``labels`` (absent: none, unless ``require``), duplicates kept once."""
+    if "labels" not in record:
+        if require:
+            raise InputError("missing field 'labels': a gold file for scoring needs labels on "
+                             "every document (a file to predict on may lack them)",
+                             field="labels", kind="missing field 'labels'", **ctx)
+        return []
+    labels = record["labels"]
     if not isinstance(labels, list):
-        raise InputError(f"expected a list, got {type(labels).__name__}", field="labels", **ctx)
+        raise InputError(f"expected a list, got {type(labels).__name__}", field="labels",
+                         kind="expected a list", **ctx)
     relations: list[Relation] = []
     seen: set[tuple[int, int, str]] = set()
     for i, label in enumerate(labels):
@@ -118,10 +139,15 @@ def _read_labels(record: dict, n_entities: int, n_sents: int, ctx: dict) -> list
         for key in ("h", "t"):
             if not _is_int(label[key]) or not 0 <= label[key] < n_entities:
                 raise InputError(
-                    f"entity index {label[key]!r} is out of range for {n_entities} entities",
+                    f"entity index {label[key]!r} is out of range for {n_entities} entities "
+                    f"(expected an integer 0 <= {key} < {n_entities})",
                     field=f"{where}.{key}",
+                    kind="entity index out of range",
                     **ctx,
                 )
+        if not isinstance(label["r"], str) or not label["r"]:
+            raise InputError(f"expected a relation id string, got {label['r']!r}",
+                             field=f"{where}.r", kind="expected a relation id string", **ctx)
         evidence = label.get("evidence", [])
         if not isinstance(evidence, list) or not all(
             _is_int(s) and 0 <= s < n_sents for s in evidence
@@ -129,9 +155,10 @@ def _read_labels(record: dict, n_entities: int, n_sents: int, ctx: dict) -> list
             raise InputError(
                 f"expected a list of sentence indices below {n_sents}, got {evidence!r}",
                 field=f"{where}.evidence",
+                kind="expected a list of sentence indices",
                 **ctx,
             )
-        key = (label["h"], label["t"], str(label["r"]))
+        key = (label["h"], label["t"], label["r"])
         if key in seen:
             continue
         seen.add(key)
@@ -141,6 +168,18 @@ def _read_labels(record: dict, n_entities: int, n_sents: int, ctx: dict) -> list
     return relations
 
 
+def count_warnings(words: Iterable[str], relations: list[Relation],
+                   relation_set: Collection[str] | None) -> dict[str, int]:
+    """Counts of the usable but suspicious things in one document, by warning kind."""
+    counts = {
+        NUL_TEXT: sum(1 for word in words if "\x00" in word),
+        SELF_RELATION: sum(1 for rel in relations if rel["head"] == rel["tail"]),
+        OUTSIDE_SET: 0 if relation_set is None else sum(
+            1 for rel in relations if rel["label"] not in relation_set),
+    }
+    return {kind: count for kind, count in counts.items() if count}
+
+
 def docred_record_to_doc(
     record: Any,
     vocab: Vocab,
@@ -148,21 +187,27 @@ def docred_record_to_doc(
     path: str | Path | None = None,
     index: int | None = None,
     with_relations: bool = True,
+    require_labels: bool = False,
+    relation_set: Collection[str] | None = None,
+    report: SkipReport | None = None,
 ) -> Doc:
     """Convert one DocRED record to a Doc with tokens, sentences, entities and gold relations.
 
     Duplicate gold triples (same head, tail and relation) are kept once, as the official
-    scorer does. Raises :class:`InputError` naming the file, document and field at fault.
+    scorer does. Raises :class:`InputError` naming the file, document and field at fault;
+    usable oddities of a valid document are counted in ``report``.
     """
     ctx: dict[str, Any] = {"path": path, "index": index}
     if not isinstance(record, dict):
-        raise InputError(f"expected a document object, got {type(record).__name__}", **ctx)
+        raise InputError(f"expected a document object, got {type(record).__name__}",
+                         kind="expected a document object", **ctx)
     title = record.get("title")
     ctx["title"] = title if isinstance(title, str) else None
     _require(record, "title", str, ctx)
     sents = _read_sents(record, ctx)
     entities = _read_entities(record, sents, ctx)
-    relations = _read_labels(record, len(entities), len(sents), ctx) if with_relations else []
+    relations = (_read_labels(record, len(entities), len(sents), ctx, require_labels)
+                 if with_relations else [])
     words = [tok for sent in sents for tok in sent]
     sent_starts = [i == 0 for sent in sents for i in range(len(sent))]
     spaces = [True] * (len(words) - 1) + [False]
@@ -170,7 +215,29 @@ def docred_record_to_doc(
     doc._.title = title
     doc._.entities = entities
     doc._.relations = relations
+    if report is not None:
+        for kind, count in count_warnings(words, relations, relation_set).items():
+            report.warn(kind, path=path, index=index, title=title, count=count)
     return doc
+
+
+def load_relation_set(path: str | Path) -> set[str]:
+    """Relation ids from ``rel_info.json`` / ``rel2id.json`` (keys) or a JSON list of ids.
+
+    The no-relation entry of ``rel2id.json`` (``Na``) is not a relation.
+    """
+    data = load_json(path, "relation set file")
+    if isinstance(data, dict):
+        ids = set(data)
+    elif isinstance(data, list) and all(isinstance(r, str) for r in data):
+        ids = set(data)
+    else:
+        raise InputError("expected a JSON object keyed by relation id (rel_info.json, "
+                         "rel2id.json) or a list of relation ids", path=path)
+    ids.discard("Na")
+    if not ids:
+        raise InputError("the relation set is empty", path=path)
+    return ids
 
 
 def read_docred(
@@ -182,23 +249,36 @@ def read_docred(
     skip_invalid: bool = False,
     report: SkipReport | None = None,
     with_relations: bool = True,
+    require_labels: bool = False,
+    unique_titles: bool = False,
+    relation_set: Collection[str] | None = None,
 ) -> Iterator[Doc]:
     """Read a DocRED-format JSON file (``first`` / ``last`` cut a document range).
 
-    With ``skip_invalid`` a bad document is recorded in ``report`` and skipped; otherwise the
-    first bad document raises :class:`InputError`.
+    With ``skip_invalid`` a bad document is recorded in ``report`` and skipped, wherever it
+    is in the file; otherwise the first bad document raises :class:`InputError`. A gold file
+    for scoring sets ``require_labels`` and ``unique_titles`` (a repeated title is otherwise
+    a warning); ``relation_set`` counts gold relations outside it. Without a ``report``,
+    skips and warnings are issued as one Python warning at the end.
     """
-    records = load_json_records(path)
+    owned = report is None
+    report = SkipReport() if report is None else report
+    titles = TitleCheck(path, report, strict=unique_titles)
+    records = load_json_records(path, allow_empty=False)
     for index, record in select_records(records, first=first, last=last):
         try:
-            yield docred_record_to_doc(
-                record, vocab, path=path, index=index, with_relations=with_relations
+            doc = docred_record_to_doc(
+                record, vocab, path=path, index=index, with_relations=with_relations,
+                require_labels=require_labels, relation_set=relation_set, report=report,
             )
+            titles(doc._.title, index)
         except InputError as err:
             if not skip_invalid:
                 raise
-            if report is not None:
-                report.add(err)
+            report.add(err)
+            continue
+        yield doc
+    warn_unreported(report, owned)
 
 
 def docs_to_result(docs: Iterator[Doc] | list[Doc]) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from exactly the input a user would give them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
 from spacy.language import Language
@@ -15,9 +15,9 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.util import registry
 
-from ..errors import InputError
-from .docred import read_docred
-from .io import select_records
+from ..errors import InputError, SkipReport
+from .docred import count_warnings, read_docred
+from .io import TitleCheck, select_records, warn_unreported
 from .sentence import read_sentence_corpus
 
 
@@ -31,21 +31,45 @@ def input_copy(reference: Doc) -> Doc:
 
 
 def to_examples(docs: Iterable[Doc]) -> Iterator[Example]:
+    """(input copy, reference) Examples of reference Docs."""
     for doc in docs:
         yield Example(input_copy(doc), doc)
 
 
 def read_docbin(path: str | Path, nlp: Language, *, first: int | None = None,
-                last: int | None = None) -> list[Doc]:
-    """Docs of a ``.spacy`` file written by ``spacy-lmrc convert``."""
+                last: int | None = None, report: SkipReport | None = None,
+                unique_titles: bool = False,
+                relation_set: Collection[str] | None = None) -> list[Doc]:
+    """Docs of a ``.spacy`` file written by ``spacy-lmrc convert``.
+
+    A repeated title is counted in ``report`` (an error with ``unique_titles``), and so are
+    self-relations, relations outside ``relation_set`` and NUL characters.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path=path)
+    if path.is_dir():
+        raise InputError("is a folder; expected a .spacy file", path=path)
     try:
         docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
-    except (ValueError, KeyError) as err:
-        raise InputError(f"not a readable DocBin (.spacy) file: {err}", path=path) from None
-    return [doc for _, doc in select_records(docs, first=first, last=last)]
+    except OSError as err:
+        raise InputError(f"cannot read the file: {err.strerror or err}", path=path) from None
+    except Exception as err:  # corrupt bytes fail anywhere in zlib, msgpack or spaCy
+        raise InputError(f"not a readable DocBin (.spacy) file: {type(err).__name__}: {err}",
+                         path=path) from None
+    if not docs:
+        raise InputError("contains no documents", path=path)
+    owned = report is None
+    report = SkipReport() if report is None else report
+    titles = TitleCheck(path, report, strict=unique_titles)
+    selected = select_records(docs, first=first, last=last)
+    for index, doc in selected:
+        titles(doc._.title, index)
+        warnings = count_warnings((t.text for t in doc), doc._.relations, relation_set)
+        for kind, count in warnings.items():
+            report.warn(kind, path=path, index=index, title=doc._.title, count=count)
+    warn_unreported(report, owned)
+    return [doc for _, doc in selected]
 
 
 @registry.readers("spacy_lmrc.DocRedCorpus.v1")

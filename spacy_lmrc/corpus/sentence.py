@@ -9,6 +9,7 @@ Each Doc holds one sentence, two entities (0 = head / ``<e1>`` / subject, 1 = ta
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,21 @@ from spacy.tokens import Doc
 
 from ..doc import Entity
 from ..errors import InputError, SkipReport
-from .io import load_json_records, select_records
+from .io import (
+    TitleCheck,
+    detect_records_format,
+    load_json,
+    load_json_records,
+    select_records,
+    warn_unreported,
+)
 
 SEMEVAL_NEGATIVE = "Other"
 TACRED_NEGATIVE = "no_relation"
+NUL_TEXT = "sentences with NUL characters in the text"
 _MARKUP = re.compile(r"</?e[12]>")
+_INT_ID = re.compile(r"\s*\d+\s*")
+_NUMBER = re.compile(r"\s*-?\d*\.\d+\s*|\s*-\d+\s*")
 
 
 def sentence_label(doc: Doc, negative_label: str) -> str:
@@ -39,25 +50,60 @@ def strip_markup(text: str) -> str:
 
 
 def load_label_names(path: str | Path) -> list[str]:
-    """Label names by id from a Hugging Face features schema, a list, or a ``{name: id}`` map."""
-    import srsly
+    """Label names by id from a Hugging Face features schema, a list, or a ``{name: id}`` map.
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError("label names file not found", path=path)
-    data = srsly.read_json(path)
-    if isinstance(data, list) and all(isinstance(n, str) for n in data):
-        return list(data)
-    if isinstance(data, dict) and isinstance(data.get("relation"), dict):
+    The names must be distinct non-empty strings (a truncated or hand-edited file is caught
+    here, not as a wrong label later).
+    """
+    data = load_json(path, "label names file")
+    names: Any = None
+    if isinstance(data, list):
+        names = data
+    elif isinstance(data, dict) and isinstance(data.get("relation"), dict):
         names = data["relation"].get("names")
-        if isinstance(names, list):
-            return [str(n) for n in names]
-    if isinstance(data, dict) and all(isinstance(v, int) for v in data.values()):
-        return [name for name, _ in sorted(data.items(), key=lambda kv: kv[1])]
-    raise InputError(
-        "expected a list of names, a features schema with relation.names, or a {name: id} map",
-        path=path,
-    )
+    elif isinstance(data, dict) and data and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in data.values()
+    ):
+        if sorted(data.values()) != list(range(len(data))):
+            raise InputError("expected a {name: id} map with ids 0..N-1, each used once",
+                             path=path)
+        names = [name for name, _ in sorted(data.items(), key=lambda kv: kv[1])]
+    if not isinstance(names, list) or not names:
+        raise InputError(
+            "expected a non-empty list of names, a features schema with relation.names, "
+            "or a {name: id} map", path=path)
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise InputError(f"label names must be non-empty strings, got {bad[0]!r}", path=path)
+    repeated = [n for n, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise InputError(f"label name {repeated[0]!r} occurs more than once", path=path)
+    return list(names)
+
+
+def resolve_label(label: Any, names: list[str] | None, ctx: dict) -> str:
+    """The label name of a SemEval label: a name, or an integer id (also as a digit string)
+    named by ``names``. With ``names`` a name outside them is an error, not a new label."""
+    if isinstance(label, str) and _INT_ID.fullmatch(label):
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, (int, str)) or (
+        isinstance(label, str) and (not label.strip() or _NUMBER.fullmatch(label))
+    ):
+        raise InputError(f"expected a label name or an integer label id, got {label!r}",
+                         field="relation", kind="expected a label name or integer id", **ctx)
+    if isinstance(label, int):
+        if names is None:
+            raise InputError(f"integer label {label} needs label_names_path (--label-names) "
+                             f"to name it", field="relation", kind="integer label without names",
+                             **ctx)
+        if not 0 <= label < len(names):
+            raise InputError(f"label id {label} is outside the {len(names)} names",
+                             field="relation", kind="label id outside the label names", **ctx)
+        return names[label]
+    if names is not None and label not in names:
+        raise InputError(f"label {label!r} is not one of the {len(names)} label names",
+                         field="relation", kind="label not among the label names", **ctx)
+    return label
 
 
 def _set_sentence(doc: Doc, title: str, spans: list[tuple[int, int]], types: list[str],
@@ -82,6 +128,33 @@ def _set_sentence(doc: Doc, title: str, spans: list[tuple[int, int]], types: lis
     return doc
 
 
+def _tag_spans(text: str, ctx: dict) -> list[tuple[int, int]]:
+    """Character spans (inside the tagged text) of the ``<e1>`` and ``<e2>`` contents.
+
+    Each tag must occur exactly once, and the two entities must not overlap: a doubled or
+    nested tag would otherwise silently lose an entity.
+    """
+    counts = Counter(_MARKUP.findall(text))
+    spans = []
+    for tag in ("e1", "e2"):
+        for mark in (f"<{tag}>", f"</{tag}>"):
+            if counts[mark] != 1:
+                raise InputError(
+                    f"expected one non-empty <{tag}>...</{tag}> span, found {counts[mark]} "
+                    f"{mark} tags in {text!r}", field="sentence",
+                    kind=f"expected exactly one <{tag}>...</{tag}> span", **ctx)
+        start, end = text.index(f"<{tag}>") + len(tag) + 2, text.index(f"</{tag}>")
+        if end <= start or not text[start:end].strip():
+            raise InputError(f"expected one non-empty <{tag}>...</{tag}> span in {text!r}",
+                             field="sentence", kind=f"empty <{tag}> span", **ctx)
+        spans.append((start, end))
+    (s1, e1), (s2, e2) = spans
+    if not (e1 < s2 or e2 < s1):
+        raise InputError(f"the <e1> and <e2> spans overlap in {text!r}", field="sentence",
+                         kind="overlapping <e1> and <e2> spans", **ctx)
+    return spans
+
+
 def semeval_sentence_to_doc(
     text: str, label: str, nlp: Language, *, title: str,
     negative_label: str = SEMEVAL_NEGATIVE, ctx: dict | None = None,
@@ -91,21 +164,16 @@ def semeval_sentence_to_doc(
     if not isinstance(text, str) or not text.strip():
         raise InputError("expected a non-empty sentence string", field="sentence", **ctx)
     char_spans = []
-    for tag in ("e1", "e2"):
-        match = re.search(rf"<{tag}>(.*?)</{tag}>", text)
-        if match is None or not match.group(1).strip():
-            raise InputError(f"expected one non-empty <{tag}>...</{tag}> span in {text!r}",
-                             field="sentence", **ctx)
-        before = strip_markup(text[: match.start()])
-        inner = strip_markup(match.group(1))
-        char_spans.append((len(before), len(before) + len(inner)))
+    for start, end in _tag_spans(text, ctx):
+        before = len(strip_markup(text[:start]))
+        char_spans.append((before, before + len(strip_markup(text[start:end]))))
     doc = nlp.make_doc(strip_markup(text))
     spans = []
     for start, end in char_spans:
         span = doc.char_span(start, end, alignment_mode="expand")
         if span is None:
             raise InputError(f"entity at characters {start}-{end} does not align with tokens",
-                             field="sentence", **ctx)
+                             field="sentence", kind="entity does not align with tokens", **ctx)
         spans.append((span.start, span.end))
     return _set_sentence(doc, title, spans, ["ENTITY", "ENTITY"], label, negative_label)
 
@@ -125,10 +193,14 @@ def read_semeval(
     """Read SemEval-2010 Task 8.
 
     Either ``sentences_path`` holds records ``{"sentence", "relation"}`` (Hugging Face layout),
-    or it holds marked-up sentence strings and ``relations_path`` the parallel labels: strings,
-    or integer ids named by ``label_names_path`` (``relations.json``).
+    or it holds marked-up sentence strings and ``relations_path`` the parallel labels: names,
+    or integer ids (also as digit strings) named by ``label_names_path`` (``relations.json``).
+    With label names, every label must be one of them. Without a ``report``, skips and
+    warnings are issued as one Python warning at the end.
     """
-    records = load_json_records(sentences_path)
+    owned = report is None
+    report = SkipReport() if report is None else report
+    records = load_json_records(sentences_path, allow_empty=False)
     labels: list[Any] | None = None
     if relations_path is not None:
         labels = load_json_records(relations_path)
@@ -138,6 +210,9 @@ def read_semeval(
                 path=relations_path,
             )
     names = load_label_names(label_names_path) if label_names_path is not None else None
+    if names is not None and negative_label not in names:
+        report.warn(f"the negative label {negative_label!r} is not among the label names: "
+                    f"every sentence counts as a relation", path=label_names_path)
     for index, record in select_records(records, first=first, last=last):
         ctx = {"path": sentences_path, "index": index}
         try:
@@ -148,21 +223,18 @@ def read_semeval(
             if label is None:
                 raise InputError("no relation label (give relations_path for a list of sentences)",
                                  field="relation", **ctx)
-            if isinstance(label, int) and not isinstance(label, bool):
-                if names is None:
-                    raise InputError(f"integer label {label} needs label_names_path to name it",
-                                     field="relation", **ctx)
-                if not 0 <= label < len(names):
-                    raise InputError(f"label id {label} is outside the {len(names)} names",
-                                     field="relation", **ctx)
-                label = names[label]
-            yield semeval_sentence_to_doc(str(text) if text is not None else "", str(label), nlp,
-                                          title=str(index), negative_label=negative_label, ctx=ctx)
+            doc = semeval_sentence_to_doc(
+                text, resolve_label(label, names, ctx), nlp, title=str(index),
+                negative_label=negative_label, ctx=ctx)
         except InputError as err:
             if not skip_invalid:
                 raise
-            if report is not None:
-                report.add(err)
+            report.add(err)
+            continue
+        if "\x00" in doc.text:
+            report.warn(NUL_TEXT, path=sentences_path, index=index, title=doc._.title)
+        yield doc
+    warn_unreported(report, owned)
 
 
 def tacred_record_to_doc(record: Any, nlp: Language, *, title: str,
@@ -172,22 +244,28 @@ def tacred_record_to_doc(record: Any, nlp: Language, *, title: str,
     if not isinstance(record, dict):
         raise InputError("expected a record object", **ctx)
     tokens = record.get("token")
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-        raise InputError("expected a non-empty list of token strings", field="token", **ctx)
+    if not isinstance(tokens, list) or not tokens or not all(
+        isinstance(t, str) and t for t in tokens
+    ):
+        raise InputError("expected a non-empty list of non-empty token strings", field="token",
+                         **ctx)
     spans = []
     for role in ("subj", "obj"):
         start, end = record.get(f"{role}_start"), record.get(f"{role}_end")
-        valid = isinstance(start, int) and isinstance(end, int)
+        valid = all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end))
         if not (valid and 0 <= start <= end < len(tokens)):
             raise InputError(
-                f"expected 0 <= {role}_start <= {role}_end < {len(tokens)}, got {start}, {end}",
-                field=f"{role}_start", **ctx)
+                f"expected integers 0 <= {role}_start <= {role}_end < {len(tokens)}, "
+                f"got {start!r}, {end!r}", field=f"{role}_start",
+                kind=f"{role} span outside the tokens", **ctx)
         spans.append((start, end + 1))
-    if "relation" not in record:
-        raise InputError("missing field 'relation'", field="relation", **ctx)
+    relation = record.get("relation")
+    if not isinstance(relation, str) or not relation:
+        raise InputError(f"expected a relation name string, got {relation!r}", field="relation",
+                         kind="expected a relation name string", **ctx)
     doc = Doc(nlp.vocab, words=tokens, spaces=[True] * (len(tokens) - 1) + [False])
     types = [str(record.get("subj_type", "ENTITY")), str(record.get("obj_type", "ENTITY"))]
-    return _set_sentence(doc, title, spans, types, str(record["relation"]), negative_label)
+    return _set_sentence(doc, title, spans, types, relation, negative_label)
 
 
 def read_tacred(
@@ -200,19 +278,27 @@ def read_tacred(
     skip_invalid: bool = False,
     report: SkipReport | None = None,
 ) -> Iterator[Doc]:
-    """Read a TACRED-format JSON list (or JSONL) of records."""
-    records = load_json_records(path)
+    """Read a TACRED-format JSON list (or JSONL) of records; repeated ids are warned about."""
+    owned = report is None
+    report = SkipReport() if report is None else report
+    titles = TitleCheck(path, report)
+    records = load_json_records(path, allow_empty=False)
     for index, record in select_records(records, first=first, last=last):
-        ctx = {"path": path, "index": index}
+        title = str(record.get("id", index)) if isinstance(record, dict) else str(index)
+        ctx = {"path": path, "index": index, "title": title}
         try:
-            title = str(record.get("id", index)) if isinstance(record, dict) else str(index)
-            yield tacred_record_to_doc(record, nlp, title=title, negative_label=negative_label,
+            doc = tacred_record_to_doc(record, nlp, title=title, negative_label=negative_label,
                                        ctx=ctx)
         except InputError as err:
             if not skip_invalid:
                 raise
-            if report is not None:
-                report.add(err)
+            report.add(err)
+            continue
+        titles(title, index)
+        if "\x00" in doc.text:
+            report.warn(NUL_TEXT, path=path, index=index, title=title)
+        yield doc
+    warn_unreported(report, owned)
 
 
 def read_sentence_corpus(
@@ -227,10 +313,12 @@ def read_sentence_corpus(
     skip_invalid: bool = False,
     report: SkipReport | None = None,
 ) -> Iterator[Doc]:
-    """Read SemEval or TACRED, telling them apart by the first record (``token`` => TACRED)."""
-    records = load_json_records(path)
-    is_tacred = bool(records) and isinstance(records[0], dict) and "token" in records[0]
-    if is_tacred:
+    """Read SemEval or TACRED, told apart by all records (``token`` => TACRED)."""
+    fmt = detect_records_format(load_json_records(path), path)
+    if fmt == "docred":
+        raise InputError("is a DocRED document file; expected a sentence-level corpus "
+                         "(SemEval or TACRED)", path=path)
+    if fmt == "tacred":
         yield from read_tacred(path, nlp, first=first, last=last,
                                negative_label=negative_label or TACRED_NEGATIVE,
                                skip_invalid=skip_invalid, report=report)

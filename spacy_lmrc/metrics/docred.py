@@ -11,6 +11,10 @@ LMRC) to the last digit, including its quirks:
   official ``+ 1e-5`` in the ignored precision's denominator;
 * predictions for titles that are not in the gold set count as predicted and never as correct.
 
+Gold titles must be unique (a prediction names its document by title) and gold documents
+must carry labels; prediction fields are type-checked (an index is an int, never a float or
+a bool) so nothing is truncated or coerced into a match.
+
 Plus the splits LMRC reports: intra / inter-sentence P/R/F1 (a fact is intra when some head
 mention and some tail mention share a sentence), per-relation F1, and pair-level P/R/F1 for the
 candidate proposer (a pair is positive when it holds any relation).
@@ -24,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spacy.tokens import Doc
+
+from ..errors import InputError
 
 Fact = tuple[str, int, int, str]  # (title, head, tail, relation)
 TrainFacts = set[tuple[str, str, str]]  # (head mention name, tail mention name, relation)
@@ -57,14 +63,21 @@ def gold_from_doc(doc: Doc) -> GoldDocument:
 
 
 def gold_from_record(record: Mapping[str, Any]) -> GoldDocument:
-    """A :class:`GoldDocument` straight from a DocRED JSON record (as the official scorer reads)."""
+    """A :class:`GoldDocument` straight from a DocRED JSON record (as the official scorer reads).
+
+    A record without ``labels`` (the hidden-label test split) cannot be gold: it would score
+    as a document with no facts.
+    """
+    if "labels" not in record:
+        raise InputError("missing field 'labels': a gold document needs labels",
+                         title=record.get("title"), field="labels")
     vertex_set = record["vertexSet"]
     gold = GoldDocument(
         title=record["title"],
         mention_names=[[m["name"] for m in vertex] for vertex in vertex_set],
         mention_sents=[{m["sent_id"] for m in vertex} for vertex in vertex_set],
     )
-    for label in record.get("labels", []):
+    for label in record["labels"]:
         gold.facts[(label["h"], label["t"], label["r"])] = list(label.get("evidence", []))
     return gold
 
@@ -100,18 +113,64 @@ def prf(correct: int, predicted: int, gold: int) -> dict[str, float]:
     return {"precision": p, "recall": r, "f1": f}
 
 
+def _is_index(value: Any) -> bool:
+    """A non-negative int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def prediction_fact(pred: Any) -> tuple[Fact, set[int]]:
+    """The (title, head, tail, relation) of one result.json prediction, and its evidence.
+
+    Raises :class:`InputError` (with title and field, no index) when a field is missing or of
+    the wrong type: ``title`` and ``r`` strings, ``h_idx`` / ``t_idx`` non-negative ints,
+    ``evidence`` (optional) a list of non-negative ints.
+    """
+    if not isinstance(pred, dict):
+        raise InputError(f"expected a prediction object, got {type(pred).__name__}",
+                         kind="expected a prediction object")
+    title = pred.get("title") if isinstance(pred.get("title"), str) else None
+    for key in ("title", "h_idx", "t_idx", "r"):
+        if key not in pred:
+            raise InputError(f"missing field {key!r}: a prediction needs title, h_idx, t_idx "
+                             f"and r", title=title, field=key, kind="missing field")
+    checks = (("title", isinstance(pred["title"], str), "a title string"),
+              ("h_idx", _is_index(pred["h_idx"]), "an integer entity index >= 0"),
+              ("t_idx", _is_index(pred["t_idx"]), "an integer entity index >= 0"),
+              ("r", isinstance(pred["r"], str) and pred["r"] != "", "a relation id string"))
+    evidence = pred.get("evidence")
+    evidence_ok = evidence is None or (
+        isinstance(evidence, list) and all(_is_index(s) for s in evidence))
+    for key, ok, expected in (*checks, ("evidence", evidence_ok, "a list of sentence indices")):
+        if not ok:
+            value = pred[key]
+            raise InputError(f"expected {expected}, got {type(value).__name__} {value!r}",
+                             title=title, field=key, kind=f"expected {expected}")
+    return (pred["title"], pred["h_idx"], pred["t_idx"], pred["r"]), set(evidence or [])
+
+
 def _dedupe(predictions: Iterable[Mapping[str, Any]]) -> dict[Fact, set[int]]:
+    """Unique predictions with their evidence (the first duplicate's, as the official scorer)."""
     unique: dict[Fact, set[int]] = {}
     for i, pred in enumerate(predictions):
         try:
-            key = (pred["title"], int(pred["h_idx"]), int(pred["t_idx"]), str(pred["r"]))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"prediction {i} must have title, h_idx, t_idx and r fields: {err!r} in {pred!r}"
-            ) from None
-        # the official scorer keeps the evidence of the first duplicate (stable sort)
-        unique.setdefault(key, set(pred.get("evidence") or []))
+            key, evidence = prediction_fact(pred)
+        except InputError as err:
+            raise InputError(err.reason, index=i, title=err.title, field=err.field,
+                             kind=err.kind, unit="prediction") from None
+        unique.setdefault(key, evidence)
     return unique
+
+
+def _check_unique_titles(golds: list[GoldDocument]) -> None:
+    """Predictions name documents by title: two gold documents with one title cannot be told
+    apart (one would be credited with the other's facts)."""
+    seen: dict[str, int] = {}
+    for i, gold in enumerate(golds):
+        if gold.title in seen:
+            raise InputError(f"duplicate gold title, also document {seen[gold.title]}: titles "
+                             f"must identify gold documents", index=i, title=gold.title,
+                             field="title")
+        seen[gold.title] = i
 
 
 def score_docred(
@@ -125,6 +184,7 @@ def score_docred(
     evidence_f1, intra/inter P/R/F1, per-relation P/R/F1, pair-level P/R/F1, and the counts.
     """
     golds = list(golds)
+    _check_unique_titles(golds)
     by_title: dict[str, GoldDocument] = {gold.title: gold for gold in golds}
     gold_facts: dict[Fact, list[int]] = {
         (gold.title, h, t, r): evi for gold in golds for (h, t, r), evi in gold.facts.items()
