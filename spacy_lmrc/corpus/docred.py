@@ -11,7 +11,7 @@ characters, repeated titles) are counted as warnings in the reader's :class:`Ski
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,16 +168,18 @@ def _read_labels(record: dict, n_entities: int, n_sents: int, ctx: dict,
     return relations
 
 
-def count_warnings(words: Iterable[str], relations: list[Relation],
-                   relation_set: Collection[str] | None) -> dict[str, int]:
-    """Counts of the usable but suspicious things in one document, by warning kind."""
+def report_warnings(doc: Doc, report: SkipReport, *, relation_set: Collection[str] | None,
+                    path: str | Path | None, index: int) -> None:
+    """Count the usable but suspicious things of one valid document in ``report``."""
     counts = {
-        NUL_TEXT: sum(1 for word in words if "\x00" in word),
-        SELF_RELATION: sum(1 for rel in relations if rel["head"] == rel["tail"]),
+        NUL_TEXT: sum(1 for token in doc if "\x00" in token.text),
+        SELF_RELATION: sum(1 for rel in doc._.relations if rel["head"] == rel["tail"]),
         OUTSIDE_SET: 0 if relation_set is None else sum(
-            1 for rel in relations if rel["label"] not in relation_set),
+            1 for rel in doc._.relations if rel["label"] not in relation_set),
     }
-    return {kind: count for kind, count in counts.items() if count}
+    for kind, count in counts.items():
+        if count:
+            report.warn(kind, path=path, index=index, title=doc._.title, count=count)
 
 
 def docred_record_to_doc(
@@ -188,14 +190,11 @@ def docred_record_to_doc(
     index: int | None = None,
     with_relations: bool = True,
     require_labels: bool = False,
-    relation_set: Collection[str] | None = None,
-    report: SkipReport | None = None,
 ) -> Doc:
     """Convert one DocRED record to a Doc with tokens, sentences, entities and gold relations.
 
     Duplicate gold triples (same head, tail and relation) are kept once, as the official
-    scorer does. Raises :class:`InputError` naming the file, document and field at fault;
-    usable oddities of a valid document are counted in ``report``.
+    scorer does. Raises :class:`InputError` naming the file, document and field at fault.
     """
     ctx: dict[str, Any] = {"path": path, "index": index}
     if not isinstance(record, dict):
@@ -215,9 +214,6 @@ def docred_record_to_doc(
     doc._.title = title
     doc._.entities = entities
     doc._.relations = relations
-    if report is not None:
-        for kind, count in count_warnings(words, relations, relation_set).items():
-            report.warn(kind, path=path, index=index, title=title, count=count)
     return doc
 
 
@@ -267,16 +263,16 @@ def read_docred(
     records = load_json_records(path, allow_empty=False)
     for index, record in select_records(records, first=first, last=last):
         try:
-            doc = docred_record_to_doc(
-                record, vocab, path=path, index=index, with_relations=with_relations,
-                require_labels=require_labels, relation_set=relation_set, report=report,
-            )
+            doc = docred_record_to_doc(record, vocab, path=path, index=index,
+                                       with_relations=with_relations,
+                                       require_labels=require_labels)
             titles(doc._.title, index)
         except InputError as err:
             if not skip_invalid:
                 raise
             report.add(err)
             continue
+        report_warnings(doc, report, relation_set=relation_set, path=path, index=index)
         yield doc
     warn_unreported(report, owned)
 

@@ -16,7 +16,7 @@ from spacy.training import Example
 from spacy.util import registry
 
 from ..errors import InputError, SkipReport
-from .docred import count_warnings, read_docred
+from .docred import read_docred, report_warnings
 from .io import TitleCheck, select_records, warn_unreported
 from .sentence import read_sentence_corpus
 
@@ -65,9 +65,7 @@ def read_docbin(path: str | Path, nlp: Language, *, first: int | None = None,
     selected = select_records(docs, first=first, last=last)
     for index, doc in selected:
         titles(doc._.title, index)
-        warnings = count_warnings((t.text for t in doc), doc._.relations, relation_set)
-        for kind, count in warnings.items():
-            report.warn(kind, path=path, index=index, title=doc._.title, count=count)
+        report_warnings(doc, report, relation_set=relation_set, path=path, index=index)
     warn_unreported(report, owned)
     return [doc for _, doc in selected]
 
