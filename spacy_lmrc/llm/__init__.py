@@ -1,0 +1,14 @@
+"""The LLM stage's one home for text <-> tokens: loading, prompt formats, answer constraints,
+training sequences and constrained decoding. Fine-tuning and inference both import it."""
+
+from .constraints import AnswerSpace
+from .decoding import PackedDecoder
+from .formats import CompactFormat, PaperFormat, PromptFormat, format_from_config
+from .requests import Answer, PairQuery, RelationRequest
+from .sequences import EncodedRequest, encode_request, pack_training_sequence, visibility_mask
+
+__all__ = [
+    "Answer", "AnswerSpace", "CompactFormat", "EncodedRequest", "PackedDecoder", "PairQuery",
+    "PaperFormat", "PromptFormat", "RelationRequest", "encode_request", "format_from_config",
+    "pack_training_sequence", "visibility_mask",
+]

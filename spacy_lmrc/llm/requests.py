@@ -1,0 +1,59 @@
+"""The structured request a task hands to a backend: one shared prefix, many pair queries.
+
+Per document the LLM's work is one prefix (instruction, text, optional examples) and many
+short, independent questions (one per entity pair) whose answers come from a small closed set.
+Backends that control decoding use this structure (prefix encoded once, pairs answered as one
+batch, answers constrained to the set); text-only backends get the task's rendered prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PairQuery:
+    """One question: which relations hold from ``head`` to ``tail``?
+
+    answer_space: label names this pair may take (e.g. the proposer's type hints); None means
+    the request's whole answer space.
+    """
+
+    head: str
+    tail: str
+    head_type: str = ""
+    tail_type: str = ""
+    answer_space: list[str] | None = None
+
+
+@dataclass
+class RelationRequest:
+    """A document's (or sentence's) questions over one shared prefix.
+
+    text: the document or sentence the relations are read from.
+    answer_space: the relation names an answer may contain.
+    none_answer: the name meaning "no relation" (the LLM-only baseline's ``None``), answered
+        alone; None when every pair must get a relation (LMRC's RC stage).
+    multi_label: whether one pair may get several relations.
+    examples: retrieved or few-shot examples (``{"text", "head", "tail", "label"}``) shown in
+        the prefix.
+    """
+
+    text: str
+    queries: list[PairQuery]
+    answer_space: list[str]
+    none_answer: str | None = None
+    multi_label: bool = True
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def space_of(self, query: PairQuery) -> list[str]:
+        """The names ``query`` may be answered with (the ``none_answer`` included)."""
+        names = list(query.answer_space if query.answer_space is not None else self.answer_space)
+        if self.none_answer is not None and self.none_answer not in names:
+            names.append(self.none_answer)
+        return names
+
+
+#: a decoded answer: (relation name, the model's probability of it) per relation, best first
+Answer = list[tuple[str, float]]
