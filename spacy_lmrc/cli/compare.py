@@ -17,7 +17,8 @@ SENT_COLUMNS = [("micro P", "precision"), ("micro R", "recall"), ("micro F1", "f
                 ("macro-F1", "semeval_macro_f1")]
 
 
-def _cell(value: object) -> str:
+def percent(value: object) -> str:
+    """A fraction as a percentage with two decimals; ``-`` when there is none."""
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
@@ -42,7 +43,7 @@ def compare_cli(
     rows = [header]
     for label, run in zip(labels, runs):
         evaluated = run.get("evaluated", {})
-        rows.append([label, *[_cell(run.get(key)) for _, key in columns],
+        rows.append([label, *[percent(run.get(key)) for _, key in columns],
                      f"{run.get('seconds_per_document', float('nan')):.2f}",
                      f"{evaluated.get('data', '?')} ({evaluated.get('documents', '?')} docs)"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -1,4 +1,9 @@
-"""``spacy-lmrc evaluate``: run a pipeline on a gold corpus and score it, saying what was scored."""
+"""``spacy-lmrc evaluate``: run a pipeline on a gold corpus and score it, saying what was scored.
+
+The full scores (per relation, intra/inter, component statistics) go to ``--output`` as JSON;
+the terminal gets a short table. A trained proposer folder (``training/proposer/model-best``)
+is evaluated as a one-component pipeline: candidate-pair P/R/F1 and the kept fraction.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import spacy
 import typer
+from spacy.language import Language
 from tqdm import tqdm
 
 from ..corpus import docs_to_result
@@ -15,9 +22,48 @@ from ..corpus.readers import input_copy
 from ..corpus.sentence import sentence_label
 from ..doc import ordered_pairs
 from ..metrics import gold_from_doc, pair_scores, score_docred, score_labels, train_facts_from_docs
+from ..proposer.model import is_rcp_folder
 from ._app import app
 from ._util import describe_slice, friendly_errors, info, load_docs
+from .compare import DOC_COLUMNS, SENT_COLUMNS, percent
 from .extract import load_pipeline
+
+PROPOSER = "lmrc_candidate_proposer"
+PAIR_COLUMNS = [("P", "precision"), ("R", "recall"), ("F1", "f1"), ("kept", "kept_fraction")]
+
+
+def load_evaluated(pipeline: str, device: str) -> Language:
+    """The pipeline to evaluate: a spaCy pipeline, or a trained proposer folder on its own."""
+    if is_rcp_folder(pipeline) and not (Path(pipeline) / "config.cfg").exists():
+        nlp = spacy.blank("en")
+        nlp.add_pipe(PROPOSER, config={"model": str(pipeline), "device": device})
+        return nlp
+    return load_pipeline(pipeline)
+
+
+def summary_table(scores: dict[str, Any], components: list[str], sentence_level: bool) -> str:
+    """A few lines for the terminal: the headline scores of each scored level, and the speed."""
+    rows: list[list[str]] = []
+    if sentence_level:
+        columns = [c for c in SENT_COLUMNS if c[1] in scores]
+        rows = [["", *[c for c, _ in columns]],
+                ["labels", *[percent(scores.get(key)) for _, key in columns]]]
+    else:
+        if components != [PROPOSER]:
+            rows = [["", *[c for c, _ in DOC_COLUMNS]],
+                    ["relations", *[percent(scores.get(key)) for _, key in DOC_COLUMNS]]]
+        if "candidates" in scores:
+            pairs = scores["candidates"]
+            rows += [["", *[c for c, _ in PAIR_COLUMNS]],
+                     ["candidate pairs", *[percent(pairs.get(key)) for _, key in PAIR_COLUMNS]]]
+    widths = [max(len(row[i]) for row in rows if i < len(row))
+              for i in range(max(len(row) for row in rows))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    evaluated = scores["evaluated"]
+    lines.append(f"(scores in %) {evaluated['documents']} documents in {scores['seconds']:.1f} s: "
+                 f"{scores['docs_per_second']:.2f} docs/s")
+    return "\n".join(lines)
 
 
 def _pipe_stats(nlp) -> dict[str, Any]:
@@ -49,17 +95,23 @@ def evaluate_cli(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the scores (JSON)"),
     predictions: Path | None = typer.Option(
         None, "--predictions", help="Write predictions (result.json, or JSONL at sentence level)"),
-    batch_size: int = typer.Option(8, "--batch-size", help="Documents per nlp.pipe batch"),
+    batch_size: int = typer.Option(
+        1, "--batch-size", help="Documents per nlp.pipe batch (1: progress after every document)"),
+    device: str = typer.Option("cpu", "--device", help="Proposer folder: cpu, cuda or cuda:N"),
     relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
     label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),
 ) -> None:
-    """Predict on DATA with PIPELINE, score, and print JSON with what was evaluated."""
+    """Predict on DATA with PIPELINE (a pipeline or a trained proposer folder) and score it.
+
+    Prints a short table; the full scores and what was evaluated go to --output (JSON).
+    """
+    started = time.perf_counter()
     gold_docs, report = load_docs(data, first=first, last=last, relations_path=relations,
                                   label_names_path=label_names)
-    nlp = load_pipeline(pipeline)
+    nlp = load_evaluated(pipeline, device)
     start = time.perf_counter()
     stream = nlp.pipe((input_copy(doc) for doc in gold_docs), batch_size=batch_size)
-    pred_docs = list(tqdm(stream, total=len(gold_docs), desc="evaluate"))
+    pred_docs = list(tqdm(stream, total=len(gold_docs), desc="evaluate", unit="doc"))
     seconds = time.perf_counter() - start
     scores: dict[str, Any] = {
         "evaluated": {
@@ -70,6 +122,7 @@ def evaluate_cli(
         },
         "seconds": seconds,
         "seconds_per_document": seconds / max(len(gold_docs), 1),
+        "docs_per_second": len(gold_docs) / seconds if seconds else 0.0,
         "component_stats": _pipe_stats(nlp),
     }
     if sentence_level:
@@ -85,7 +138,7 @@ def evaluate_cli(
             train_facts = train_facts_from_docs(train_docs)
         result = docs_to_result(pred_docs)
         scores.update(score_docred([gold_from_doc(d) for d in gold_docs], result, train_facts))
-        if any(d._.relation_candidates for d in pred_docs):
+        if PROPOSER in nlp.pipe_names or any(d._.relation_candidates for d in pred_docs):
             gold_pairs = {(d._.title, r["head"], r["tail"]) for d in gold_docs
                           for r in d._.relations}
             kept = {(d._.title, c["head"], c["tail"]) for d in pred_docs
@@ -93,13 +146,18 @@ def evaluate_cli(
             space = sum(1 for d in gold_docs for _ in ordered_pairs(d))
             scores["candidates"] = pair_scores(gold_pairs, kept, candidate_space=space)
         prediction_text = json.dumps(result)
-    text = json.dumps(scores, indent=2)
-    print(text)
-    info(f"evaluated {pipeline} on {describe_slice(data, first, last)}: {len(gold_docs)} "
-         f"documents in {seconds:.1f} s" + ("" if train else "; no --train: Ign F1 not computed"))
+    print(summary_table(scores, nlp.pipe_names, sentence_level))
+    if not sentence_level and not train and nlp.pipe_names != [PROPOSER]:
+        info("no --train: Ign F1 not computed")
     if "dev_revised" in data.name:
         info("note: redocred-small figures are not comparable with published Re-DocRED results")
-    for path, content in ((output, text + "\n"), (predictions, prediction_text)):
+    written = []
+    for path, content in ((output, json.dumps(scores, indent=2) + "\n"),
+                          (predictions, prediction_text)):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf8")
+            written.append(str(path))
+    info(f"evaluated {pipeline} on {describe_slice(data, first, last)}; wrote "
+         f"{', '.join(written) or 'nothing (give -o FILE for the full scores)'} in "
+         f"{time.perf_counter() - started:.1f} s")
