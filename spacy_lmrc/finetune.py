@@ -27,6 +27,7 @@ import math
 import random
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,8 +131,13 @@ def collate(batch: Sequence[dict[str, list[int]]], pad_id: int, seq2seq: bool = 
 
 
 def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: Any,
-                           seed: int = 0) -> list[PackedSequence]:
-    """One packed training sequence per Doc with at least one training pair."""
+                           seed: int = 0, counts: Counter | None = None) -> list[PackedSequence]:
+    """One packed training sequence per Doc with at least one training pair.
+
+    ``counts`` (if given) receives ``no_pairs`` (documents without a training pair) and
+    ``truncated_answers`` (pairs with more gold relations than an answer may hold).
+    """
+    counts = counts if counts is not None else Counter()
     rng = random.Random(seed)
     fmt = task.prompt_format
     spaces: dict[tuple, AnswerSpace] = {}
@@ -139,6 +145,7 @@ def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: A
     for doc in docs:
         request, targets = task.training_request(doc, rng)
         if not request.queries:
+            counts["no_pairs"] += 1
             continue
         encoded = encode_request(tokenizer, fmt, request)
         answers = []
@@ -149,24 +156,29 @@ def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: A
                 spaces[key] = AnswerSpace(tokenizer, allowed, separator=fmt.separator,
                                           none_answer=request.none_answer,
                                           multi_label=request.multi_label)
-            answers.append(spaces[key].encode(names))
+            space = spaces[key]
+            if len(names) > space.max_names:
+                counts["truncated_answers"] += 1
+                names = names[: space.max_names]
+            answers.append(space.encode(names))
         sequences.append(pack_training_sequence(encoded, answers))
     return sequences
 
 
-def packed_loss(model: Any, seq: PackedSequence) -> Any:
+def packed_loss(model: Any, seq: PackedSequence, dtype: Any) -> Any:
     """Mean cross-entropy of the answer tokens of one packed sequence.
 
-    Logits are computed only where an answer token is predicted (``logits_to_keep``), which
-    skips the vocabulary projection for the prefix and the queries.
+    ``dtype`` is the model's compute dtype (the mask is built in it). Logits are computed only
+    where an answer token is predicted (``logits_to_keep``), which skips the vocabulary
+    projection for the prefix and the queries.
     """
     import torch
 
     device = next(model.parameters()).device
-    mask = visibility_mask(seq.owners, range(len(seq)), seq.owners, torch.float32, device)
+    mask = visibility_mask(seq.owners, range(len(seq)), seq.owners, dtype, device)
     out = model(input_ids=torch.tensor([seq.input_ids], device=device),
                 position_ids=torch.tensor([seq.position_ids], device=device),
-                attention_mask=mask.to(model.dtype), use_cache=False,
+                attention_mask=mask, use_cache=False,
                 logits_to_keep=torch.tensor(seq.target_index, device=device))
     return torch.nn.functional.cross_entropy(out.logits[0].float(),
                                              torch.tensor(seq.target_ids, device=device))
@@ -180,8 +192,14 @@ def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any, seq2seq:
                    settings: FinetuneSettings, log: Any) -> tuple[list[Any], int, int]:
     """Training items (packed sequences or tokenized prompts), prompts built, and skipped."""
     if _uses_packing(task, seq2seq):
-        items: list[Any] = build_packed_sequences(task, docs, tokenizer, settings.seed)
+        counts: Counter = Counter()
+        items: list[Any] = build_packed_sequences(task, docs, tokenizer, settings.seed, counts)
         built = len(items)
+        if counts["no_pairs"]:
+            log(f"{counts['no_pairs']} of {len(docs)} documents have no training pair")
+        if counts["truncated_answers"]:
+            log(f"{counts['truncated_answers']} pairs have more gold relations than an answer "
+                "holds; their first relations are kept")
         if settings.max_examples is not None and settings.max_examples < len(items):
             items = random.Random(settings.seed).sample(items, settings.max_examples)
         kept = [seq for seq in items if len(seq) <= settings.max_length]
@@ -218,9 +236,13 @@ def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: Finetu
     if settings.load_in_4bit and (device.type != "cuda" or settings.method != "lora"):
         raise ValueError("QLoRA (load_in_4bit) needs CUDA and method = \"lora\": set device = "
                          "\"cuda\" on a GPU machine, or train without 4-bit on CPU")
-    dtype = resolve_dtype(settings.dtype, device, training=True)
+    # full fine-tuning keeps fp32 master weights (bf16 weights lose small updates); on CUDA
+    # it computes in bf16 through Accelerate's mixed precision instead
+    full = settings.method == "full"
+    dtype = resolve_dtype("float32" if full and settings.dtype == "auto" else settings.dtype,
+                          device, training=True)
     model = load_model(model_path, device, dtype, settings.load_in_4bit)
-    if settings.method == "full":
+    if full:
         return model
     if settings.load_in_4bit:
         model = prepare_model_for_kbit_training(model)
@@ -231,8 +253,18 @@ def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: Finetu
         return get_peft_model(model, lora)
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in (output_dir / "checkpoints").glob("step-*") if (p / STATE_FILE).exists()]
+def _checkpoints(output_dir: Path, settings: FinetuneSettings) -> list[Path]:
+    """Checkpoints of a run with the same method and base model, oldest first."""
+    import torch
+
+    found = []
+    for path in (output_dir / "checkpoints").glob("step-*"):
+        if not (path / STATE_FILE).exists():
+            continue
+        state = torch.load(path / STATE_FILE, weights_only=False, map_location="cpu")
+        if (state.get("method", "lora"), state.get("base_model", settings.base_model)) == (
+                settings.method, settings.base_model):
+            found.append(path)
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
@@ -241,7 +273,13 @@ def _load_weights(model: Any, folder: Path, method: str) -> None:
     from safetensors.torch import load_file
 
     if method == "full":
-        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        result = model.load_state_dict(load_file(str(folder / "model.safetensors")),
+                                       strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or ()) | {"lm_head.weight"}
+        if result.unexpected_keys or set(result.missing_keys) - tied:
+            raise InputError(f"the checkpoint does not fit the model (missing "
+                             f"{sorted(set(result.missing_keys) - tied)[:5]}, unexpected "
+                             f"{result.unexpected_keys[:5]})", path=folder)
         return
     from peft.utils import set_peft_model_state_dict
 
@@ -272,11 +310,15 @@ def finetune(
     output_dir = Path(output_dir)
     set_seed(settings.seed)
     device = resolve_device(settings.device)
+    bf16_mixed = (settings.method == "full" and settings.dtype == "auto"
+                  and device.type == "cuda" and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation_steps,
-                              cpu=device.type == "cpu")
+                              cpu=device.type == "cpu",
+                              mixed_precision="bf16" if bf16_mixed else "no")
     if device.type == "cuda":  # under `accelerate launch` every process uses its own GPU
         device = accelerator.device
-    model_path = resolve_llm(settings.base_model)
+    with accelerator.main_process_first():  # one process dequantizes / downloads
+        model_path = resolve_llm(settings.base_model)
     seq2seq = is_seq2seq(model_path)
     tokenizer = load_tokenizer(model_path)
     packed = _uses_packing(task, seq2seq)
@@ -296,9 +338,10 @@ def finetune(
     # the scheduler is stepped once per optimizer step by hand (not prepared: Accelerate would
     # step it once per process)
     model, optimizer = accelerator.prepare(model, optimizer)
+    compute_dtype = torch.bfloat16 if bf16_mixed else accelerator.unwrap_model(model).dtype
 
     step, losses, tokens, seconds = 0, [], 0, 0.0
-    checkpoints = _checkpoints(output_dir) if resume else []
+    checkpoints = _checkpoints(output_dir, settings) if resume else []
     if checkpoints:
         latest = checkpoints[-1]
         _load_weights(accelerator.unwrap_model(model), latest, settings.method)
@@ -315,14 +358,15 @@ def finetune(
         target = output_dir / "checkpoints" / f"step-{step}"
         accelerator.unwrap_model(model).save_pretrained(target)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "step": step, "losses": losses, "tokens": tokens, "seconds": seconds},
+                    "step": step, "losses": losses, "tokens": tokens, "seconds": seconds,
+                    "method": settings.method, "base_model": settings.base_model},
                    target / STATE_FILE)
-        for old in _checkpoints(output_dir)[: -settings.keep_checkpoints]:
+        for old in _checkpoints(output_dir, settings)[: -settings.keep_checkpoints]:
             shutil.rmtree(old)
 
     def batch_loss(indices: list[int]) -> tuple[Any, int]:
         if packed:  # sequences of a micro-batch run one by one; their losses are averaged
-            loss = sum(packed_loss(model, items[i]) for i in indices) / len(indices)
+            loss = sum(packed_loss(model, items[i], compute_dtype) for i in indices) / len(indices)
             return loss, sum(len(items[i]) for i in indices)
         batch = collate([items[i] for i in indices], tokenizer.pad_token_id, seq2seq)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -334,7 +378,13 @@ def finetune(
     group_index = step * settings.gradient_accumulation_steps  # groups already consumed
     rank, world = accelerator.process_index, accelerator.num_processes
     budget = settings.max_minutes * 60 if settings.max_minutes else math.inf
-    while step < total_steps and seconds < budget:
+
+    def out_of_time() -> bool:
+        """The time budget, decided alike on every process (the slowest one's clock)."""
+        spent = accelerator.gather(torch.tensor([seconds], device=accelerator.device))
+        return float(spent.max()) >= budget
+
+    while step < total_steps and not out_of_time():
         epoch, skip = divmod(group_index, groups_per_epoch)
         order = list(range(len(items)))
         random.Random(settings.seed + epoch).shuffle(order)
@@ -361,10 +411,10 @@ def finetune(
                 progress.set_postfix(loss=f"{losses[-1]:.4f}", tok_s=f"{tokens / seconds:.0f}")
                 if step % settings.save_every == 0 and step < total_steps:
                     save_checkpoint()
-                if step >= total_steps or seconds >= budget:
+                if step >= total_steps or out_of_time():
                     break
     progress.close()
-    if seconds >= budget and step < total_steps:
+    if step < total_steps:
         accelerator.print(f"stopped at the time budget ({settings.max_minutes} min) after "
                           f"{step} of {total_steps} steps")
 
@@ -396,8 +446,14 @@ def finetune(
 
 def _save(model: Any, tokenizer: Any, output_dir: Path, summary: dict[str, Any],
           method: str) -> None:
-    """The adapter (or whole model and tokenizer) and the training settings."""
+    """The adapter (or whole model and tokenizer) and the training settings; files a run with
+    the other method left in ``output_dir`` are removed, so the folder holds one model."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    stale = (("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+             if method == "full" else ("config.json", "model.safetensors",
+                                       "generation_config.json"))
+    for name in stale:
+        (output_dir / name).unlink(missing_ok=True)
     model.save_pretrained(output_dir)
     if method == "full":
         tokenizer.save_pretrained(output_dir)

@@ -155,19 +155,59 @@ def test_packed_sequence_reads_each_pair_as_if_alone(tiny):
 # constrained decoding -----------------------------------------------------------------------
 
 def _reference_decode(model, prefix_ids, query_ids, space):
-    """Constrained greedy decoding of one query alone, re-reading everything each step."""
+    """Constrained greedy decoding of one query alone, re-reading everything each step; a
+    name's probability is computed here from the renormalised distributions: its tokens,
+    stopping after it (end or separator), and the separator before it."""
     import torch
 
     state, ids = space.start(), list(prefix_ids) + list(query_ids)
+    answer, logprob = [], 0.0
     while not state.done:
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0, -1]
         allowed = space.allowed(state)
-        logprobs = torch.log_softmax(logits[allowed], dim=-1)
-        best = int(torch.argmax(logprobs))
-        space.advance(state, allowed[best], float(logprobs[best]))
-        ids.append(allowed[best])
-    return [(name, math.exp(score)) for name, score in zip(state.names, state.scores)]
+        probs = torch.softmax(logits[allowed], dim=-1)
+        best = int(torch.argmax(probs))
+        token = allowed[best]
+        if token in (space.end_id, space.separator_id):
+            stop = sum(float(p) for t, p in zip(allowed, probs)
+                       if t in (space.end_id, space.separator_id))
+            if state.node.name not in [n for n, _ in answer]:
+                answer.append((state.node.name, math.exp(logprob) * stop))
+            logprob = math.log(float(probs[best])) if token == space.separator_id else 0.0
+        else:
+            logprob += math.log(float(probs[best]))
+        space.advance(state, token, 0.0)
+        if not state.done and space.allowed(state) == [space.end_id]:
+            if state.node.name not in [n for n, _ in answer]:
+                answer.append((state.node.name, math.exp(logprob)))
+            space.advance(state, space.end_id, 0.0)
+        ids.append(token)
+    return answer
+
+
+def test_prefix_names_score_the_probability_of_stopping(tiny):
+    _, tokenizer = tiny
+    space = AnswerSpace(tokenizer, NAMES)
+    state = space.start()
+    for token in space.name_ids["country"]:
+        space.advance(state, token, 0.0)
+    space.advance(state, space.end_id, math.log(0.005), stop_logprob=math.log(0.01))
+    assert state.names == ["country"] and math.exp(state.scores[0]) == pytest.approx(0.01)
+
+
+def test_repeated_names_end_the_answer(tiny):
+    """A model that keeps repeating a name cannot make the answer endless."""
+    _, tokenizer = tiny
+    space = AnswerSpace(tokenizer, NAMES, max_names=3)
+    state = space.start()
+    for _ in range(3):
+        for token in space.name_ids["creator"]:
+            space.advance(state, token, 0.0)
+        if space.separator_id not in space.allowed(state):
+            break
+        space.advance(state, space.separator_id, 0.0)
+    assert space.allowed(state) == [space.end_id] and state.names == ["creator"]
 
 
 @pytest.mark.parametrize("query_batch_size", [1, 2, 64])
@@ -254,8 +294,12 @@ def test_packed_finetuning_saves_what_the_backend_loads(tiny_llama, toy_doc, tmp
     assert len(answers) == 12 and all(a and a[0][0] in NAMES for a in answers)
     with pytest.raises(InputError, match="prompt format"):
         backend.check_trained_for(PaperFormat())
-    with pytest.raises(InputError, match="trained on"):
-        HFBackend(model="another-model", adapter=str(out)).check_trained_for(CompactFormat())
+    other_base = HFBackend(model="another-model", adapter=str(out))
+    if method == "lora":  # an adapter needs its own base model; a full model needs none
+        with pytest.raises(InputError, match="trained on"):
+            other_base.check_trained_for(CompactFormat())
+    else:
+        other_base.check_trained_for(CompactFormat())
 
 
 def test_training_sequences_follow_the_task(tiny, toy_doc):
@@ -285,3 +329,30 @@ def test_component_on_a_local_model_writes_only_relations_of_the_set(tiny_llama,
     again = spacy.load(tmp_path / "pipeline")
     redo = again(input_copy(docred_record_to_doc(toy_record, again.vocab)))
     assert redo._.relations == doc._.relations
+
+
+def test_a_saved_pipeline_carries_its_fully_fine_tuned_model(tiny_llama, toy_record, tmp_path):
+    """Full fine-tuning leaves no base model to refer to: the pipeline copies the weights, and
+    a run with the other method in the same folder leaves no stale adapter behind."""
+    import shutil
+
+    from spacy_lmrc.backends.hf import is_full_model
+
+    doc = docred_record_to_doc(toy_record, spacy.blank("en").vocab)
+    task = LMRCTask(labels=LABELS, pairs="all", prompt_format=CompactFormat())
+    out = tmp_path / "rc"
+    for method in ("lora", "full"):
+        finetune(task, [doc], out, FinetuneSettings(base_model=tiny_llama, method=method,
+                                                    max_steps=1, warmup_steps=0))
+    assert is_full_model(out) and not (out / "adapter_config.json").exists()
+    nlp = spacy.blank("en")
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.LMRCTask.v2", "labels": LABELS, "pairs": "all"},
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": tiny_llama,
+                    "adapter": str(out)},
+    })
+    before = nlp(input_copy(doc))._.relations
+    nlp.to_disk(tmp_path / "pipeline")
+    shutil.rmtree(out)
+    again = spacy.load(tmp_path / "pipeline")
+    assert again(input_copy(docred_record_to_doc(toy_record, again.vocab)))._.relations == before

@@ -56,9 +56,15 @@ def read_training_settings(folder: str | Path) -> dict[str, Any]:
 
 
 def is_full_model(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a whole fine-tuned model rather than a LoRA adapter."""
-    return (Path(folder) / "config.json").exists() and not (
-        Path(folder) / "adapter_config.json").exists()
+    """Whether ``folder`` holds a whole fine-tuned model rather than a LoRA adapter.
+
+    The training settings say which (``settings.method``); a folder without them (a peft
+    adapter made elsewhere) is a LoRA adapter unless it holds a model config only.
+    """
+    path = Path(folder)
+    if (path / TRAINING_SETTINGS).exists():
+        return read_training_settings(path).get("settings", {}).get("method") == "full"
+    return (path / "config.json").exists() and not (path / "adapter_config.json").exists()
 
 
 class HFBackend(LLMBackend):
@@ -131,14 +137,19 @@ class HFBackend(LLMBackend):
         self._device = device
 
     def check_trained_for(self, prompt_format: PromptFormat) -> None:
-        """Refuse an adapter fine-tuned on another base model or in another prompt format."""
+        """Refuse fine-tuned weights the structured requests in ``prompt_format`` do not fit:
+        another prompt format, text-prompt training, or (LoRA) another base model."""
         if not self.adapter or not (Path(self.adapter) / TRAINING_SETTINGS).exists():
             return
         trained = read_training_settings(self.adapter)
+        if trained.get("shape") != "packed":
+            raise InputError("the fine-tuned model was trained on text prompts, not on packed "
+                             "structured requests: fine-tune it again with this version of "
+                             "spacy-lmrc (finetune-classifier)", path=self.adapter, field="shape")
         base = trained.get("base_model")
-        if base and base != self.model_name:
-            raise InputError(f"the fine-tuned model was trained on {base!r}, but the backend "
-                             f"names {self.model_name!r} as its model", path=self.adapter,
+        if base and base != self.model_name and not is_full_model(self.adapter):
+            raise InputError(f"the LoRA adapter was trained on {base!r}, but the backend "
+                             f"names {self.model_name!r} as its base model", path=self.adapter,
                              field="model")
         trained_format = trained.get("task", {}).get("prompt_format")
         if trained_format and trained_format != prompt_format.config():
@@ -223,7 +234,8 @@ class HFBackend(LLMBackend):
         """Constrained answers to every query of every request, in order.
 
         A request whose prefix plus longest query does not fit the model's context is refused:
-        its queries get empty answers and :attr:`refused_prompts` counts it.
+        its queries get empty answers and :attr:`refused_prompts` counts it (the component
+        reports it with the pairs left unanswered).
         """
         self._load()
         if self._seq2seq:
@@ -233,6 +245,9 @@ class HFBackend(LLMBackend):
         limit = self._context_limit()
         results: list[list[Answer]] = []
         for request in requests:
+            if not request.queries:
+                results.append([])
+                continue
             encoded = encode_request(self._tokenizer, prompt_format, request)
             spaces = [self._answer_space(request, request.space_of(q), prompt_format)
                       for q in request.queries]

@@ -31,6 +31,7 @@ class DecodeState:
     names: list[str] = field(default_factory=list)
     logprob: float = 0.0  # of the name being decoded
     scores: list[float] = field(default_factory=list)
+    decoded: int = 0  # names closed so far, repeats included (bounds the answer's length)
     done: bool = False
 
 
@@ -72,10 +73,19 @@ class AnswerSpace:
     # training targets ------------------------------------------------------------------
 
     def encode(self, names: Sequence[str]) -> list[int]:
-        """Answer token ids for ``names`` (in order), separator-joined, end token last."""
+        """Answer token ids for ``names`` (in order), separator-joined, end token last.
+
+        Only answers the decoder can produce are accepted: names of the space, at most
+        ``max_names`` (one without ``multi_label``), the ``none_answer`` alone.
+        """
         unknown = [name for name in names if name not in self.name_ids]
         if unknown:
             raise ValueError(f"{unknown} are not in the answer space ({len(self.names)} names)")
+        limit = self.max_names if self.multi_label else 1
+        if not names or len(names) > limit:
+            raise ValueError(f"an answer holds 1 to {limit} names, not {len(names)}")
+        if self.none_answer in names and len(names) > 1:
+            raise ValueError(f"{self.none_answer!r} cannot be combined with other names")
         ids: list[int] = []
         for i, name in enumerate(names):
             if i:
@@ -95,22 +105,33 @@ class AnswerSpace:
         if name is not None:  # a complete name: the answer may end or go on
             options.append(self.end_id)
             can_add = (self.multi_label and name != self.none_answer
-                       and len(state.names) + 1 < self.max_names)
+                       and state.decoded + 1 < self.max_names)
             if can_add:
                 options.append(self.separator_id)
         return options
 
-    def advance(self, state: DecodeState, token: int, logprob: float) -> None:
-        """Take ``token`` (with its log-probability among the allowed ones) into ``state``."""
+    def advance(self, state: DecodeState, token: int, logprob: float,
+                stop_logprob: float | None = None) -> None:
+        """Take ``token`` into ``state``; ``logprob`` is its log-probability among the allowed
+        tokens.
+
+        A name's score is the probability of its tokens and of stopping after them
+        (``stop_logprob``: end or separator, so ``country`` does not get the mass of
+        ``country of origin``); a name after a separator also carries the separator's.
+        """
         if token in state.node.children:
             state.node = state.node.children[token]
             state.logprob += logprob
             return
         if state.node.name is None or token not in (self.end_id, self.separator_id):
             raise ValueError(f"token {token} is not allowed here")
-        late_none = state.node.name == self.none_answer and state.names
-        if state.node.name not in state.names and not late_none:
-            state.names.append(state.node.name)
-            state.scores.append(state.logprob)
-        state.node, state.logprob = self.root, 0.0
+        name = state.node.name
+        late_none = name == self.none_answer and state.names
+        if name not in state.names and not late_none:
+            state.names.append(name)
+            state.scores.append(state.logprob + (logprob if stop_logprob is None
+                                                 else stop_logprob))
+        state.decoded += 1
+        state.node = self.root
+        state.logprob = logprob if token == self.separator_id else 0.0
         state.done = token == self.end_id

@@ -7,9 +7,9 @@ distribution in one forward call. Then all unfinished answers advance together, 
 pair per forward call, each token seeing the prefix, its own query and its own answer so far.
 Tokens are chosen greedily among those the answer space allows
 (:class:`~spacy_lmrc.llm.constraints.AnswerSpace`); a name's score is the product of its
-tokens' probabilities renormalised over the allowed tokens, i.e. the model's probability of
-that relation given that the answer is valid. Steps where only one token is allowed and the
-answer ends need no forward call.
+tokens' probabilities and of stopping after it, renormalised over the allowed tokens, i.e. the
+model's probability of that relation given that the answer is valid. Steps where only one
+token is allowed and the answer ends need no forward call.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class PackedDecoder:
         self.query_batch_size = query_batch_size
         self.forward_calls = 0
         # transformers 5 names the KV cache argument ``cache`` (``past_key_values`` before)
-        params = inspect.signature(model.forward).parameters
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(base.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def _forward(self, ids: list[int], positions: list[int], mask: Any, cache: Any,
@@ -131,7 +132,10 @@ class PackedDecoder:
             allowed = space.allowed(state)
             logprobs = torch.log_softmax(logits[row, allowed].float(), dim=-1)
             best = int(torch.argmax(logprobs))
-            space.advance(state, allowed[best], float(logprobs[best]))
+            stops = [i for i, token in enumerate(allowed)
+                     if token in (space.end_id, space.separator_id)]
+            stop = float(torch.logsumexp(logprobs[stops], dim=0)) if stops else None
+            space.advance(state, allowed[best], float(logprobs[best]), stop)
             if not state.done and space.allowed(state) == [space.end_id]:
                 space.advance(state, space.end_id, 0.0)
             if not state.done:

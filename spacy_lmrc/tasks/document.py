@@ -323,12 +323,11 @@ class LMRCTask(RelationTask):
         hints = {(c["head"], c["tail"]): c.get("hints") for c in doc._.relation_candidates}
         queries = []
         for head, tail in pairs:
-            hinted = hints.get((head, tail))
+            hinted = [self.labels[h] for h in hints.get((head, tail)) or () if h in self.labels]
             queries.append(PairQuery(
                 head=entities[head]["name"], tail=entities[tail]["name"],
                 head_type=entities[head]["type"], tail_type=entities[tail]["type"],
-                answer_space=[self.labels[h] for h in hinted if h in self.labels]
-                if hinted else None,
+                answer_space=hinted or None,
             ))
         return RelationRequest(text=doc.text, queries=queries,
                                answer_space=list(self.labels.values()),
@@ -347,6 +346,8 @@ class LMRCTask(RelationTask):
         relations: list[Relation] = []
         for (head, tail), answer in zip(pairs, answers):
             stats.add("pairs")
+            if not answer:
+                stats.add("unanswered")
             for name, probability in answer:
                 if name == NONE_NAME and self.allow_none:
                     stats.add("none")
