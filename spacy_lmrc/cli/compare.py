@@ -39,11 +39,13 @@ def compare_cli(
         runs.append(srsly.read_json(path))
     sentence = all("semeval_macro_f1" in r or "per_label" in r for r in runs)
     columns = SENT_COLUMNS if sentence else DOC_COLUMNS
-    header = ["run", *[c for c, _ in columns], "s/doc", "data"]
+    top1 = [] if sentence else ["top-1"]  # RC on gold pairs (evaluate --gold-pairs)
+    header = ["run", *[c for c, _ in columns], *top1, "s/doc", "data"]
     rows = [header]
     for label, run in zip(labels, runs):
         evaluated = run.get("evaluated", {})
-        rows.append([label, *[percent(run.get(key)) for _, key in columns],
+        accuracy = [percent(run.get("top1", {}).get("top1"))] if top1 else []
+        rows.append([label, *[percent(run.get(key)) for _, key in columns], *accuracy,
                      f"{run.get('seconds_per_document', float('nan')):.2f}",
                      f"{evaluated.get('data', '?')} ({evaluated.get('documents', '?')} docs)"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -2,7 +2,9 @@
 
 The full scores (per relation, intra/inter, component statistics) go to ``--output`` as JSON;
 the terminal gets a short table. A trained proposer folder (``training/proposer/model-best``)
-is evaluated as a one-component pipeline: candidate-pair P/R/F1 and the kept fraction.
+is evaluated as a one-component pipeline: candidate-pair P/R/F1 and the kept fraction. With
+``--gold-pairs`` the relation classifier gets the gold entity pairs instead of the proposer's
+(LMRC Table 5's RC-only ablation), and top-1 accuracy on those pairs is reported.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from ..corpus.readers import input_copy
 from ..corpus.sentence import sentence_label
 from ..doc import ordered_pairs
 from ..metrics import gold_from_doc, pair_scores, score_docred, score_labels, train_facts_from_docs
+from ..metrics.classification import top1_accuracy
 from ..proposer.model import is_rcp_folder
 from ._app import app
-from ._util import describe_slice, friendly_errors, info, load_docs
+from ._util import check_output, describe_slice, friendly_errors, info, load_docs, write_atomic
 from .compare import DOC_COLUMNS, SENT_COLUMNS, percent
 from .extract import load_pipeline
 
@@ -41,6 +44,13 @@ def load_evaluated(pipeline: str, device: str) -> Language:
     return load_pipeline(pipeline)
 
 
+def with_gold_pairs(doc, gold):
+    """``doc`` with the gold entity pairs of ``gold`` as its relation candidates."""
+    doc._.relation_candidates = [{"head": h, "tail": t, "score": 1.0} for h, t in
+                                 sorted({(r["head"], r["tail"]) for r in gold._.relations})]
+    return doc
+
+
 def summary_table(scores: dict[str, Any], components: list[str], sentence_level: bool) -> str:
     """A few lines for the terminal: the headline scores of each scored level, and the speed."""
     rows: list[list[str]] = []
@@ -52,6 +62,8 @@ def summary_table(scores: dict[str, Any], components: list[str], sentence_level:
         if components != [PROPOSER]:
             rows = [["", *[c for c, _ in DOC_COLUMNS]],
                     ["relations", *[percent(scores.get(key)) for _, key in DOC_COLUMNS]]]
+        if "top1" in scores:
+            rows.append(["gold pairs: top-1", percent(scores["top1"]["top1"])])
         if "candidates" in scores:
             pairs = scores["candidates"]
             rows += [["", *[c for c, _ in PAIR_COLUMNS]],
@@ -100,22 +112,36 @@ def evaluate_cli(
     device: str = typer.Option("cpu", "--device", help="Proposer folder: cpu, cuda or cuda:N"),
     relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
     label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),
+    gold_pairs: bool = typer.Option(
+        False, "--gold-pairs",
+        help="RC-only ablation: classify the gold entity pairs (the proposer is not run)"),
 ) -> None:
     """Predict on DATA with PIPELINE (a pipeline or a trained proposer folder) and score it.
 
     Prints a short table; the full scores and what was evaluated go to --output (JSON).
     """
     started = time.perf_counter()
+    for path in (output, predictions):
+        if path is not None:
+            check_output(path)
     gold_docs, report = load_docs(data, first=first, last=last, relations_path=relations,
-                                  label_names_path=label_names)
+                                  label_names_path=label_names, require_labels=True,
+                                  unique_titles=True)
     nlp = load_evaluated(pipeline, device)
+    inputs = (input_copy(doc) for doc in gold_docs)
+    disabled = []
+    if gold_pairs:
+        inputs = (with_gold_pairs(doc, gold) for doc, gold in zip(inputs, gold_docs))
+        disabled = [name for name in nlp.pipe_names if name == PROPOSER]
     start = time.perf_counter()
-    stream = nlp.pipe((input_copy(doc) for doc in gold_docs), batch_size=batch_size)
-    pred_docs = list(tqdm(stream, total=len(gold_docs), desc="evaluate", unit="doc"))
+    with nlp.select_pipes(disable=disabled):
+        stream = nlp.pipe(inputs, batch_size=batch_size)
+        pred_docs = list(tqdm(stream, total=len(gold_docs), desc="evaluate", unit="doc"))
     seconds = time.perf_counter() - start
     scores: dict[str, Any] = {
         "evaluated": {
             "pipeline": str(pipeline), "components": nlp.pipe_names,
+            "pairs": "gold" if gold_pairs else "predicted",
             "data": describe_slice(data, first, last), "documents": len(gold_docs),
             "skipped_invalid": len(report),
             "train_facts_from": describe_slice(train, train_first, train_last) if train else None,
@@ -134,11 +160,14 @@ def evaluate_cli(
     else:
         train_facts = None
         if train is not None:
-            train_docs, _ = load_docs(train, first=train_first, last=train_last)
+            train_docs, _ = load_docs(train, first=train_first, last=train_last,
+                                      require_labels=True)
             train_facts = train_facts_from_docs(train_docs)
         result = docs_to_result(pred_docs)
         scores.update(score_docred([gold_from_doc(d) for d in gold_docs], result, train_facts))
-        if PROPOSER in nlp.pipe_names or any(d._.relation_candidates for d in pred_docs):
+        if gold_pairs:
+            scores["top1"] = top1_accuracy(pred_docs, gold_docs)
+        elif PROPOSER in nlp.pipe_names or any(d._.relation_candidates for d in pred_docs):
             gold_pairs = {(d._.title, r["head"], r["tail"]) for d in gold_docs
                           for r in d._.relations}
             kept = {(d._.title, c["head"], c["tail"]) for d in pred_docs
@@ -155,8 +184,7 @@ def evaluate_cli(
     for path, content in ((output, json.dumps(scores, indent=2) + "\n"),
                           (predictions, prediction_text)):
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content, encoding="utf8")
+            write_atomic(path, content)
             written.append(str(path))
     info(f"evaluated {pipeline} on {describe_slice(data, first, last)}; wrote "
          f"{', '.join(written) or 'nothing (give -o FILE for the full scores)'} in "
