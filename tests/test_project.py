@@ -93,9 +93,13 @@ def smoke_run(shared_data, tmp_path_factory):
 @pytest.mark.slow
 def test_all_smoke_ends_in_the_comparison_table(smoke_run):
     project, output, log = smoke_run
-    header, _, lmrc_row, baseline_row, note = output.rstrip().splitlines()[-5:]
+    header, _, lmrc_row, baseline_row, gold_row, note = output.rstrip().splitlines()[-6:]
     assert header.split()[:4] == ["run", "P", "R", "F1"] and "Ign F1" in header
+    assert "top-1" in header
     assert lmrc_row.startswith("LMRC ") and baseline_row.startswith("LLM-only ")
+    assert gold_row.startswith("RC-only-gold-pairs ")
+    gold = json.loads((project / "metrics" / "rc_gold_pairs.json").read_text())
+    assert gold["evaluated"]["pairs"] == "gold" and 0 <= gold["top1"]["top1"] <= 1
     assert note.startswith("(scores in %")
     lmrc = json.loads((project / "metrics" / "lmrc.json").read_text())
     assert lmrc["evaluated"]["documents"] == 1
