@@ -33,13 +33,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import srsly
 from spacy.tokens import Doc
 from tqdm import tqdm
 
 from .errors import InputError
 from .llm.constraints import AnswerSpace
 from .llm.loading import (
+    TRAINING_SETTINGS,
     chat_prompt_ids,
     is_seq2seq,
     load_model,
@@ -48,11 +48,11 @@ from .llm.loading import (
     resolve_dtype,
     resolve_llm,
 )
+from .llm.loading import read_training_settings as read_training_settings  # re-exported
 from .llm.sequences import PackedSequence, encode_request, pack_training_sequence, visibility_mask
 from .tasks.base import RelationTask
 from .util import resolve_device, set_seed
 
-TRAINING_SETTINGS = "lmrc_training.json"
 STATE_FILE = "training_state.pt"
 
 
@@ -459,15 +459,6 @@ def _save(model: Any, tokenizer: Any, output_dir: Path, summary: dict[str, Any],
         tokenizer.save_pretrained(output_dir)
     (output_dir / TRAINING_SETTINGS).write_text(json.dumps(summary, indent=2) + "\n",
                                                 encoding="utf8")
-
-
-def read_training_settings(adapter_dir: str | Path) -> dict[str, Any]:
-    """What :func:`finetune` stored beside an adapter (base model, task settings, losses)."""
-    path = Path(adapter_dir) / TRAINING_SETTINGS
-    if not path.exists():
-        raise FileNotFoundError(f"no {TRAINING_SETTINGS} in {adapter_dir}: not an adapter "
-                                "written by spacy-lmrc finetune-classifier")
-    return srsly.read_json(path)
 
 
 def settings_from_config(

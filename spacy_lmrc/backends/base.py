@@ -19,6 +19,7 @@ class LLMBackend(ABC):
     one shared prefix and many pair queries, each answer constrained to the answer space.
     """
 
+    #: whether :class:`StructuredBackend.answer` can be used (text-only backends: False)
     supports_requests: bool = False
 
     @abstractmethod
@@ -32,11 +33,6 @@ class LLMBackend(ABC):
         """
         return self.generate(prompts)
 
-    def answer(self, requests: Sequence[RelationRequest],
-               prompt_format: PromptFormat) -> list[list[Answer]]:
-        """Constrained answers (names with probabilities) per query of each request."""
-        raise NotImplementedError(f"{type(self).__name__} answers text prompts only")
-
     def check_trained_for(self, prompt_format: PromptFormat) -> None:
         """Refuse fine-tuned weights that were trained for another prompt format or model."""
 
@@ -46,3 +42,15 @@ class LLMBackend(ABC):
     def from_disk(self, path: Path) -> LLMBackend:
         """Load what :meth:`to_disk` saved."""
         return self
+
+
+class StructuredBackend(LLMBackend):
+    """A backend that controls decoding and so answers structured requests: the prefix once,
+    the pair queries together, each answer constrained to its answer space."""
+
+    supports_requests: bool = True
+
+    @abstractmethod
+    def answer(self, requests: Sequence[RelationRequest],
+               prompt_format: PromptFormat) -> list[list[Answer]]:
+        """Constrained answers (names with probabilities) per query of each request."""

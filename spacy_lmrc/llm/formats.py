@@ -1,12 +1,13 @@
 """Prompt formats: how a :class:`~spacy_lmrc.llm.requests.RelationRequest` becomes text.
 
-A format renders three pieces, tokenized separately so training and inference see the very
-same ids (:mod:`spacy_lmrc.llm.sequences`): the shared prefix, one query per pair, and the
-answer (relation names joined by the separator, then the end token).
+A format renders two pieces, tokenized separately so training and inference see the very same
+ids (:mod:`spacy_lmrc.llm.sequences`): the shared prefix and one query per pair. Answers are
+token sequences of the answer space (:class:`~spacy_lmrc.llm.constraints.AnswerSpace`): relation
+names joined by the format's separator, then the end token.
 
 * ``spacy_lmrc.CompactFormat.v1``: for fine-tuned local models. No relation list in the
   prompt (the answer space is enforced by decoding and learnt in training), entity types
-  shown, one short line per pair: ``Marie Curie (PER) | Warsaw (LOC) =>  place of birth``.
+  shown, one short line per pair: ``Marie Curie (PER) | Warsaw (LOC) => place of birth``.
 * ``spacy_lmrc.PaperFormat.v1``: LMRC appendix A's instruction and relation set with the pair
   written ``(head| -| tail)``; what a prompt-only model needs.
 """
@@ -44,10 +45,6 @@ class PromptFormat(ABC):
     @abstractmethod
     def query(self, query: PairQuery) -> str:
         """The text of one pair's question, ending where the answer starts."""
-
-    def answer(self, names: list[str]) -> str:
-        """The answer text for ``names`` (without the end token)."""
-        return self.separator.join(f" {name}" for name in names)
 
     def config(self) -> dict[str, Any]:
         """What identifies this format; stored with fine-tuned models and checked on load."""

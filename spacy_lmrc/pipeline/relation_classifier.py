@@ -28,12 +28,12 @@ from spacy.util import ensure_path
 
 # importing the modules registers the default task, backends and scorer
 from ..backends import hf, scripted, spacy_llm  # noqa: E402,F401,I001
-from ..backends.base import LLMBackend
+from ..backends.base import LLMBackend, StructuredBackend
+from ..llm.loading import TRAINING_SETTINGS, read_training_settings
 from ..metrics import scorers  # noqa: F401
 from ..tasks import document  # noqa: F401
 from ..tasks.base import ParseStats, PromptUnit, RelationTask
 
-TRAINING_SETTINGS = "lmrc_training.json"
 # task settings that change the prompt text: a mismatch with fine-tuning is worth a warning
 PROMPT_SETTINGS = ("labels", "template_text", "allow_none", "pairs_per_prompt", "examples")
 
@@ -92,7 +92,7 @@ class RelationClassifier(Pipe):
         adapter = getattr(self.backend, "adapter", None)
         if not adapter or not (Path(adapter) / TRAINING_SETTINGS).exists():
             return
-        stored = srsly.read_json(Path(adapter) / TRAINING_SETTINGS)
+        stored = read_training_settings(adapter)
         base = stored.get("base_model")
         model = getattr(self.backend, "model_name", None)
         if base and model and base != model:
@@ -118,7 +118,8 @@ class RelationClassifier(Pipe):
 
     def _uses_requests(self) -> bool:
         """Structured requests when both the backend and the task support them."""
-        return self.backend.supports_requests and hasattr(self.task, "build_request")
+        return (isinstance(self.backend, StructuredBackend) and self.backend.supports_requests
+                and hasattr(self.task, "build_request"))
 
     def _process(self, docs: list[Doc]) -> list[Doc]:
         start = time.perf_counter()
