@@ -49,7 +49,7 @@ from .llm.loading import (
     resolve_llm,
 )
 from .llm.loading import read_training_settings as read_training_settings  # re-exported
-from .llm.sequences import PackedSequence, encode_request, pack_training_sequence, visibility_mask
+from .llm.sequences import PackedSequence, encode_request, pack_training_sequence
 from .tasks.base import RelationTask
 from .util import resolve_device, set_seed
 
@@ -175,7 +175,7 @@ def packed_loss(model: Any, seq: PackedSequence, dtype: Any) -> Any:
     import torch
 
     device = next(model.parameters()).device
-    mask = visibility_mask(seq.owners, range(len(seq)), seq.owners, dtype, device)
+    mask = seq.mask(dtype, device)
     out = model(input_ids=torch.tensor([seq.input_ids], device=device),
                 position_ids=torch.tensor([seq.position_ids], device=device),
                 attention_mask=mask, use_cache=False,

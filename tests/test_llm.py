@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import spacy
@@ -24,9 +25,8 @@ from spacy_lmrc.llm import (
     encode_request,
     format_from_config,
     pack_training_sequence,
-    visibility_mask,
 )
-from spacy_lmrc.llm.sequences import PREFIX
+from spacy_lmrc.llm.sequences import ROOT, TokenTree
 from spacy_lmrc.tasks.document import LMRCTask
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport",
@@ -47,7 +47,8 @@ def _request(none_answer=None):
         text="Ada Lovelace was born in London. Babbage designed the Analytical Engine.",
         queries=[PairQuery("Ada Lovelace", "London", "PER", "LOC"),
                  PairQuery("Analytical Engine", "Babbage", "MISC", "PER"),
-                 PairQuery("London", "Ada Lovelace", "LOC", "PER", answer_space=["country"])],
+                 PairQuery("London", "Ada Lovelace", "LOC", "PER", answer_space=["country"]),
+                 PairQuery("Ada Lovelace", "Babbage", "PER", "PER")],
         answer_space=NAMES, none_answer=none_answer)
 
 
@@ -116,14 +117,16 @@ def test_compact_format_is_short_and_paper_format_lists_the_relation_set():
 
 # packed sequences ---------------------------------------------------------------------------
 
-def test_visibility_mask_lets_blocks_see_the_prefix_and_themselves():
-    import torch
-
-    owners = [PREFIX, PREFIX, 0, 0, 1]
-    mask = visibility_mask(owners, range(5), owners, torch.float32)[0, 0]
-    visible = (mask == 0).int().tolist()
-    assert visible == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0],
-                       [1, 1, 0, 0, 1]]
+def test_token_tree_shares_query_starts_and_sees_ancestors_only():
+    tree = TokenTree(prefix_len=2)
+    first = tree.add(ROOT, [7, 8], share=True)
+    second = tree.add(ROOT, [7, 9], share=True)  # shares token 7 with the first query
+    answer = tree.add(first, [5])  # answers are never shared
+    assert tree.ids == [7, 8, 9, 5] and (first, second, answer) == (1, 2, 3)
+    assert tree.positions(range(4)) == [2, 3, 3, 4]
+    visible = tree.visible(range(4)).int().tolist()
+    assert visible == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 1, 0],
+                       [1, 1, 1, 1, 0, 1]]
 
 
 def test_packed_sequence_reads_each_pair_as_if_alone(tiny):
@@ -136,10 +139,14 @@ def test_packed_sequence_reads_each_pair_as_if_alone(tiny):
     encoded = encode_request(tokenizer, CompactFormat(), request)
     space = AnswerSpace(tokenizer, NAMES)
     answers = [space.encode(["place of birth"]), space.encode(["creator"]),
-               space.encode(["country"])]
+               space.encode(["country"]), space.encode(["creator", "country"])]
     seq = pack_training_sequence(encoded, answers)
     assert len(seq.target_ids) == sum(len(a) for a in answers)
-    mask = visibility_mask(seq.owners, range(len(seq)), seq.owners, torch.float32)
+    laid_end_to_end = sum(len(q) + len(a) - 1 for q, a in zip(encoded.query_ids, answers))
+    ada = os.path.commonprefix([encoded.query_ids[0], encoded.query_ids[3]])
+    assert len(ada) > 3 and tokenizer.decode(ada).startswith("\nAda Lovelace")
+    assert len(seq.tree) <= laid_end_to_end - (len(ada) - 1)  # her queries share her tokens
+    mask = seq.mask(torch.float32)
     with torch.no_grad():
         packed = model(input_ids=torch.tensor([seq.input_ids]),
                        position_ids=torch.tensor([seq.position_ids]), attention_mask=mask,

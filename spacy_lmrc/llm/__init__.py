@@ -5,10 +5,10 @@ from .constraints import AnswerSpace
 from .decoding import PackedDecoder
 from .formats import CompactFormat, PaperFormat, PromptFormat, format_from_config
 from .requests import Answer, PairQuery, RelationRequest
-from .sequences import EncodedRequest, encode_request, pack_training_sequence, visibility_mask
+from .sequences import EncodedRequest, TokenTree, encode_request, pack_training_sequence
 
 __all__ = [
     "Answer", "AnswerSpace", "CompactFormat", "EncodedRequest", "PackedDecoder", "PairQuery",
-    "PaperFormat", "PromptFormat", "RelationRequest", "encode_request", "format_from_config",
-    "pack_training_sequence", "visibility_mask",
+    "PaperFormat", "PromptFormat", "RelationRequest", "TokenTree", "encode_request",
+    "format_from_config", "pack_training_sequence",
 ]

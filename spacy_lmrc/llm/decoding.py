@@ -1,15 +1,18 @@
 """Constrained decoding of many pair queries over one shared prefix.
 
 The prefix is encoded once; its KV cache is reused by every query. Queries go through the
-model in chunks of ``query_batch_size``, packed side by side in one sequence with a block
-mask (:func:`~spacy_lmrc.llm.sequences.visibility_mask`), which gives each query's first answer
-distribution in one forward call. Then all unfinished answers advance together, one token per
-pair per forward call, each token seeing the prefix, its own query and its own answer so far.
-Tokens are chosen greedily among those the answer space allows
-(:class:`~spacy_lmrc.llm.constraints.AnswerSpace`); a name's score is the product of its
-tokens' probabilities and of stopping after it, renormalised over the allowed tokens, i.e. the
-model's probability of that relation given that the answer is valid. Steps where only one
-token is allowed and the answer ends need no forward call.
+model in chunks of ``query_batch_size``, laid out as a token tree
+(:class:`~spacy_lmrc.llm.sequences.TokenTree`: queries that start alike share those tokens),
+which gives each query's first answer distribution in one forward call. Then all unfinished
+answers advance together, each token seeing the prefix, its own query and its own answer so
+far. Tokens are chosen greedily among
+those the answer space allows (:class:`~spacy_lmrc.llm.constraints.AnswerSpace`); a name's
+score is the product of its tokens' probabilities and of stopping after it, renormalised over
+the allowed tokens, i.e. the model's probability of that relation given that the answer is
+valid. Only choices need logits: where the trie allows a single token (the rest of a name
+once its first tokens tell it apart, the end after a name that cannot be continued), the token
+is taken with probability 1 without a forward call, and a pair's forced tokens are fed
+together, so a forward call is spent only where some pair has a choice to make.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from .constraints import AnswerSpace, DecodeState
 from .requests import Answer
-from .sequences import PREFIX, EncodedRequest, visibility_mask
+from .sequences import ROOT, EncodedRequest, TokenTree
 
 
 class PackedDecoder:
@@ -82,47 +85,35 @@ class PackedDecoder:
 
     def _decode_chunk(self, encoded: EncodedRequest, chunk: range,
                       spaces: Sequence[AnswerSpace], cache: Any) -> list[Answer]:
-        prefix_len = len(encoded.prefix_ids)
-        dtype = self.model.dtype
-        ids, positions, owners, last = [], [], [], []
-        for owner in chunk:
-            query = encoded.query_ids[owner]
-            ids += query
-            positions += range(prefix_len, prefix_len + len(query))
-            owners += [owner] * len(query)
-            last.append(len(ids) - 1)
-        key_owners = [PREFIX] * prefix_len + owners
-        mask = visibility_mask(owners, range(prefix_len, len(key_owners)), key_owners, dtype,
-                               self.model.device)
-        logits = self._forward(ids, positions, mask, cache, last)
-        states = {owner: spaces[owner].start() for owner in chunk}
-        next_position = {owner: prefix_len + len(encoded.query_ids[owner]) for owner in chunk}
+        tree = TokenTree(len(encoded.prefix_ids))
+        tips = {owner: tree.add(ROOT, encoded.query_ids[owner], share=True) for owner in chunk}
+        logits = self._forward_tree(tree, 0, cache, [tips[owner] for owner in chunk])
         rows = {owner: row for row, owner in enumerate(chunk)}
+        states = {owner: spaces[owner].start() for owner in chunk}
         while True:
             feed = self._choose(states, spaces, logits, rows)
             if not feed:
                 break
-            step_owners = [owner for owner, _ in feed]
-            step_positions = [next_position[owner] for owner in step_owners]
-            first = len(key_owners)
-            key_owners += step_owners
-            mask = visibility_mask(step_owners, range(first, len(key_owners)), key_owners,
-                                   dtype, self.model.device)
-            logits = self._forward([token for _, token in feed], step_positions, mask, cache,
-                                   list(range(len(feed))))
-            rows = {owner: row for row, owner in enumerate(step_owners)}
-            for owner in step_owners:
-                next_position[owner] += 1
+            first = len(tree)
+            for owner, tokens in feed:
+                tips[owner] = tree.add(tips[owner], tokens)
+            logits = self._forward_tree(tree, first, cache, [tips[owner] for owner, _ in feed])
+            rows = {owner: row for row, (owner, _) in enumerate(feed)}
         return [[(name, exp(score)) for name, score in zip(states[o].names, states[o].scores)]
                 for o in chunk]
 
+    def _forward_tree(self, tree: TokenTree, first: int, cache: Any, keep: list[int]) -> Any:
+        """Feed the tree's nodes from ``first`` on; logits at the nodes ``keep``."""
+        nodes = range(first, len(tree))
+        mask = tree.mask(nodes, self.model.dtype, self.model.device)
+        return self._forward([tree.ids[node] for node in nodes], tree.positions(nodes), mask,
+                             cache, [node - first for node in keep])
+
     @staticmethod
     def _choose(states: dict[int, DecodeState], spaces: Sequence[AnswerSpace], logits: Any,
-                rows: dict[int, int]) -> list[tuple[int, int]]:
-        """Advance every pair that has logits by its best allowed token; return those to feed.
-
-        A chosen token is fed (appended to the cache for the next step) unless the answer
-        ended, or can only end now (then the end is taken without a forward call).
+                rows: dict[int, int]) -> list[tuple[int, list[int]]]:
+        """Advance every pair that has logits by its best allowed token, then through the
+        tokens it is forced to take; return each unfinished pair's tokens to feed.
         """
         import torch
 
@@ -136,8 +127,10 @@ class PackedDecoder:
                      if token in (space.end_id, space.separator_id)]
             stop = float(torch.logsumexp(logprobs[stops], dim=0)) if stops else None
             space.advance(state, allowed[best], float(logprobs[best]), stop)
-            if not state.done and space.allowed(state) == [space.end_id]:
-                space.advance(state, space.end_id, 0.0)
+            tokens = [allowed[best]]
+            while not state.done and len(allowed := space.allowed(state)) == 1:
+                space.advance(state, allowed[0], 0.0)
+                tokens.append(allowed[0])
             if not state.done:
-                feed.append((owner, allowed[best]))
+                feed.append((owner, tokens))
         return feed

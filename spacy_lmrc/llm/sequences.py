@@ -1,12 +1,13 @@
 """Text to tokens for the LLM stage, shared by fine-tuning and inference.
 
-A request becomes a prefix and one token block per pair query. Every block attends to the
-prefix and to itself only, and its positions continue right after the prefix, so each pair is
-read exactly as if it were alone after the prefix. Training packs prefix + every (query,
-answer) block of a document into one sequence (:func:`pack_training_sequence`); inference
-encodes the prefix once and answers the queries as one batch over its KV cache
-(:mod:`spacy_lmrc.llm.decoding`). Both build their attention masks with
-:func:`visibility_mask`.
+A request becomes a prefix and one token list per pair query. What follows the prefix is laid
+out as a :class:`TokenTree`: queries that start with the same tokens (pairs with the same head
+entity) share them, each answer hangs under its query's last token, and every token attends
+to the prefix and to its own ancestors only, at the position it would have right after the
+prefix. So each pair is read exactly as if it were alone after the prefix, and shared query
+tokens are computed once. Training packs prefix + tree of a document into one sequence
+(:func:`pack_training_sequence`); inference encodes the prefix once and grows a tree over its
+KV cache (:mod:`spacy_lmrc.llm.decoding`). Both take their attention masks from the tree.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from typing import Any
 
 from .formats import PromptFormat
 from .requests import RelationRequest
-
-#: owner of prefix tokens: visible to every block
-PREFIX = -1
 
 
 @dataclass
@@ -44,58 +42,130 @@ def encode_request(tokenizer: Any, fmt: PromptFormat, request: RelationRequest) 
     return EncodedRequest(prefix_ids, query_ids)
 
 
-def visibility_mask(query_owners: Sequence[int], query_positions: Sequence[int],
-                    key_owners: Sequence[int], dtype: Any, device: Any = None) -> Any:
-    """Additive 4D attention mask (1, 1, queries, keys) for blocks over a shared prefix.
+#: parent of a tree token that follows the prefix directly
+ROOT = -1
 
-    ``query_positions[i]`` is the index of query token i among the keys (queries are the last
-    keys). Token i sees key j when j <= its index and j is a prefix token or in its own block.
+
+class TokenTree:
+    """Tokens after a shared prefix of ``prefix_len`` tokens, as a tree.
+
+    A token sees the whole prefix, its ancestors and itself; its position is ``prefix_len`` +
+    its depth. Tokens are stored in the order they are added (the order they enter the model
+    and its KV cache); a parent is always added before its children.
     """
+
+    def __init__(self, prefix_len: int) -> None:
+        self.prefix_len = prefix_len
+        self.ids: list[int] = []
+        self.parents: list[int] = []
+        self.depths: list[int] = []
+        self._paths: list[list[int]] = []  # ancestors and self, root first
+        self._shared: dict[tuple[int, int], int] = {}  # (parent, token) -> node, for merging
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, parent: int, tokens: Sequence[int], share: bool = False) -> int:
+        """Append ``tokens`` as a chain under ``parent``; return the last node.
+
+        With ``share``, a token that ``parent`` already has as a shared child is reused (queries
+        that start alike); answers are never shared, each belongs to its own pair.
+        """
+        node = parent
+        for token in tokens:
+            key = (node, token)
+            if share and key in self._shared:
+                node = self._shared[key]
+                continue
+            new = len(self.ids)
+            self.ids.append(token)
+            self.parents.append(node)
+            self.depths.append(self.depths[node] + 1 if node != ROOT else 0)
+            self._paths.append((self._paths[node] if node != ROOT else []) + [new])
+            if share:
+                self._shared[key] = new
+            node = new
+        return node
+
+    def positions(self, nodes: Sequence[int]) -> list[int]:
+        """Position ids of ``nodes``."""
+        return [self.prefix_len + self.depths[node] for node in nodes]
+
+    def mask(self, nodes: Sequence[int], dtype: Any, device: Any = None) -> Any:
+        """Additive 4D attention mask (1, 1, len(nodes), prefix + tree) for the rows ``nodes``
+        over the prefix and every tree token added so far."""
+        return additive_mask(self.visible(nodes, device), dtype)
+
+    def visible(self, nodes: Sequence[int], device: Any = None) -> Any:
+        """Which keys (prefix + tree) each of ``nodes`` sees, as a bool matrix."""
+        import torch
+
+        rows = [row for row, node in enumerate(nodes) for _ in self._paths[node]]
+        cols = [self.prefix_len + key for node in nodes for key in self._paths[node]]
+        visible = torch.zeros(len(nodes), self.prefix_len + len(self.ids), dtype=torch.bool,
+                              device=device)
+        visible[:, : self.prefix_len] = True
+        visible[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = True
+        return visible
+
+
+def additive_mask(visible: Any, dtype: Any) -> Any:
+    """``visible`` (queries x keys, bool) as an additive 4D mask in ``dtype``."""
     import torch
 
-    q_owner = torch.tensor(query_owners, device=device).unsqueeze(1)
-    q_index = torch.tensor(query_positions, device=device).unsqueeze(1)
-    k_owner = torch.tensor(key_owners, device=device).unsqueeze(0)
-    k_index = torch.arange(len(key_owners), device=device).unsqueeze(0)
-    visible = (k_index <= q_index) & ((k_owner == PREFIX) | (k_owner == q_owner))
-    mask = torch.zeros(visible.shape, dtype=dtype, device=device)
+    mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
     mask.masked_fill_(~visible, torch.finfo(dtype).min)
     return mask[None, None]
 
 
 @dataclass
 class PackedSequence:
-    """One training sequence: ids, positions, block owners, and answer targets.
+    """One training sequence: prefix + token tree, and the answer targets.
 
-    ``target_index[i]`` is the position whose output predicts ``target_ids[i]`` (the token
-    before it), so only answer tokens are scored.
+    ``target_index[i]`` is the position in the sequence whose output predicts
+    ``target_ids[i]`` (the token before it), so only answer tokens are scored.
     """
 
-    input_ids: list[int]
-    position_ids: list[int]
-    owners: list[int]
+    prefix_ids: list[int]
+    tree: TokenTree
     target_index: list[int]
     target_ids: list[int]
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.prefix_ids) + len(self.tree)
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.prefix_ids + self.tree.ids
+
+    @property
+    def position_ids(self) -> list[int]:
+        return list(range(len(self.prefix_ids))) + self.tree.positions(range(len(self.tree)))
+
+    def mask(self, dtype: Any, device: Any = None) -> Any:
+        """The whole sequence's additive mask: the prefix causal, tree tokens as in the tree."""
+        import torch
+
+        prefix_len = len(self.prefix_ids)
+        visible = torch.zeros(len(self), len(self), dtype=torch.bool, device=device)
+        visible[:prefix_len, :prefix_len] = torch.ones(
+            prefix_len, prefix_len, dtype=torch.bool, device=device).tril()
+        visible[prefix_len:] = self.tree.visible(range(len(self.tree)), device)
+        return additive_mask(visible, dtype)
 
 
 def pack_training_sequence(encoded: EncodedRequest,
                            answer_ids: Sequence[Sequence[int]]) -> PackedSequence:
-    """Prefix once, then each query followed by its answer, as one sequence."""
+    """Prefix once, then every query (shared where queries start alike) with its answer."""
     if len(answer_ids) != len(encoded.query_ids):
         raise ValueError(f"{len(answer_ids)} answers for {len(encoded.query_ids)} queries")
     prefix_len = len(encoded.prefix_ids)
-    seq = PackedSequence(list(encoded.prefix_ids), list(range(prefix_len)),
-                         [PREFIX] * prefix_len, [], [])
-    for owner, (query, answer) in enumerate(zip(encoded.query_ids, answer_ids)):
-        block = list(query) + list(answer)
-        start = len(seq.input_ids)
-        seq.input_ids += block
-        seq.position_ids += range(prefix_len, prefix_len + len(block))
-        seq.owners += [owner] * len(block)
-        first_answer = start + len(query)
-        seq.target_index += range(first_answer - 1, first_answer - 1 + len(answer))
-        seq.target_ids += answer
+    seq = PackedSequence(list(encoded.prefix_ids), TokenTree(prefix_len), [], [])
+    for query, answer in zip(encoded.query_ids, answer_ids):
+        predictor = seq.tree.add(ROOT, query, share=True)
+        for i, token in enumerate(answer):
+            seq.target_index.append(prefix_len + predictor)
+            seq.target_ids.append(token)
+            if i + 1 < len(answer):  # the last token predicts nothing: it is not read
+                predictor = seq.tree.add(predictor, [token])
     return seq
