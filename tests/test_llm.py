@@ -11,6 +11,7 @@ import pytest
 import spacy
 
 from spacy_lmrc.backends.hf import HFBackend
+from spacy_lmrc.cli.finetune_classifier import finished_line
 from spacy_lmrc.corpus import docred_record_to_doc
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.errors import InputError
@@ -290,6 +291,9 @@ def test_packed_finetuning_saves_what_the_backend_loads(tiny_llama, toy_doc, tmp
         learning_rate=1e-3, save_every=1))
     assert summary["shape"] == "packed" and summary["steps"] == 2
     assert summary["train_tokens"] > 0 and summary["tokens_per_second"] > 0
+    line = finished_line(summary, out)
+    assert line.startswith("1 documents (0 skipped as too long), 2 steps") and "tokens/s" in line
+    assert line.endswith(f"{'LoRA adapter' if method == 'lora' else 'model'} in {out}")
     stored = json.loads((out / "lmrc_training.json").read_text())
     assert stored["task"]["prompt_format"] == CompactFormat().config()
     assert (out / ("model.safetensors" if method == "full" else "adapter_config.json")).exists()

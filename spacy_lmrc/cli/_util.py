@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,22 @@ def friendly_errors(func: F) -> F:
             message = f"{where}{err.strerror or err}"
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def timed(func: F) -> F:
+    """End a long-running command with how long it took (after its line saying what it
+    wrote), so every workflow step closes with what and how long."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        result = func(*args, **kwargs)
+        seconds = time.perf_counter() - started
+        took = f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        info(f"done in {took}")
+        return result
 
     return wrapper  # type: ignore[return-value]
 

@@ -23,6 +23,7 @@ from ._util import (
     friendly_errors,
     info,
     load_docs,
+    timed,
 )
 
 
@@ -53,6 +54,7 @@ def sentence_docs(path: Path, first: int | None, last: int | None, skip_invalid:
 
 @app.command("build-index")
 @friendly_errors
+@timed
 def build_index_cli(
     input_path: Path = typer.Argument(..., help="SemEval or TACRED JSON, or a .spacy file"),
     output_path: Path = typer.Argument(..., help="Index folder to write"),

@@ -15,12 +15,14 @@ from ._util import (
     info,
     load_docs,
     relation_set_option,
+    timed,
     write_atomic,
 )
 
 
 @app.command("convert")
 @friendly_errors
+@timed
 def convert_cli(
     input_path: Path = typer.Argument(..., help="DocRED/Re-DocRED, SemEval or TACRED JSON file"),
     output_path: Path = typer.Argument(..., help="Output .spacy file"),

@@ -27,7 +27,15 @@ from ..metrics import gold_from_doc, pair_scores, score_docred, score_labels, tr
 from ..metrics.classification import top1_accuracy
 from ..proposer.model import is_rcp_folder
 from ._app import app
-from ._util import check_output, describe_slice, friendly_errors, info, load_docs, write_atomic
+from ._util import (
+    check_output,
+    describe_slice,
+    friendly_errors,
+    info,
+    load_docs,
+    timed,
+    write_atomic,
+)
 from .compare import DOC_COLUMNS, SENT_COLUMNS, percent
 from .extract import load_pipeline
 
@@ -92,6 +100,7 @@ def _pipe_stats(nlp) -> dict[str, Any]:
 
 @app.command("evaluate")
 @friendly_errors
+@timed
 def evaluate_cli(
     pipeline: str = typer.Argument(..., help="Pipeline folder or installed package"),
     data: Path = typer.Argument(..., help="Gold corpus: DocRED JSON, SemEval/TACRED JSON, .spacy"),

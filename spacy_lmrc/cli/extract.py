@@ -15,7 +15,7 @@ from ..corpus.io import load_json_records
 from ..errors import InputError
 from ..render import format_table, relation_records, render_html
 from ._app import app
-from ._util import friendly_errors, info
+from ._util import friendly_errors, info, timed
 
 
 def read_texts(path: Path, by_line: bool) -> list[tuple[str | None, str]]:
@@ -60,6 +60,7 @@ def label_names_of(nlp: Language) -> dict[str, str]:
 
 @app.command("extract")
 @friendly_errors
+@timed
 def extract_cli(
     pipeline: str = typer.Argument(..., help="Installed pipeline name or pipeline folder"),
     input_path: Path = typer.Argument(..., help=".txt (one document) or .jsonl ({'text'})"),

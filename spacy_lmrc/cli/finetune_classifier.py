@@ -8,7 +8,7 @@ import typer
 from spacy.cli._util import parse_config_overrides
 
 from ._app import app
-from ._util import friendly_errors, info
+from ._util import friendly_errors, info, timed
 
 
 @app.command(
@@ -16,6 +16,7 @@ from ._util import friendly_errors, info
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 @friendly_errors
+@timed
 def finetune_classifier_cli(
     ctx: typer.Context,
     config_path: Path = typer.Argument(
@@ -40,6 +41,16 @@ def finetune_classifier_cli(
     info(f"training data: {described}; base model: {settings.base_model}")
     summary = finetune(task, docs, output, settings, resume=resume, task_name=task_name,
                        data_description=described)
-    info(f"{summary['training_prompts']} prompts ({summary['skipped_too_long']} skipped as "
-         f"too long), {summary['steps']} steps, final loss {summary['final_loss']}; "
-         f"adapter in {output}")
+    info(finished_line(summary, output))
+
+
+def finished_line(summary: dict, output: Path) -> str:
+    """What the run trained, how long it took, where the result is."""
+    unit = "documents" if summary["shape"] == "packed" else "prompts"
+    losses = summary["losses"][-10:]
+    loss = f"{sum(losses) / len(losses):.3f}" if losses else "-"
+    what = "LoRA adapter" if summary["settings"]["method"] == "lora" else "model"
+    return (f"{summary['training_prompts']} {unit} ({summary['skipped_too_long']} skipped as too "
+            f"long), {summary['steps']} steps ({summary['epochs_done']} epochs) in "
+            f"{summary['train_seconds'] / 60:.1f} min, {summary['tokens_per_second']} tokens/s, "
+            f"loss {loss} (mean of the last {len(losses)} steps); {what} in {output}")

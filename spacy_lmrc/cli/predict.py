@@ -28,6 +28,7 @@ from ._util import (
     friendly_errors,
     info,
     load_docs,
+    timed,
     write_atomic,
 )
 from .extract import load_pipeline
@@ -35,6 +36,7 @@ from .extract import load_pipeline
 
 @app.command("predict")
 @friendly_errors
+@timed
 def predict_cli(
     pipeline: Path = typer.Argument(..., help="Pipeline folder (nlp.to_disk) or package name"),
     input_path: Path = typer.Argument(..., help="DocRED, SemEval or TACRED JSON, or .spacy"),

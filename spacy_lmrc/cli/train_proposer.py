@@ -8,7 +8,7 @@ import typer
 from spacy.cli._util import parse_config_overrides
 
 from ._app import app
-from ._util import friendly_errors, info
+from ._util import friendly_errors, info, timed
 
 
 @app.command(
@@ -16,6 +16,7 @@ from ._util import friendly_errors, info
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 @friendly_errors
+@timed
 def train_proposer_cli(
     ctx: typer.Context,
     config_path: Path = typer.Argument(..., help="Training config, e.g. configs/proposer.cfg"),

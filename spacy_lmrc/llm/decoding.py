@@ -34,6 +34,7 @@ class PackedDecoder:
         self.model = model
         self.query_batch_size = query_batch_size
         self.forward_calls = 0
+        self.fed_tokens = 0  # tokens the model has read: prefixes, query trees, answers
         # transformers 5 names the KV cache argument ``cache`` (``past_key_values`` before)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         params = inspect.signature(base.forward).parameters
@@ -46,6 +47,7 @@ class PackedDecoder:
 
         device = self.model.device
         self.forward_calls += 1
+        self.fed_tokens += len(ids)
         return self.model(
             input_ids=torch.tensor([ids], device=device),
             position_ids=torch.tensor([positions], device=device),
