@@ -113,8 +113,9 @@ def run_predict(model: Path, batch_size: int, out: Path | None) -> dict:
 
 
 def _row(name: str, m: dict) -> str:
-    return (f"| {name} | {m['threshold']:.3f} | {m['precision']:.2f} | {m['recall']:.2f} | "
-            f"{m['f1']:.2f} | {m['kept']:,} | {m['kept_fraction']:.2f} |")
+    return (f"| {name} | {m['threshold']:.3f} | {100 * m['precision']:.2f} | "
+            f"{100 * m['recall']:.2f} | {100 * m['f1']:.2f} | {m['kept']:,} | "
+            f"{100 * m['kept_fraction']:.2f} |")
 
 
 def report(train_json: Path, predict_json: Path) -> str:
@@ -132,8 +133,8 @@ def report(train_json: Path, predict_json: Path) -> str:
              "Recall against the fraction of the candidate space kept (dev):", "", head]
     lines += [_row("", r) for r in m["recall_vs_kept"]]
     epochs = ", ".join(f"{s:.0f}" for s in train["train_seconds_per_epoch"])
-    history = "; ".join(f"epoch {h['epoch']}: loss {h['loss']:.4f}, dev F1@0.5 {h['dev_f1']:.2f}"
-                        for h in m["history"])
+    history = "; ".join(f"epoch {h['epoch']}: loss {h['loss']:.4f}, "
+                        f"dev F1@0.5 {100 * h['dev_f1']:.2f}" for h in m["history"])
     s05, st = pred["scores_at_0.5"], pred["scores_at_threshold"]
     lines += ["", "| cost | value |", "|---|---|",
               f"| training seconds per epoch (400 docs) | {epochs} |",

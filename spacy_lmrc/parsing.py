@@ -7,6 +7,8 @@
 * :class:`EntityAligner` maps an answer's entity string to a document entity: exact, then
   case/space-normalised, then thefuzz ``ratio`` above a cutoff. Ties and low scores give
   ``None`` (LMRC's ``extractOne`` without a cutoff maps any garbage to some entity).
+* :func:`align_document_entity` applies the entity aligner to a document: the prompt's entities
+  first, then a mention name only one entity has, then every entity of the document.
 * :class:`RelationAligner` maps a relation name to a label: exact, then normalised, then
   (optionally) sentence-embedding cosine similarity ≥ θ (LMRC section 5.5); else out of set.
 """
@@ -14,8 +16,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from thefuzz import fuzz
 
@@ -139,6 +142,32 @@ class EntityAligner:
         if len(scored) > 1 and scored[1][0] == scored[0][0]:
             return None, "ambiguous"
         return scored[0][1], "fuzzy"
+
+
+def align_document_entity(
+    name: str, entities: Sequence[Mapping[str, Any]], in_prompt: Sequence[int],
+    aligner: EntityAligner,
+) -> tuple[int | None, str]:
+    """Entity index for an answer's string, or None, and how it went.
+
+    Order: display names of the prompt's entities ``in_prompt`` (``exact``, ``normalised``,
+    ``fuzzy``), then a mention name that only one entity has (``mention_name``, e.g.
+    "Babbage"), then every entity of the document (``<how>_outside_prompt``); a string that
+    matches nothing gives the document-wide attempt's ``ambiguous`` or ``unaligned``.
+    """
+    names = [ent["name"] for ent in entities]
+    index, how = aligner.align(name, [names[i] for i in in_prompt])
+    if index is not None:
+        return in_prompt[index], how
+    key = normalise(name)
+    owners = {i for i, ent in enumerate(entities)
+              for m in ent["mentions"] if normalise(m["name"]) == key}
+    if len(owners) == 1:
+        return owners.pop(), "mention_name"
+    index, how = aligner.align(name, names)
+    if index is not None:
+        return index, f"{how}_outside_prompt"
+    return None, how
 
 
 Embedder = Callable[[list[str]], "list[list[float]]"]

@@ -23,6 +23,7 @@ import numpy as np
 import srsly
 
 from .corpus.sentence import strip_markup
+from .doc import mention_name
 from .util import DEFAULT_ENCODER, resolve_model_name
 
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -76,7 +77,7 @@ class SentenceEmbedder:
             clean, batch_size=self.batch_size, convert_to_numpy=True,
             normalize_embeddings=True, show_progress_bar=show_progress,
         )
-        return normalise(np.asarray(vectors, dtype=np.float32))
+        return unit_rows(np.asarray(vectors, dtype=np.float32))
 
     @property
     def dimension(self) -> int:
@@ -85,7 +86,7 @@ class SentenceEmbedder:
         return int(get_dim() if get_dim else model.get_sentence_embedding_dimension())
 
 
-def normalise(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero), as contiguous float32."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -244,10 +245,5 @@ def doc_record(doc: Any, negative_label: str) -> dict[str, Any] | None:
     entities = doc._.entities
     if len(entities) < 2:
         return None
-
-    def surface(entity: dict[str, Any]) -> str:
-        mentions = entity.get("mentions") or []
-        return mentions[0]["name"] if mentions else entity["name"]
-
-    return {"text": strip_markup(doc.text), "head": surface(entities[0]),
-            "tail": surface(entities[1]), "label": sentence_label(doc, negative_label)}
+    return {"text": strip_markup(doc.text), "head": mention_name(entities[0]),
+            "tail": mention_name(entities[1]), "label": sentence_label(doc, negative_label)}

@@ -124,3 +124,30 @@ def test_spacy_llm_config_file_builds_with_a_swapped_model(toy_record):
     nlp = load_model_from_config(config, auto_fill=True)
     doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))
     assert doc._.relations == [{"head": 3, "tail": 2, "label": "P170", "score": 1.0}]
+
+
+def test_hf_backend_decodes_many_requests_together(tiny_llama):
+    """A batch of sentence requests shares forward calls and the instruction, and answers as
+    one request per call does; a request too long for the context is refused on its own."""
+    from spacy_lmrc.llm import PairQuery, RelationRequest, SentenceFormat
+
+    names = list(LABELS.values())
+    texts = ["Ada Lovelace was born in London.", "Babbage designed the Analytical Engine.",
+             "x " * 300, "Marie Curie worked in Paris with Pierre Curie."]
+    requests = [RelationRequest(text, [PairQuery("A", "B"), PairQuery("B", "A")], names,
+                                multi_label=False) for text in texts]
+    fmt = SentenceFormat()
+    together = HFBackend(model=tiny_llama, dtype="float32", max_prompt_tokens=200)
+    answers = together.answer(requests, fmt)
+    one_by_one = HFBackend(model=tiny_llama, dtype="float32", max_prompt_tokens=200)
+    alone = [one_by_one.answer([request], fmt)[0] for request in requests]
+    assert answers[2] == [[], []] and together.refused_prompts == 1
+    assert [[[n for n, _ in a] for a in r] for r in answers] == [
+        [[n for n, _ in a] for a in r] for r in alone]
+    for got, want in zip(answers, alone):
+        for got_answer, want_answer in zip(got, want):
+            assert [p for _, p in got_answer] == pytest.approx([p for _, p in want_answer],
+                                                               abs=1e-4)
+    assert together.decoder.forward_calls < one_by_one.decoder.forward_calls
+    assert together.decoder.fed_tokens <= one_by_one.decoder.fed_tokens
+    assert together.prompt_tokens == one_by_one.prompt_tokens > 0

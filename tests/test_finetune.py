@@ -106,3 +106,17 @@ def test_cli_finetunes_from_the_config_on_redocred(shared_data, tiny_llama, tmp_
     assert stored["steps"] == 2 and stored["task"]["pairs"] == "candidates"
     assert "first=3 (3 documents)" in stored["data"]
     assert len(stored["task"]["labels"]) == 96
+
+
+def test_both_trainers_check_their_settings_one_way(tmp_path):
+    from spacy_lmrc.errors import InputError
+    from spacy_lmrc.proposer.training import TrainSettings
+    from spacy_lmrc.training_config import load_config, settings_from_section
+
+    with pytest.raises(InputError, match=r"unknown setting\(s\) \['epochz'\] in \[finetune\]"):
+        settings_from_section(FinetuneSettings, {"epochz": 1}, "finetune")
+    with pytest.raises(InputError, match=r"unknown setting\(s\) \['epochz'\] in \[training\]"):
+        TrainSettings.from_config({"epochz": 1})
+    assert settings_from_section(FinetuneSettings, {"seed": 3}, "finetune").seed == 3
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path / "missing.cfg")

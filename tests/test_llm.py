@@ -367,3 +367,172 @@ def test_a_saved_pipeline_carries_its_fully_fine_tuned_model(tiny_llama, toy_rec
     shutil.rmtree(out)
     again = spacy.load(tmp_path / "pipeline")
     assert again(input_copy(docred_record_to_doc(toy_record, again.vocab)))._.relations == before
+
+
+# several packed sequences in one forward call -------------------------------------------------
+
+def _sentence_sequences(tokenizer):
+    """Three short packed sequences of different lengths and answer counts."""
+    from spacy_lmrc.llm import SentenceFormat
+
+    space = AnswerSpace(tokenizer, NAMES, multi_label=False)
+    sentences = [("Ada Lovelace was born in London.", [("Ada Lovelace", "London")],
+                  ["place of birth"]),
+                 ("Babbage designed the Analytical Engine, a machine.",
+                  [("Analytical Engine", "Babbage"), ("Babbage", "Analytical Engine")],
+                  ["creator", "country"]),
+                 ("Paris.", [("Paris", "France")], ["country"])]
+    sequences = []
+    for text, pairs, names in sentences:
+        request = RelationRequest(text, [PairQuery(h, t) for h, t in pairs], NAMES,
+                                  multi_label=False)
+        encoded = encode_request(tokenizer, SentenceFormat(), request)
+        sequences.append(pack_training_sequence(encoded, [space.encode([n]) for n in names]))
+    return sequences
+
+
+def test_concatenated_sequences_see_only_themselves(tiny):
+    from spacy_lmrc.llm import concat_sequences
+
+    _, tokenizer = tiny
+    sequences = _sentence_sequences(tokenizer)
+    batch = concat_sequences(sequences)
+    assert len(batch) == sum(len(s) for s in sequences)
+    visible = batch.visible()
+    offset = 0
+    for seq in sequences:
+        end = offset + len(seq)
+        assert visible[offset:end, offset:end].equal(seq.visible())  # its own mask inside
+        assert not visible[offset:end, :offset].any() and not visible[offset:end, end:].any()
+        assert batch.position_ids[offset:end] == seq.position_ids  # positions restart
+        offset = end
+    assert batch.input_ids == [t for s in sequences for t in s.input_ids]
+    starts = [0, len(sequences[0]), len(sequences[0]) + len(sequences[1])]
+    assert batch.target_index == [start + i for start, seq in zip(starts, sequences)
+                                  for i in seq.target_index]
+    assert batch.target_ids == [t for s in sequences for t in s.target_ids]
+    assert sum(batch.target_weights) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        concat_sequences([])
+
+
+def test_loss_of_a_concatenation_is_the_mean_of_the_sequence_losses(tiny):
+    import torch
+
+    from spacy_lmrc.finetune import batch_packed_loss, packed_loss
+    from spacy_lmrc.llm import concat_sequences
+    from spacy_lmrc.llm.sequences import group_sequences
+
+    model, tokenizer = tiny
+    sequences = _sentence_sequences(tokenizer)
+    with torch.no_grad():
+        alone = [float(packed_loss(model, seq, torch.float32)) for seq in sequences]
+        together = float(packed_loss(model, concat_sequences(sequences), torch.float32))
+        # a token budget that splits the batch into several calls gives the same mean
+        budget = len(sequences[0]) + len(sequences[1])
+        assert [len(g.sequences) for g in group_sequences(sequences, budget)] == [2, 1]
+        split = float(batch_packed_loss(model, sequences, torch.float32, budget))
+    assert together == pytest.approx(sum(alone) / len(alone), abs=1e-5)
+    assert split == pytest.approx(together, abs=1e-5)
+    assert len(group_sequences(sequences, 1)) == 3  # longer than the budget: each alone
+
+
+# several requests in one forward pass ---------------------------------------------------------
+
+SENTENCES = [("Ada Lovelace was born in London.", [("Ada Lovelace", "London")]),
+             ("Babbage designed the Analytical Engine, a machine of brass.",
+              [("Analytical Engine", "Babbage"), ("Babbage", "Analytical Engine")]),
+             ("Paris.", [("Paris", "France")]),
+             ("Nothing to ask here.", []),
+             ("Paris.", [("Paris", "Europe")])]  # the same sentence again: same prefix
+
+
+def _mixed_requests(tokenizer):
+    """Sentences (sharing the instruction), a document in another format, one request with
+    more queries than a group holds, and one without queries; encoded, with answer spaces."""
+    from spacy_lmrc.llm import SentenceFormat
+
+    requests = [(SentenceFormat(), RelationRequest(text, [PairQuery(h, t) for h, t in pairs],
+                                                   NAMES))
+                for text, pairs in SENTENCES]
+    requests.insert(2, (CompactFormat(), _request()))
+    requests.append((PaperFormat(), _request(none_answer="None")))
+    encoded = [encode_request(tokenizer, fmt, request) for fmt, request in requests]
+    spaces = [[AnswerSpace(tokenizer, request.space_of(q), none_answer=request.none_answer,
+                           max_names=3) for q in request.queries] for _, request in requests]
+    return encoded, spaces
+
+
+def _assert_same_answers(got, want):
+    assert [[[n for n, _ in a] for a in r] for r in got] == [
+        [[n for n, _ in a] for a in r] for r in want]
+    for got_request, want_request in zip(got, want):
+        for got_answer, want_answer in zip(got_request, want_request):
+            assert [p for _, p in got_answer] == pytest.approx([p for _, p in want_answer],
+                                                               abs=1e-4)
+
+
+@pytest.mark.parametrize("batch_tokens", [8, 512])
+def test_batched_decoding_equals_one_request_at_a_time(tiny, batch_tokens):
+    """Several requests per forward pass (block-diagonal visibility, the common instruction
+    encoded once and cached) answer exactly as each request decoded alone."""
+    import torch
+
+    model, tokenizer = tiny
+    encoded, spaces = _mixed_requests(tokenizer)
+    with torch.no_grad():
+        model.lm_head.weight[spaces[0][0].separator_id] += 0.5  # several names per answer
+    try:
+        batched = PackedDecoder(model, query_batch_size=3, batch_tokens=batch_tokens)
+        got = batched.decode_many(encoded, spaces)
+        alone = [PackedDecoder(model, query_batch_size=3) for _ in encoded]
+        want = [decoder.decode(e, s) for decoder, e, s in zip(alone, encoded, spaces)]
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight[spaces[0][0].separator_id] -= 0.5
+    _assert_same_answers(got, want)
+    assert got[4] == [] and all(answer for request in got for answer in request)
+    assert batched.fed_tokens < sum(decoder.fed_tokens for decoder in alone)
+    if batch_tokens == 512:  # the sentences share forward calls
+        assert batched.forward_calls < sum(decoder.forward_calls for decoder in alone)
+
+
+def test_groups_respect_the_query_and_token_budgets(tiny):
+    model, tokenizer = tiny
+    encoded, _ = _mixed_requests(tokenizer)
+    groups = PackedDecoder(model, query_batch_size=3, batch_tokens=10_000).groups(encoded)
+    # the 4-query document is decoded alone in chunks of 3; the empty request is skipped
+    assert [[(i, list(q)) for i, q in group] for group in groups] == [
+        [(0, [0]), (1, [0, 1])], [(2, [0, 1, 2])], [(2, [3])], [(3, [0]), (5, [0])],
+        [(6, [0, 1, 2])], [(6, [3])]]
+    tight = PackedDecoder(model, query_batch_size=64, batch_tokens=1).groups(encoded)
+    assert [len(group) for group in tight] == [1] * 6  # each request alone
+    shared = PackedDecoder(model, batch_tokens=10_000).groups(encoded[:2])
+    assert len(shared) == 1
+
+
+def test_the_instruction_is_encoded_once_across_calls(tiny):
+    """The decoder keeps the KV cache of the instruction the sentences start with: a second
+    call reads only each sentence's own tokens, and answers the same."""
+    from spacy_lmrc.llm import SentenceFormat
+    from spacy_lmrc.llm.decoding import common_prefix_length
+
+    model, tokenizer = tiny
+    requests = [RelationRequest(text, [PairQuery(h, t) for h, t in pairs], NAMES,
+                                multi_label=False)
+                for text, pairs in SENTENCES if pairs]
+    encoded = [encode_request(tokenizer, SentenceFormat(), r) for r in requests]
+    spaces = [[AnswerSpace(tokenizer, NAMES, multi_label=False)] * len(r.queries)
+              for r in requests]
+    instruction = common_prefix_length([e.prefix_ids for e in encoded])
+    assert instruction > 5
+    decoder = PackedDecoder(model)
+    first = decoder.decode_many(encoded, spaces)
+    fed, calls = decoder.fed_tokens, decoder.forward_calls
+    second = decoder.decode_many(encoded, spaces)
+    assert decoder.fed_tokens - fed == fed - instruction
+    assert decoder.forward_calls - calls == calls - 1
+    _assert_same_answers(second, first)
+    decoder.reset()
+    _assert_same_answers(decoder.decode_many(encoded, spaces), first)
+    assert decoder.fed_tokens - fed == fed + (fed - instruction)

@@ -76,7 +76,7 @@ def test_missing_label_file_and_bad_candidates_are_clear_errors(toy_doc, tmp_pat
     with pytest.raises(InputError, match="not found"):
         LMRCTask(labels_path=tmp_path / "nope.json").generate_prompts(toy_doc)
     with pytest.raises(ValueError, match="labels_path"):
-        LMRCTask()
+        LMRCTask().generate_prompts(toy_doc)  # no relation set: the error comes on use
     toy_doc._.relation_candidates = [{"head": 0, "tail": 9, "score": 1.0}]
     with pytest.raises(InputError, match="candidate pair"):
         LMRCTask(labels=LABELS).generate_prompts(toy_doc)

@@ -231,13 +231,13 @@ def test_threshold_policies():
     labels = np.array([1, 0, 1, 1, 0, 0], dtype=float)
     best = best_f1_threshold(probs, labels)
     assert 0.3 < best < 0.4  # keeps the top four: P 3/4, R 1, F1 0.857
-    assert pair_prf(probs, labels, best)["f1"] == pytest.approx(100 * 6 / 7)
+    assert pair_prf(probs, labels, best)["f1"] == pytest.approx(6 / 7)
     t = target_recall_threshold(probs, labels, 0.6)
     assert 0.4 < t < 0.6  # the top three reach recall 2/3
     assert pair_prf(probs, labels, t)["kept"] == 3
     assert make_target_recall_policy(1.0)(probs, labels) == pytest.approx(0.35)
     rows = recall_vs_kept(probs, labels, [0.5, 0.05])
-    assert [r["kept_fraction"] for r in rows] == pytest.approx([50.0, 100.0])
+    assert [r["kept_fraction"] for r in rows] == pytest.approx([0.5, 1.0])
     with pytest.raises(ValueError):
         make_target_recall_policy(1.5)
 
@@ -263,3 +263,17 @@ def test_predictions_come_back_in_input_order(tiny_model, toy_doc):
     assert [len(p) for p in together] == [12, 2, 12]
     for f, p in zip(feats, together):
         np.testing.assert_allclose(p, tiny_model.predict_proba([f])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_old_checkpoint_metrics_become_fractions():
+    from spacy_lmrc.proposer.training import in_fractions
+
+    old = {"best": [50.0, -1.0], "history": [
+        {"dev_p": 40.0, "dev_r": 80.0, "dev_f1": 50.0, "dev_kept_fraction": 10.0,
+         "dev_f1_tuned": 60.0, "dev_threshold_tuned": 0.3, "loss": 0.7}]}
+    state = in_fractions(old)
+    assert state["best"] == [0.5, -1.0] and state["metrics_in"] == "fractions"
+    assert state["history"][0] == pytest.approx(
+        {"dev_p": 0.4, "dev_r": 0.8, "dev_f1": 0.5, "dev_kept_fraction": 0.1,
+         "dev_f1_tuned": 0.6, "dev_threshold_tuned": 0.3, "loss": 0.7})
+    assert in_fractions(json.loads(json.dumps(state))) == state  # converted once only

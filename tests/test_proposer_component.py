@@ -127,7 +127,7 @@ def test_train_proposer_overfits_and_resumes(tiny_encoder_dir, toy_record, tmp_p
     metrics = train_proposer(longer, tmp_path / "out", resume=True)
     assert [h["epoch"] for h in metrics["history"]] == list(range(1, 13))
     assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
-    assert metrics["at_threshold"]["f1"] == pytest.approx(100.0)  # toy dev = toy train
+    assert metrics["at_threshold"]["f1"] == pytest.approx(1.0)  # toy dev = toy train
     saved = RCPModel.from_pretrained(tmp_path / "out" / "model-best")
     assert saved.settings.trained and saved.settings.threshold == metrics["threshold"]
     nlp = make_nlp(str(tmp_path / "out" / "model-best"))
@@ -159,7 +159,7 @@ def test_train_proposer_cli_with_overrides(tiny_encoder_dir, toy_record, tmp_pat
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["at_threshold"]["recall"] == pytest.approx(100.0)
+    assert metrics["at_threshold"]["recall"] == pytest.approx(1.0)
     assert len(metrics["history"]) == 1
 
     bad = CliRunner().invoke(app, args[:4] + ["--training.epochz", "1"])

@@ -178,3 +178,70 @@ def test_semeval_train_index_retrieval(shared_data, tmp_path):
     retriever.retrieve(queries, exclude_identical=True)
     assert all(q._.rag_examples[0]["text"] != d.text for q, d in zip(queries, docs))
     assert all(-1.0 <= q._.rag_examples[0]["similarity"] <= 1.0 for q in queries)
+
+
+SEMEVAL_LABELS = ["Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)", "Component-Whole(e1,e2)",
+                  "Component-Whole(e2,e1)", "Other"]
+SEMEVAL_TRAIN = [
+    ("The <e1>burst</e1> has been caused by water hammer <e2>pressure</e2>.",
+     "Cause-Effect(e2,e1)"),
+    ("The <e1>fire</e1> was caused by a <e2>cigarette</e2>.", "Cause-Effect(e2,e1)"),
+    ("The <e1>virus</e1> caused the <e2>fever</e2>.", "Cause-Effect(e1,e2)"),
+    ("The <e1>engine</e1> is part of the <e2>car</e2>.", "Component-Whole(e1,e2)"),
+    ("The <e1>car</e1> has a big <e2>engine</e2>.", "Component-Whole(e2,e1)"),
+    ("The <e1>ear</e1> of the rabbit was longer than its <e2>tail</e2>.", "Other"),
+    ("A <e1>company</e1> of soldiers marched into the <e2>town</e2>.", "Other"),
+]
+
+
+@pytest.mark.parametrize("finetune_config,inference_config", [
+    ("rag4re_finetune.cfg", "rag4re_simple.cfg"),  # row "fine-tuning"
+    ("rag4re_finetune.cfg", "rag4re.cfg"),  # row "RAG4RE + fine-tuning" (the paper's design)
+    ("rag4re_finetune_rag.cfg", "rag4re.cfg"),  # the variant trained on RAG4RE prompts
+])
+def test_finetune_configs_train_what_the_inference_configs_load(
+        tiny_llama, tmp_path, finetune_config, inference_config):
+    """The packaged fine-tuning configs train the structured sentence task (a tiny model, one
+    step); the inference configs load the result, check its format and answer only labels."""
+    from spacy.util import load_config, load_model_from_config
+
+    from spacy_lmrc.finetune import finetune, settings_from_config
+    from spacy_lmrc.llm import SentenceFormat
+
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps([{"sentence": s, "relation": r} for s, r in SEMEVAL_TRAIN]))
+    labels = tmp_path / "relations.json"
+    labels.write_text(json.dumps({"relation": {"names": SEMEVAL_LABELS}}))
+    result = CliRunner().invoke(app, ["build-index", str(train), str(tmp_path / "idx")])
+    assert result.exit_code == 0, result.output
+    paths = {"paths.train": str(train), "paths.relations": None, "paths.labels": str(labels),
+             "corpora.train.first": None}
+    if finetune_config == "rag4re_finetune_rag.cfg":
+        paths["paths.index"] = str(tmp_path / "idx")
+    task, docs, settings, _, _ = settings_from_config(CONFIGS / finetune_config, {
+        **paths, "finetune.base_model": tiny_llama, "finetune.max_steps": 1,
+        "finetune.warmup_steps": 0})
+    assert isinstance(task.prompt_format, SentenceFormat)
+    assert (settings.method, settings.batch_size, task.negative_ratio) == ("full", 16, 2.0)
+    assert len(docs) == len(SEMEVAL_TRAIN)
+    if finetune_config == "rag4re_finetune_rag.cfg":  # never its own sentence as the example
+        assert all(d._.rag_examples and d._.rag_examples[0]["text"] != d.text for d in docs)
+    summary = finetune(task, docs, tmp_path / "model", settings)
+    assert summary["shape"] == "packed" and summary["steps"] == 1
+
+    overrides = {"paths.labels": str(labels), "paths.adapter": str(tmp_path / "model"),
+                 "components.llm_relation_classifier.backend.model": tiny_llama}
+    if inference_config == "rag4re.cfg":
+        overrides["paths.index"] = str(tmp_path / "idx")
+    nlp = load_model_from_config(load_config(CONFIGS / inference_config, overrides=overrides,
+                                             interpolate=False), auto_fill=True)
+    nlp.initialize()
+    gold = [eg.reference for eg in
+            spacy.registry.readers.get("spacy_lmrc.SentenceCorpus.v1")(
+                path=train, label_names_path=labels)(nlp)]
+    docs = list(nlp.pipe([input_copy(d) for d in gold]))
+    rc = nlp.get_pipe("llm_relation_classifier")
+    assert rc.stats.counts["pairs"] == len(gold)
+    assert rc.stats.counts["relations"] + rc.stats.counts["negative"] == len(gold)
+    assert all(r["label"] in SEMEVAL_LABELS[:-1] and 0 < r["score"] <= 1
+               for d in docs for r in d._.relations)

@@ -10,7 +10,7 @@ from spacy.training import Example
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.corpus.sentence import semeval_sentence_to_doc
 from spacy_lmrc.pipeline import rag_retriever  # noqa: F401  (registers the factory)
-from spacy_lmrc.retrieval import EmbeddingIndex, SentenceEmbedder, normalise, topk_chunked
+from spacy_lmrc.retrieval import EmbeddingIndex, SentenceEmbedder, topk_chunked, unit_rows
 
 TRAIN = [
     ("The <e1>child</e1> was carefully wrapped and bound into the <e2>cradle</e2> by means of "
@@ -42,8 +42,8 @@ def brute_force(index: np.ndarray, queries: np.ndarray, k: int):
 
 def test_chunked_topk_equals_brute_force():
     rng = np.random.default_rng(0)
-    index = normalise(rng.normal(size=(1000, 16)))
-    queries = normalise(rng.normal(size=(37, 16)))
+    index = unit_rows(rng.normal(size=(1000, 16)))
+    queries = unit_rows(rng.normal(size=(37, 16)))
     ids, scores = topk_chunked(index, queries, 5, chunk_size=64, query_block=8)
     want_ids, want_scores = brute_force(index, queries, 5)
     np.testing.assert_array_equal(ids, want_ids)
@@ -52,7 +52,7 @@ def test_chunked_topk_equals_brute_force():
 
 def test_chunked_topk_excludes_rows_and_pads():
     rng = np.random.default_rng(1)
-    index = normalise(rng.normal(size=(10, 4)))
+    index = unit_rows(rng.normal(size=(10, 4)))
     ids, _ = topk_chunked(index, index[:3], 1, chunk_size=3)
     assert ids[:, 0].tolist() == [0, 1, 2]
     ids, _ = topk_chunked(index, index[:3], 1, exclude=[[0], [1], [2]], chunk_size=3)
@@ -81,12 +81,12 @@ def test_identical_query_is_retrieved_first(nlp, embedder):
 def test_index_save_load_identity(tmp_path):
     rng = np.random.default_rng(2)
     records = [{"text": f"s{i}", "head": "a", "tail": "b", "label": "L"} for i in range(20)]
-    index = EmbeddingIndex(normalise(rng.normal(size=(20, 8))), records, "my-embedder")
+    index = EmbeddingIndex(unit_rows(rng.normal(size=(20, 8))), records, "my-embedder")
     index.to_disk(tmp_path / "idx")
     loaded = EmbeddingIndex.from_disk(tmp_path / "idx")
     np.testing.assert_array_equal(np.asarray(loaded.embeddings), index.embeddings)
     assert loaded.records == records and loaded.embedder == "my-embedder"
-    queries = normalise(rng.normal(size=(5, 8)))
+    queries = unit_rows(rng.normal(size=(5, 8)))
     for a, b in zip(index.search(queries, k=3), loaded.search(queries, k=3)):
         np.testing.assert_array_equal(a, b)
 
@@ -167,7 +167,7 @@ def test_faiss_path_matches_numpy_search(monkeypatch):
         except ImportError:
             monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=FlatIP))
     rng = np.random.default_rng(3)
-    vectors = normalise(rng.normal(size=(50, 8)))
+    vectors = unit_rows(rng.normal(size=(50, 8)))
     records = [{"text": str(i)} for i in range(50)]
     plain = EmbeddingIndex(vectors, records, "e")
     with_faiss = EmbeddingIndex(vectors, records, "e", use_faiss=True)
@@ -176,3 +176,32 @@ def test_faiss_path_matches_numpy_search(monkeypatch):
     for a, b in zip(plain.search(vectors[:5], k=3, exclude=exclude),
                     with_faiss.search(vectors[:5], k=3, exclude=exclude)):
         np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_training_reader_never_retrieves_the_sentence_itself(tmp_path, nlp, embedder, k):
+    """spacy_lmrc.RetrievedSentenceCorpus.v1 (fine-tuning on RAG4RE prompts): every training
+    sentence gets its k nearest other sentences, best first, never its own text."""
+    import json
+
+    from spacy.util import registry
+
+    from spacy_lmrc.corpus.sentence import strip_markup
+
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps([{"sentence": s, "relation": r} for s, r in TRAIN]))
+    docs = sentence_docs(nlp, TRAIN)
+    EmbeddingIndex.build([{"text": d.text, "head": "h", "tail": "t", "label": label}
+                          for d, (_, label) in zip(docs, TRAIN)],
+                         embedder).to_disk(tmp_path / "idx")
+    reader = registry.readers.get("spacy_lmrc.RetrievedSentenceCorpus.v1")(
+        path=data, index_path=tmp_path / "idx", k=k)
+    examples = list(reader(nlp))
+    assert len(examples) == len(TRAIN)
+    for eg, (text, _) in zip(examples, TRAIN):
+        found = eg.reference._.rag_examples
+        assert len(found) == k
+        assert all(ex["text"] != strip_markup(text) for ex in found)
+        similarities = [ex["similarity"] for ex in found]
+        assert similarities == sorted(similarities, reverse=True)
+        assert {"text", "head", "tail", "label"} <= set(found[0])

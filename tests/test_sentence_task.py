@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 
 import pytest
+import spacy
 from spacy.util import registry
 
+from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.corpus.sentence import semeval_sentence_to_doc, tacred_record_to_doc
+from spacy_lmrc.errors import InputError
 from spacy_lmrc.tasks.base import ParseStats
 from spacy_lmrc.tasks.sentence import LabelParser, SentenceRETask, normalise_label
 
@@ -106,8 +111,6 @@ def test_parse_responses_and_training_examples(doc):
 
 
 def test_display_names_and_registered_factory(doc, tmp_path):
-    import json
-
     path = tmp_path / "relations.json"
     path.write_text(json.dumps({"relation": {"names": SEMEVAL_LABELS}}))
     task = registry.misc.get("spacy_lmrc.SentenceRETask.v1")(
@@ -118,8 +121,55 @@ def test_display_names_and_registered_factory(doc, tmp_path):
     assert task.parse_responses(doc, task.generate_prompts(doc), ["None of these"], stats) == []
     assert stats.counts["normalised"] == 1
     assert task.get_config()["label_names"]["Other"] == "none of these"
-    with pytest.raises(ValueError, match="exactly one"):
-        registry.misc.get("spacy_lmrc.SentenceRETask.v1")()
+    with pytest.raises(ValueError, match="not both"):
+        registry.misc.get("spacy_lmrc.SentenceRETask.v1")(labels=SEMEVAL_LABELS,
+                                                          labels_path=str(path))
+    unlabelled = registry.misc.get("spacy_lmrc.SentenceRETask.v1")()
+    assert unlabelled.labels == {}
+    with pytest.raises(InputError, match="initialize"):
+        unlabelled.generate_prompts(doc)
+
+
+def test_labels_from_initialize(nlp, doc):
+    rc = nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v1", "template": "simple_query"},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1",
+                    "default": "Cause-Effect(e2,e1)"}})
+    assert rc.labels == ()
+    nlp.config["initialize"]["components"]["llm_relation_classifier"] = {
+        "labels": SEMEVAL_LABELS[:-1]}
+    nlp.initialize()
+    assert list(rc.labels) == SEMEVAL_LABELS  # the negative label is added
+    assert [(r["head"], r["tail"], r["label"]) for r in nlp(input_copy(doc))._.relations] == [
+        (0, 1, "Cause-Effect(e2,e1)")]
+    rc.initialize(labels={"Cause-Effect(e2,e1)": "caused by"})
+    assert rc.label_data == {"Cause-Effect(e2,e1)": "caused by", "Other": "Other"}
+    assert "caused by" in rc.task.generate_prompts(doc)[0].text
+
+
+def test_labels_from_the_examples_and_a_missing_label_file(nlp, doc, tmp_path):
+    from spacy.training import Example
+
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v2", "template": "simple_query"},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": "Other"}})
+    nlp.initialize(lambda: [Example(input_copy(doc), doc)])
+    assert nlp.get_pipe("llm_relation_classifier").label_data == {
+        "Cause-Effect(e2,e1)": "Cause-Effect(e2,e1)", "Other": "Other"}
+    pending = SentenceRETask(labels_path=str(tmp_path / "missing.json"))
+    assert pending.labels == {} and pending.pending_labels_path is not None
+    with pytest.raises(InputError, match="not found"):
+        pending.generate_prompts(doc)
+
+
+def test_pairs_rule(nlp, doc):
+    task = SentenceRETask(SEMEVAL_LABELS, template="simple_query")
+    assert task.select_pairs(doc) == [(0, 1)]  # the sentence's own pair, label (e2, e1) or not
+    doc._.relation_candidates = [{"head": 1, "tail": 0, "score": 0.9}]
+    assert task.select_pairs(doc) == [(1, 0)]  # a proposer's candidates win
+    doc._.relation_candidates = []
+    doc._.entities = [*doc._.entities, {**doc._.entities[0], "name": "fire #2"}]
+    assert task.select_pairs(doc) == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
 
 
 def test_tacred_labels_and_negative(nlp):
@@ -137,3 +187,178 @@ def test_tacred_labels_and_negative(nlp):
     assert task.parse_responses(doc, units, ["org founded by"], stats)[0]["label"] == (
         "org:founded_by")
     assert stats.counts["normalised"] == 2
+
+
+# structured requests (local models) -----------------------------------------------------------
+
+def _sentences(nlp, rows):
+    return [semeval_sentence_to_doc(text, label, nlp, title=str(i))
+            for i, (text, label) in enumerate(rows)]
+
+
+def test_build_request_shape(doc):
+    from spacy_lmrc.llm import SentenceFormat
+
+    make = registry.misc.get("spacy_lmrc.SentenceRETask.v2")
+    task = make(labels=SEMEVAL_LABELS)
+    request, pairs = task.build_request(doc)
+    assert pairs == [(0, 1)] and len(request.queries) == 1
+    assert request.text == "The fire was caused by a cigarette."
+    assert (request.queries[0].head, request.queries[0].tail) == ("fire", "cigarette")
+    assert request.answer_space == SEMEVAL_LABELS and "Other" in request.answer_space
+    assert request.none_answer is None and request.multi_label is False
+    assert request.examples[0]["text"] == EXAMPLE["text"]
+    prefix = task.prompt_format.prefix(request)
+    assert f"Example: {EXAMPLE['text']}\n" in prefix and "Cause-Effect" not in prefix
+    assert prefix.endswith("Sentence: The fire was caused by a cigarette.\n")
+    assert task.prompt_format.query(request.queries[0]) == "fire | cigarette =>"
+    shown = SentenceFormat(show_example_label=True).prefix(request)
+    assert "burst | pressure => Cause-Effect(e2,e1)" in shown
+    simple, _ = make(labels=SEMEVAL_LABELS, template="simple_query").build_request(doc)
+    assert simple.examples == []
+    # .v1 keeps its signature; its structured prompt lists the labels for prompt-only models
+    v1 = registry.misc.get("spacy_lmrc.SentenceRETask.v1")(labels=SEMEVAL_LABELS)
+    assert "Message-Topic(e1,e2)" in v1.prompt_format.prefix(v1.build_request(doc)[0])
+
+
+def test_decoded_answers_are_always_labels(nlp, tiny_llama):
+    """An untrained model behind constrained decoding can only answer labels of the set."""
+    rows = [("The <e1>fire</e1> was caused by a <e2>cigarette</e2>.", "Cause-Effect(e2,e1)"),
+            ("The <e1>engine</e1> is part of the <e2>car</e2>.", "Component-Whole(e1,e2)"),
+            ("A <e1>book</e1> about <e2>birds</e2>.", "Message-Topic(e1,e2)"),
+            ("The <e1>ear</e1> of the rabbit was longer than its <e2>tail</e2>.", "Other")]
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v2", "labels": SEMEVAL_LABELS,
+                 "template": "simple_query"},
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": tiny_llama},
+    })
+    docs = list(pipeline.pipe([input_copy(d) for d in _sentences(nlp, rows)]))
+    rc = pipeline.get_pipe("llm_relation_classifier")
+    assert rc.stats.counts["pairs"] == 4
+    assert rc.stats.counts["relations"] + rc.stats.counts["negative"] == 4
+    assert not rc.stats.counts["unanswered"]
+    for doc in docs:
+        assert all(r["label"] in SEMEVAL_LABELS and r["label"] != "Other"
+                   and 0 < r["score"] <= 1 for r in doc._.relations)
+
+
+def test_answers_become_relations_with_the_llm_probability(doc):
+    task = SentenceRETask(SEMEVAL_LABELS, threshold=0.5,
+                          label_names={"Other": "no relation"})
+    stats = ParseStats()
+    assert task.relations_from_answers(doc, [(0, 1)], [[("Cause-Effect(e2,e1)", 0.75)]],
+                                       stats) == [
+        {"head": 0, "tail": 1, "label": "Cause-Effect(e2,e1)", "score": 0.75}]
+    assert task.relations_from_answers(doc, [(0, 1)], [[("no relation", 0.9)]], stats) == []
+    assert task.relations_from_answers(doc, [(0, 1)], [[("Cause-Effect(e2,e1)", 0.3)]],
+                                       stats) == []
+    assert task.relations_from_answers(doc, [(0, 1)], [[]], stats) == []
+    assert stats.to_dict() == {"pairs": 4, "relations": 1, "negative": 1,
+                               "below_threshold": 1, "unanswered": 1}
+
+
+def _balance_corpus(nlp):
+    """12 Other sentences, 6 positives over 6 positive labels (mean count 1)."""
+    positives = [(f"A <e1>x{i}</e1> and a <e2>y{i}</e2>.", label)
+                 for i, label in enumerate(SEMEVAL_LABELS[:6])]
+    negatives = [(f"The <e1>a{i}</e1> met the <e2>b{i}</e2>.", "Other") for i in range(12)]
+    return _sentences(nlp, positives + negatives)
+
+
+def test_training_requests_balance_the_negative_label(nlp):
+    import random
+
+    docs = _balance_corpus(nlp)
+    task = SentenceRETask(SEMEVAL_LABELS, template="simple_query", negative_ratio=2.0)
+    task.prepare_training(docs)
+    rng = random.Random(0)
+    built = [task.training_request(doc, rng) for doc in docs]
+    targets = [t for _, doc_targets in built for t in doc_targets]
+    counts = task.training_counts
+    assert counts["negative_pairs"] == 12
+    kept_negatives = sum(t == ["Other"] for t in targets)
+    assert kept_negatives == 12 - counts["negative_pairs_dropped"] < 12
+    assert sum(t != ["Other"] for t in targets) == 6  # positives are always kept
+    assert all(len(r.queries) == len(t) for r, t in built)
+    # every negative is kept without a ratio, and before prepare_training
+    for unbalanced in (SentenceRETask(SEMEVAL_LABELS, template="simple_query"),
+                       SentenceRETask(SEMEVAL_LABELS, template="simple_query",
+                                      negative_ratio=2.0)):
+        if unbalanced.negative_ratio is None:
+            unbalanced.prepare_training(docs)
+        for doc in docs:
+            unbalanced.training_request(doc)
+        assert unbalanced.training_counts == {"negative_pairs": 12}
+    doc = docs[0]
+    doc._.relations = [{"head": 0, "tail": 1, "label": "Instrument-Agency(e1,e2)", "score": 1}]
+    with pytest.raises(InputError, match="not in the task's label set"):
+        task.training_request(doc)
+
+
+def test_packed_training_data_counts_what_balance_drops(nlp, tiny_llama):
+    from transformers import AutoTokenizer
+
+    from spacy_lmrc.finetune import build_packed_sequences
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    docs = _balance_corpus(nlp)
+    make = registry.misc.get("spacy_lmrc.SentenceRETask.v2")
+    counts: Counter = Counter()
+    sequences = build_packed_sequences(make(labels=SEMEVAL_LABELS, template="simple_query"),
+                                       docs, tokenizer, counts=counts)
+    # the default ratio 2.0 keeps about 2 of the 12 Other sentences
+    assert counts["negative_pairs"] == 12 and counts["negative_pairs_dropped"] >= 6
+    assert len(sequences) == 18 - counts["negative_pairs_dropped"] == 18 - counts["no_pairs"]
+    answers = [tokenizer.decode(seq.target_ids) for seq in sequences]
+    assert all(a.endswith(tokenizer.eos_token) for a in answers)
+    assert {a.strip().removesuffix(tokenizer.eos_token).strip() for a in answers} <= set(
+        SEMEVAL_LABELS)
+
+
+def test_format_round_trip_through_the_task_settings(doc):
+    from spacy_lmrc.llm import SentenceFormat
+
+    fmt = SentenceFormat(instruction="Which relation?", show_example_label=True,
+                         show_types=True)
+    task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(
+        labels=SEMEVAL_LABELS, prompt_format=fmt, threshold=0.25, negative_ratio=None)
+    assert task.include_example_label  # the text template follows the format
+    config = task.get_config()
+    assert config["prompt_format"] == fmt.config()
+    restored = SentenceRETask(["Other"])
+    restored.set_config(json.loads(json.dumps(config)))
+    assert restored.prompt_format.config() == fmt.config()
+    assert (restored.threshold, restored.negative_ratio) == (0.25, None)
+    assert restored.get_config() == config
+    request, _ = restored.build_request(doc)
+    assert restored.prompt_format.prefix(request) == fmt.prefix(request)
+    query = restored.prompt_format.query(request.queries[0])
+    assert query == "fire (ENTITY) | cigarette (ENTITY) =>"
+    # settings saved before the structured path existed get .v1's format
+    old = {k: v for k, v in config.items()
+           if k not in ("prompt_format", "threshold", "negative_ratio")}
+    restored.set_config(old)
+    assert restored.prompt_format.config()["show_relations"] is True
+
+
+def test_sentence_task_fine_tunes_packed_in_batches(nlp, tiny_llama, tmp_path):
+    from spacy_lmrc.backends.hf import HFBackend
+    from spacy_lmrc.finetune import FinetuneSettings, finetune
+
+    task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(labels=SEMEVAL_LABELS,
+                                                             template="simple_query")
+    docs = _balance_corpus(nlp)
+    summary = finetune(task, docs, tmp_path / "model", FinetuneSettings(
+        base_model=tiny_llama, method="full", max_steps=2, batch_size=4, warmup_steps=0,
+        learning_rate=1e-3, save_every=10))
+    assert summary["shape"] == "packed" and summary["steps"] == 2
+    assert summary["data_counts"]["negative_pairs"] == 12
+    assert summary["task"]["prompt_format"] == task.prompt_format.config()
+    backend = HFBackend(model=tiny_llama, adapter=str(tmp_path / "model"))
+    backend.check_trained_for(task.prompt_format)  # the RAG4RE task shares the format
+    rag_task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(labels=SEMEVAL_LABELS)
+    backend.check_trained_for(rag_task.prompt_format)
+    docs[0]._.rag_examples = [EXAMPLE]
+    (answers,) = backend.answer([rag_task.build_request(docs[0])[0]], rag_task.prompt_format)
+    assert len(answers) == 1 and answers[0][0][0] in SEMEVAL_LABELS

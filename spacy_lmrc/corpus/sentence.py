@@ -36,10 +36,20 @@ _INT_ID = re.compile(r"\s*\d+\s*")
 _NUMBER = re.compile(r"\s*-?\d*\.\d+\s*|\s*-\d+\s*")
 
 
+#: the pair a sentence Doc is about: (head, tail) = (``<e1>`` / subject, ``<e2>`` / object)
+SENTENCE_PAIR: tuple[int, int] = (0, 1)
+
+
+def sentence_pair(doc: Doc) -> tuple[int, int] | None:
+    """:data:`SENTENCE_PAIR` for a Doc of the shape the sentence readers write (exactly two
+    entities, head first), else None (a Doc from another reader, e.g. raw text)."""
+    return SENTENCE_PAIR if len(doc._.entities) == 2 else None
+
+
 def sentence_label(doc: Doc, negative_label: str) -> str:
-    """The label of the (head, tail) = (0, 1) pair, or ``negative_label`` when none is set."""
+    """The label of the :data:`SENTENCE_PAIR`, or ``negative_label`` when none is set."""
     for rel in doc._.relations:
-        if rel["head"] == 0 and rel["tail"] == 1:
+        if (rel["head"], rel["tail"]) == SENTENCE_PAIR:
             return rel["label"]
     return negative_label
 

@@ -3,12 +3,19 @@ training sequences and constrained decoding. Fine-tuning and inference both impo
 
 from .constraints import AnswerSpace
 from .decoding import PackedDecoder
-from .formats import CompactFormat, PaperFormat, PromptFormat, format_from_config
+from .formats import CompactFormat, PaperFormat, PromptFormat, SentenceFormat, format_from_config
 from .requests import Answer, PairQuery, RelationRequest
-from .sequences import EncodedRequest, TokenTree, encode_request, pack_training_sequence
+from .sequences import (
+    EncodedRequest,
+    PackedBatch,
+    TokenTree,
+    concat_sequences,
+    encode_request,
+    pack_training_sequence,
+)
 
 __all__ = [
-    "Answer", "AnswerSpace", "CompactFormat", "EncodedRequest", "PackedDecoder", "PairQuery",
-    "PaperFormat", "PromptFormat", "RelationRequest", "TokenTree", "encode_request",
-    "format_from_config", "pack_training_sequence",
+    "Answer", "AnswerSpace", "CompactFormat", "EncodedRequest", "PackedBatch", "PackedDecoder",
+    "PairQuery", "PaperFormat", "PromptFormat", "RelationRequest", "SentenceFormat", "TokenTree",
+    "concat_sequences", "encode_request", "format_from_config", "pack_training_sequence",
 ]

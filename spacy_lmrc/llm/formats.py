@@ -10,6 +10,9 @@ names joined by the format's separator, then the end token.
   shown, one short line per pair: ``Marie Curie (PER) | Warsaw (LOC) => place of birth``.
 * ``spacy_lmrc.PaperFormat.v1``: LMRC appendix A's instruction and relation set with the pair
   written ``(head| -| tail)``; what a prompt-only model needs.
+* ``spacy_lmrc.SentenceFormat.v1``: sentence-level RE (RAG4RE): instruction, the retrieved
+  example sentence(s) (their labels only with ``show_example_label``; RAG4RE shows none), the
+  query sentence, and one ``head | tail =>`` line per pair.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from spacy.util import registry
 from .requests import PairQuery, RelationRequest
 
 COMPACT_INSTRUCTION = "Name the relations between entity pairs of the text."
+SENTENCE_INSTRUCTION = "Name the relation between the two entities of the sentence."
 PAPER_INSTRUCTION = (
     "Below is an instruction that describes a task, paired with an input that provides further "
     "context. Write a response that appropriately completes the request.\n\n"
@@ -104,6 +108,49 @@ class PaperFormat(PromptFormat):
                 f"### Response:\n({query.head}|")
 
 
+class SentenceFormat(PromptFormat):
+    """One sentence (and its retrieved examples) as the prefix; ``head | tail =>`` per pair.
+
+    instruction: the first line of the prefix.
+    show_example_label: write each retrieved example's pair and label under it (RAG4RE shows
+        the example sentence only).
+    show_relations: list the answer space in the prefix (off: decoding enforces it).
+    show_types: write each entity's type after its name (TACRED's ``PERSON``; SemEval has none
+        worth showing).
+    """
+
+    name = "sentence"
+
+    def __init__(self, instruction: str = SENTENCE_INSTRUCTION, show_example_label: bool = False,
+                 show_relations: bool = False, show_types: bool = False) -> None:
+        self.instruction = instruction
+        self.show_example_label = show_example_label
+        self.show_relations = show_relations
+        self.show_types = show_types
+
+    def prefix(self, request: RelationRequest) -> str:
+        relations = (f"Relations: {'; '.join(request.answer_space)}\n"
+                     if self.show_relations else "")
+        examples = ""
+        for ex in request.examples:
+            examples += f"Example: {ex['text']}\n"
+            if self.show_example_label:
+                examples += f"{ex['head']} | {ex['tail']} => {ex['label']}\n"
+        return f"{self.instruction}\n{relations}{examples}Sentence: {request.text}\n"
+
+    def _entity(self, name: str, entity_type: str) -> str:
+        return f"{name} ({entity_type})" if self.show_types and entity_type else name
+
+    def query(self, query: PairQuery) -> str:
+        return (f"{self._entity(query.head, query.head_type)} | "
+                f"{self._entity(query.tail, query.tail_type)} =>")
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "instruction": self.instruction,
+                "show_example_label": self.show_example_label,
+                "show_relations": self.show_relations, "show_types": self.show_types}
+
+
 @registry.misc("spacy_lmrc.CompactFormat.v1")
 def make_compact_format(instruction: str = COMPACT_INSTRUCTION, show_types: bool = True,
                         show_relations: bool = False) -> PromptFormat:
@@ -118,6 +165,15 @@ def make_paper_format() -> PromptFormat:
     return PaperFormat()
 
 
+@registry.misc("spacy_lmrc.SentenceFormat.v1")
+def make_sentence_format(instruction: str = SENTENCE_INSTRUCTION,
+                         show_example_label: bool = False, show_relations: bool = False,
+                         show_types: bool = False) -> PromptFormat:
+    """The sentence-level format (RAG4RE): examples and sentence once, one line per pair."""
+    return SentenceFormat(instruction=instruction, show_example_label=show_example_label,
+                          show_relations=show_relations, show_types=show_types)
+
+
 def format_from_config(config: dict[str, Any]) -> PromptFormat:
     """The format :meth:`PromptFormat.config` describes (used when a pipeline is loaded)."""
     settings = {k: v for k, v in config.items() if k != "name"}
@@ -125,4 +181,7 @@ def format_from_config(config: dict[str, Any]) -> PromptFormat:
         return CompactFormat(**settings)
     if config.get("name") == "paper":
         return PaperFormat()
-    raise ValueError(f"unknown prompt format {config.get('name')!r} (expected compact or paper)")
+    if config.get("name") == "sentence":
+        return SentenceFormat(**settings)
+    raise ValueError(f"unknown prompt format {config.get('name')!r} (expected compact, paper "
+                     "or sentence)")

@@ -8,6 +8,9 @@ prefix. So each pair is read exactly as if it were alone after the prefix, and s
 tokens are computed once. Training packs prefix + tree of a document into one sequence
 (:func:`pack_training_sequence`); inference encodes the prefix once and grows a tree over its
 KV cache (:mod:`spacy_lmrc.llm.decoding`). Both take their attention masks from the tree.
+Short packed sequences (one sentence each) are concatenated for training
+(:func:`concat_sequences`): block-diagonal visibility, positions restarting per sequence, one
+forward call for a whole batch.
 """
 
 from __future__ import annotations
@@ -142,8 +145,14 @@ class PackedSequence:
     def position_ids(self) -> list[int]:
         return list(range(len(self.prefix_ids))) + self.tree.positions(range(len(self.tree)))
 
-    def mask(self, dtype: Any, device: Any = None) -> Any:
-        """The whole sequence's additive mask: the prefix causal, tree tokens as in the tree."""
+    @property
+    def target_weights(self) -> list[float]:
+        """Each answer token's share of the loss: the mean over the sequence's targets."""
+        return [1.0 / max(1, len(self.target_ids))] * len(self.target_ids)
+
+    def visible(self, device: Any = None) -> Any:
+        """Which tokens each token sees (bool, len x len): the prefix causal, tree tokens as in
+        the tree."""
         import torch
 
         prefix_len = len(self.prefix_ids)
@@ -151,7 +160,91 @@ class PackedSequence:
         visible[:prefix_len, :prefix_len] = torch.ones(
             prefix_len, prefix_len, dtype=torch.bool, device=device).tril()
         visible[prefix_len:] = self.tree.visible(range(len(self.tree)), device)
-        return additive_mask(visible, dtype)
+        return visible
+
+    def mask(self, dtype: Any, device: Any = None) -> Any:
+        """The whole sequence's additive 4D mask (see :meth:`visible`)."""
+        return additive_mask(self.visible(device), dtype)
+
+
+@dataclass
+class PackedBatch:
+    """Several packed sequences laid end to end, trained in one forward call.
+
+    Visibility is block-diagonal: each sequence sees only its own tokens (inside its block,
+    exactly its own mask) and its positions restart at 0, so every sequence is read as if it
+    were alone. Short sequences (one sentence each) would otherwise cost one small forward call
+    apiece. The loss weights give each sequence the same share, so the batch's loss is the mean
+    of the per-sequence losses, as separate calls would give.
+    """
+
+    sequences: list[PackedSequence]
+
+    def __len__(self) -> int:
+        return sum(len(seq) for seq in self.sequences)
+
+    @property
+    def input_ids(self) -> list[int]:
+        return [token for seq in self.sequences for token in seq.input_ids]
+
+    @property
+    def position_ids(self) -> list[int]:
+        return [position for seq in self.sequences for position in seq.position_ids]
+
+    @property
+    def target_index(self) -> list[int]:
+        indices, offset = [], 0
+        for seq in self.sequences:
+            indices += [offset + i for i in seq.target_index]
+            offset += len(seq)
+        return indices
+
+    @property
+    def target_ids(self) -> list[int]:
+        return [token for seq in self.sequences for token in seq.target_ids]
+
+    @property
+    def target_weights(self) -> list[float]:
+        share = 1.0 / len(self.sequences)
+        return [w * share for seq in self.sequences for w in seq.target_weights]
+
+    def visible(self, device: Any = None) -> Any:
+        """Block-diagonal visibility: each sequence's own matrix on the diagonal, else False."""
+        import torch
+
+        visible = torch.zeros(len(self), len(self), dtype=torch.bool, device=device)
+        offset = 0
+        for seq in self.sequences:
+            end = offset + len(seq)
+            visible[offset:end, offset:end] = seq.visible(device)
+            offset = end
+        return visible
+
+    def mask(self, dtype: Any, device: Any = None) -> Any:
+        """The additive 4D mask of :meth:`visible`."""
+        return additive_mask(self.visible(device), dtype)
+
+
+def concat_sequences(sequences: Sequence[PackedSequence]) -> PackedBatch:
+    """``sequences`` as one block-diagonal training sequence (see :class:`PackedBatch`)."""
+    if not sequences:
+        raise ValueError("nothing to concatenate: give at least one packed sequence")
+    return PackedBatch(list(sequences))
+
+
+def group_sequences(sequences: Sequence[PackedSequence], max_tokens: int) -> list[PackedBatch]:
+    """``sequences`` in order, concatenated into batches of at most ``max_tokens`` tokens each
+    (a longer sequence goes alone), so the dense mask of one forward call stays bounded."""
+    groups: list[list[PackedSequence]] = []
+    size = 0
+    for seq in sequences:
+        if groups and size + len(seq) <= max_tokens:
+            groups[-1].append(seq)
+            size += len(seq)
+        else:
+            groups.append([seq])
+            size = len(seq)
+    return [PackedBatch(group) for group in groups]
 
 
 def pack_training_sequence(encoded: EncodedRequest,

@@ -6,22 +6,21 @@ from .docred import (
     gold_from_doc,
     gold_from_record,
     pair_scores,
-    predictions_from_docs,
     prf,
     score_docred,
     train_facts_from_docs,
     train_facts_from_golds,
 )
-from .scorers import score_candidates, score_relations, score_sentence_labels
+from .scorers import candidate_pair_scores, score_candidates, score_relations, score_sentence_labels
 from .sentence import micro_prf, score_labels, semeval_macro_f1
 
 __all__ = [
     "GoldDocument",
+    "candidate_pair_scores",
     "gold_from_doc",
     "gold_from_record",
     "micro_prf",
     "pair_scores",
-    "predictions_from_docs",
     "prf",
     "score_candidates",
     "score_docred",

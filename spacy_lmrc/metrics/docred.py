@@ -93,18 +93,6 @@ def train_facts_from_golds(golds: Iterable[GoldDocument]) -> TrainFacts:
     return facts
 
 
-def predictions_from_docs(docs: Iterable[Doc]) -> list[dict[str, Any]]:
-    """``doc._.relations`` of predicted Docs as official-format prediction dicts."""
-    preds = []
-    for doc in docs:
-        for rel in doc._.relations:
-            preds.append(
-                {"title": doc._.title, "h_idx": rel["head"], "t_idx": rel["tail"],
-                 "r": rel["label"], "evidence": list(rel.get("evidence", []))}
-            )
-    return preds
-
-
 def prf(correct: int, predicted: int, gold: int) -> dict[str, float]:
     """Precision, recall and F1 as fractions; 0 where a denominator is 0."""
     p = correct / predicted if predicted else 0.0
@@ -173,6 +161,17 @@ def _check_unique_titles(golds: list[GoldDocument]) -> None:
         seen[gold.title] = i
 
 
+@dataclass
+class _Matches:
+    """What the predictions got right (the official scorer's counters)."""
+
+    correct: int = 0
+    correct_in_train: int = 0
+    correct_evidence: int = 0
+    predicted_evidence: int = 0
+    unknown_titles: int = 0
+
+
 def score_docred(
     golds: Iterable[GoldDocument],
     predictions: Iterable[Mapping[str, Any]],
@@ -190,43 +189,15 @@ def score_docred(
         (gold.title, h, t, r): evi for gold in golds for (h, t, r), evi in gold.facts.items()
     }
     preds = _dedupe(predictions)
+    matches = _match(preds, by_title, gold_facts, train_facts)
 
-    correct = correct_in_train = correct_evidence = predicted_evidence = 0
-    unknown_titles = 0
-    for (title, h, t, r), evidence in preds.items():
-        gold = by_title.get(title)
-        if gold is None:
-            unknown_titles += 1
-            continue
-        predicted_evidence += len(evidence)
-        if (title, h, t, r) not in gold_facts:
-            continue
-        correct += 1
-        correct_evidence += len(evidence & set(gold_facts[(title, h, t, r)]))
-        if train_facts and any(
-            (n1, n2, r) in train_facts
-            for n1 in gold.mention_names[h]
-            for n2 in gold.mention_names[t]
-        ):
-            correct_in_train += 1
-
-    result: dict[str, Any] = prf(correct, len(preds), len(gold_facts))
-    ign_f1 = None
-    if train_facts is not None:
-        ign_p = (correct - correct_in_train) / (len(preds) - correct_in_train + 1e-5)
-        rec = result["recall"]
-        ign_f1 = 2 * ign_p * rec / (ign_p + rec) if ign_p + rec > 0 else 0.0
-    result["ign_f1"] = ign_f1
+    result: dict[str, Any] = prf(matches.correct, len(preds), len(gold_facts))
+    result["ign_f1"] = None if train_facts is None else _ign_f1(
+        matches.correct, matches.correct_in_train, len(preds), result["recall"])
     total_evidence = sum(len(evi) for evi in gold_facts.values())
-    result["evidence_f1"] = prf(correct_evidence, predicted_evidence, total_evidence)["f1"]
-
-    for group, intra in (("intra", True), ("inter", False)):
-        g = {f for f in gold_facts if by_title[f[0]].is_intra(f[1], f[2]) == intra}
-        p = {f for f in preds if f[0] in by_title and by_title[f[0]].is_intra(f[1], f[2]) == intra}
-        group_scores = prf(len(g & p), len(p), len(g))
-        for key, value in group_scores.items():
-            result[f"{group}_{key}"] = value
-
+    result["evidence_f1"] = prf(matches.correct_evidence, matches.predicted_evidence,
+                                total_evidence)["f1"]
+    result.update(_intra_inter_scores(set(gold_facts), set(preds), by_title))
     result["per_relation"] = per_relation_scores(set(gold_facts), set(preds))
     result["pairs"] = pair_scores(
         {f[:3] for f in gold_facts}, {f[:3] for f in preds}
@@ -235,10 +206,53 @@ def score_docred(
         "documents": len(by_title),
         "gold_facts": len(gold_facts),
         "predicted": len(preds),
-        "correct": correct,
-        "correct_in_train": correct_in_train if train_facts is not None else None,
-        "predictions_for_unknown_titles": unknown_titles,
+        "correct": matches.correct,
+        "correct_in_train": matches.correct_in_train if train_facts is not None else None,
+        "predictions_for_unknown_titles": matches.unknown_titles,
     }
+    return result
+
+
+def _match(preds: dict[Fact, set[int]], by_title: dict[str, GoldDocument],
+           gold_facts: dict[Fact, list[int]], train_facts: TrainFacts | None) -> _Matches:
+    """Count correct facts, those also in the training split (any pair of mention names),
+    and the evidence sentences predicted and correct."""
+    matches = _Matches()
+    for (title, h, t, r), evidence in preds.items():
+        gold = by_title.get(title)
+        if gold is None:
+            matches.unknown_titles += 1
+            continue
+        matches.predicted_evidence += len(evidence)
+        if (title, h, t, r) not in gold_facts:
+            continue
+        matches.correct += 1
+        matches.correct_evidence += len(evidence & set(gold_facts[(title, h, t, r)]))
+        if train_facts and any(
+            (n1, n2, r) in train_facts
+            for n1 in gold.mention_names[h]
+            for n2 in gold.mention_names[t]
+        ):
+            matches.correct_in_train += 1
+    return matches
+
+
+def _ign_f1(correct: int, correct_in_train: int, predicted: int, recall: float) -> float:
+    """F1 with the facts seen in training removed from precision (the official ``+ 1e-5``)."""
+    ign_p = (correct - correct_in_train) / (predicted - correct_in_train + 1e-5)
+    return 2 * ign_p * recall / (ign_p + recall) if ign_p + recall > 0 else 0.0
+
+
+def _intra_inter_scores(gold_facts: set[Fact], preds: set[Fact],
+                        by_title: dict[str, GoldDocument]) -> dict[str, float]:
+    """``intra_*`` and ``inter_*`` P/R/F1: facts whose entities share a sentence, and not."""
+    result = {}
+    for group, intra in (("intra", True), ("inter", False)):
+        g = {f for f in gold_facts if by_title[f[0]].is_intra(f[1], f[2]) == intra}
+        p = {f for f in preds if f[0] in by_title and by_title[f[0]].is_intra(f[1], f[2]) == intra}
+        group_scores = prf(len(g & p), len(p), len(g))
+        for key, value in group_scores.items():
+            result[f"{group}_{key}"] = value
     return result
 
 

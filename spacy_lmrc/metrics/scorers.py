@@ -2,18 +2,20 @@
 
 Keys are flat floats (spaCy's score weights need that) prefixed by what they measure:
 ``rel_*`` for document-level relations, ``cand_*`` for proposed candidate pairs, ``sent_*`` for
-sentence-level labels. Examples are matched by position, so Docs without titles score too.
+sentence-level labels, ``rag_*`` for retrieved examples. Examples are matched by position, so
+Docs without titles score too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 from spacy.training import Example
 from spacy.util import registry
 
-from ..corpus.sentence import sentence_label
+from ..corpus.sentence import SEMEVAL_NEGATIVE, sentence_label
 from ..doc import ordered_pairs
 from .docred import TrainFacts, gold_from_doc, pair_scores, score_docred, train_facts_from_docs
 from .sentence import score_labels
@@ -46,14 +48,20 @@ def score_relations(examples: Iterable[Example], train_facts: TrainFacts | None 
     }
 
 
-def score_candidates(examples: Iterable[Example], **_: Any) -> dict[str, Any]:
-    """Pair-level P/R/F1 of ``doc._.relation_candidates`` and the fraction of pairs kept."""
+def candidate_pair_scores(examples: Iterable[Example]) -> dict[str, Any]:
+    """Pair-level P/R/F1 of ``doc._.relation_candidates`` against the gold pairs that hold a
+    relation, the candidate space and the fraction of it kept (:func:`pair_scores`)."""
     gold_pairs, pred_pairs, space = set(), set(), 0
     for key, eg in _keyed(examples):
         gold_pairs |= {(key, r["head"], r["tail"]) for r in eg.reference._.relations}
         pred_pairs |= {(key, c["head"], c["tail"]) for c in eg.predicted._.relation_candidates}
         space += sum(1 for _ in ordered_pairs(eg.reference))
-    scores = pair_scores(gold_pairs, pred_pairs, candidate_space=space)
+    return pair_scores(gold_pairs, pred_pairs, candidate_space=space)
+
+
+def score_candidates(examples: Iterable[Example], **_: Any) -> dict[str, Any]:
+    """Pair-level P/R/F1 of ``doc._.relation_candidates`` and the fraction of pairs kept."""
+    scores = candidate_pair_scores(examples)
     return {
         "cand_p": scores["precision"],
         "cand_r": scores["recall"],
@@ -107,5 +115,35 @@ def make_sentence_scorer(negative_label: str = "Other", semeval: bool = False):
 
     def scorer(examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
         return score_sentence_labels(examples, negative_label=negative_label, semeval=semeval)
+
+    return scorer
+
+
+def score_retrieval(examples: Iterable[Example], negative_label: str = SEMEVAL_NEGATIVE,
+                    **_: Any) -> dict[str, Any]:
+    """How often the top retrieved example carries the gold label, and the mean similarity.
+
+    A diagnostic of the retrieval module alone: with the label shown in the prompt, top-1 label
+    agreement is what a model that copies the example's label would score (accuracy, negatives
+    included).
+    """
+    agree, total, sims = 0, 0, []
+    for eg in examples:
+        found = eg.predicted._.rag_examples
+        if not found:
+            continue
+        total += 1
+        agree += found[0]["label"] == sentence_label(eg.reference, negative_label)
+        sims.append(found[0]["similarity"])
+    return {"rag_top1_label_acc": agree / total if total else 0.0,
+            "rag_mean_similarity": float(np.mean(sims)) if sims else 0.0}
+
+
+@registry.scorers("spacy_lmrc.rag_scorer.v1")
+def make_rag_scorer(negative_label: str = SEMEVAL_NEGATIVE) -> Callable:
+    """Scorer of ``doc._.rag_examples``: top-1 label agreement and mean similarity."""
+
+    def scorer(examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
+        return score_retrieval(examples, negative_label=negative_label)
 
     return scorer

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from spacy import util
 from spacy.language import Language
+from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import minibatch
+from spacy.util import SimpleFrozenList, minibatch
 
 from ..doc import Candidate, ordered_pairs
 from ..errors import InputError
@@ -81,15 +83,19 @@ def make_candidate_proposer(
     batch_size: documents per forward pass. device: cpu, cuda, cuda:N or auto.
     bf16: bfloat16 autocast (CUDA only). allow_untrained: predict with an untrained head.
     """
-    return CandidateProposer(nlp, name, model=model, threshold=threshold, batch_size=batch_size,
-                             device=device, bf16=bf16, allow_untrained=allow_untrained,
-                             scorer=scorer)
+    return CandidateProposer(nlp.vocab, name, model=model, threshold=threshold,
+                             batch_size=batch_size, device=device, bf16=bf16,
+                             allow_untrained=allow_untrained, scorer=scorer)
 
 
-class CandidateProposer:
-    """Writes ``doc._.relation_candidates`` (pairs likely to hold a relation, with P(relation))."""
+class CandidateProposer(Pipe):
+    """Writes ``doc._.relation_candidates`` (pairs likely to hold a relation, with P(relation)).
 
-    def __init__(self, nlp: Language, name: str = "lmrc_candidate_proposer", *,
+    A :class:`~spacy.pipeline.Pipe` rather than a ``TrainablePipe``: the torch model trains in
+    ``spacy-lmrc train-proposer``, not through ``nlp.update``.
+    """
+
+    def __init__(self, vocab: Any, name: str = "lmrc_candidate_proposer", *,
                  model: str = DEFAULT_ENCODER, threshold: float | None = None,
                  batch_size: int = 8, device: str = "cpu", bf16: bool = False,
                  allow_untrained: bool = False, scorer: Callable | None = None) -> None:
@@ -97,17 +103,45 @@ class CandidateProposer:
             raise ValueError(f"{name}: threshold must be in [0, 1] or null, got {threshold}")
         if batch_size < 1:
             raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}")
+        self.vocab = vocab
         self.name = name
-        self.model_source = str(model)
-        self.threshold_override = threshold
-        self.batch_size = batch_size
         self.device = resolve_device(device)
         if bf16 and self.device.type != "cuda":
             raise ValueError(f"{name}: bf16 autocast needs a CUDA device, got {device!r}")
         self.bf16 = bf16
-        self.allow_untrained = allow_untrained
         self.scorer = scorer
+        self.cfg: dict[str, Any] = {"model_source": str(model), "threshold": threshold,
+                                    "batch_size": batch_size, "allow_untrained": allow_untrained}
         self._model: RCPModel | None = None
+
+    # settings (in ``cfg``, saved as cfg.json)
+    @property
+    def model_source(self) -> str:
+        """Where the model comes from: a trained proposer folder, or an encoder."""
+        return self.cfg["model_source"]
+
+    @model_source.setter
+    def model_source(self, value: str) -> None:
+        self.cfg["model_source"] = str(value)
+
+    @property
+    def threshold_override(self) -> float | None:
+        """The configured threshold (None: the one stored with the model)."""
+        return self.cfg["threshold"]
+
+    @threshold_override.setter
+    def threshold_override(self, value: float | None) -> None:
+        self.cfg["threshold"] = value
+
+    @property
+    def batch_size(self) -> int:
+        """Documents per forward pass."""
+        return self.cfg["batch_size"]
+
+    @property
+    def allow_untrained(self) -> bool:
+        """Whether an untrained head may predict (tests, smoke runs)."""
+        return self.cfg["allow_untrained"]
 
     # model
     @property
@@ -130,6 +164,7 @@ class CandidateProposer:
 
     @property
     def is_trained(self) -> bool:
+        """Whether the model's head was trained (``spacy-lmrc train-proposer``)."""
         return bool(self.rcp.settings.trained)
 
     @property
@@ -181,6 +216,7 @@ class CandidateProposer:
         return result
 
     def set_annotations(self, docs: list[Doc], probs: list[np.ndarray]) -> None:
+        """Write the pairs above the threshold to ``doc._.relation_candidates``."""
         threshold = self.threshold
         for doc, doc_probs in zip(docs, probs):
             candidates: list[Candidate] = [
@@ -190,40 +226,40 @@ class CandidateProposer:
             doc._.relation_candidates = candidates
 
     def __call__(self, doc: Doc) -> Doc:
-        self.set_annotations([doc], self.predict([doc]))
+        """Propose the candidate pairs of one Doc."""
+        try:
+            self.set_annotations([doc], self.predict([doc]))
+        except Exception as err:
+            self.get_error_handler()(self.name, self, [doc], err)
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
         """Score documents in batches of ``batch_size`` (default: the component's)."""
         for batch in minibatch(stream, size=batch_size or self.batch_size):
             batch = list(batch)
-            self.set_annotations(batch, self.predict(batch))
+            try:
+                self.set_annotations(batch, self.predict(batch))
+            except Exception as err:
+                self.get_error_handler()(self.name, self, batch, err)
             yield from batch
 
-    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
-        """Pair-level P/R/F1 and kept fraction (``spacy_lmrc.candidate_scorer.v1``)."""
-        if self.scorer is None:
-            return {}
-        return self.scorer(examples, **kwargs)
-
     # serialization
-    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
-        """Weights, tokenizer and settings in ``model/``, component settings in ``cfg.json``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.rcp.save_pretrained(path / MODEL_DIR)
-        cfg = {"model_source": self.model_source, "threshold": self.threshold_override,
-               "batch_size": self.batch_size, "allow_untrained": self.allow_untrained}
-        (path / CFG_FILE).write_text(json.dumps(cfg, indent=2))
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
+        """Weights, tokenizer and model settings in ``model/``, component settings in
+        ``cfg.json``; ``exclude`` names either."""
+        # json, not srsly: srsly rounds floats to 10 digits, and the threshold must come back
+        util.to_disk(path, {CFG_FILE: lambda p: p.write_text(json.dumps(self.cfg, indent=2)),
+                            MODEL_DIR: lambda p: self.rcp.save_pretrained(p)}, exclude)
 
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> CandidateProposer:
-        path = Path(path)
-        if not is_rcp_folder(path / MODEL_DIR):
-            raise FileNotFoundError(f"{self.name}: no saved proposer in {path / MODEL_DIR}")
-        cfg = json.loads((path / CFG_FILE).read_text())
-        self.model_source = cfg["model_source"]
-        self.threshold_override = cfg["threshold"]
-        self.batch_size = cfg["batch_size"]
-        self.allow_untrained = cfg["allow_untrained"]
-        self._model = RCPModel.from_pretrained(path / MODEL_DIR, device=self.device)
+    def from_disk(self, path: str | Path, *,
+                  exclude: Iterable[str] = SimpleFrozenList()) -> CandidateProposer:
+        """Read back what :meth:`to_disk` wrote."""
+
+        def read_model(p: Path) -> None:
+            if not is_rcp_folder(p):
+                raise FileNotFoundError(f"{self.name}: no saved proposer in {p}")
+            self._model = RCPModel.from_pretrained(p, device=self.device)
+
+        util.from_disk(path, {CFG_FILE: lambda p: self.cfg.update(json.loads(p.read_text())),
+                              MODEL_DIR: read_model}, exclude)
         return self

@@ -9,13 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from spacy.language import Language
+from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 
 from ..entities import ONTONOTES_TO_DOCRED, group_mentions
 
 
-class EntityGrouper:
-    """Groups NER mentions into entity clusters with DocRED types."""
+class EntityGrouper(Pipe):
+    """Groups NER mentions into entity clusters with DocRED types (rules only: nothing to
+    initialize or save beyond the config)."""
 
     def __init__(self, name: str, spans_key: str | None, type_map: dict[str, str],
                  merge_person_names: bool) -> None:
@@ -25,12 +27,14 @@ class EntityGrouper:
         self.merge_person_names = merge_person_names
 
     def __call__(self, doc: Doc) -> Doc:
+        """Set ``doc._.entities`` from the Doc's NER spans."""
         spans = doc.ents if self.spans_key is None else doc.spans.get(self.spans_key, [])
         doc._.entities = group_mentions(doc, spans, self.type_map, self.merge_person_names)
         return doc
 
-    def pipe(self, docs: Iterable[Doc], batch_size: int = 128) -> Iterator[Doc]:
-        for doc in docs:
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Group the entities of every Doc of ``stream``."""
+        for doc in stream:
             yield self(doc)
 
 

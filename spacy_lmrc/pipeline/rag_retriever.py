@@ -14,23 +14,32 @@ training split: :meth:`RagRetriever.retrieve` with ``exclude_identical=True`` (o
 setting of the same name) skips index rows whose text equals the query's.
 """
 
+# no ``from __future__ import annotations``: spaCy validates ``initialize``'s settings from its
+# annotations, and cannot resolve postponed ones (``Path``) from this module
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import srsly
+from spacy import util
 from spacy.language import Language
+from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import minibatch, registry
+from spacy.util import SimpleFrozenList, minibatch
 from wasabi import msg
 
-from ..corpus.sentence import SEMEVAL_NEGATIVE, sentence_label
+from ..corpus.sentence import SEMEVAL_NEGATIVE
+from ..doc import RagExample
+
+# the default scorer, and the reader that fine-tuning on RAG4RE prompts uses, register with the
+# component (their registered names once pointed here, so they are importable from here too)
+from ..metrics.scorers import make_rag_scorer  # noqa: F401
 from ..retrieval import EmbeddingIndex, SentenceEmbedder, doc_record
 from ..util import DEFAULT_ENCODER
+from .retrieved_corpus import create_retrieved_sentence_corpus  # noqa: F401
 
 INDEX_DIR = "index"
 CFG_FILE = "cfg.json"
@@ -73,22 +82,22 @@ def make_rag_retriever(
     return an index sentence whose text equals the query's. use_faiss: search with faiss when it
     is installed. chunk_size: index rows per block of the exact numpy search (bounds memory).
     """
-    return RagRetriever(nlp, name, embedder=embedder, k=k, batch_size=batch_size,
+    return RagRetriever(nlp.vocab, name, embedder=embedder, k=k, batch_size=batch_size,
                         negative_label=negative_label, exclude_identical=exclude_identical,
                         use_faiss=use_faiss, chunk_size=chunk_size, device=device, scorer=scorer)
 
 
-class RagRetriever:
+class RagRetriever(Pipe):
     """Writes the k nearest labelled training sentences of each Doc to ``doc._.rag_examples``."""
 
-    def __init__(self, nlp: Language, name: str = "rag4re_retriever", *,
+    def __init__(self, vocab: Any, name: str = "rag4re_retriever", *,
                  embedder: str = DEFAULT_ENCODER, k: int = 1, batch_size: int = 64,
                  negative_label: str = SEMEVAL_NEGATIVE, exclude_identical: bool = False,
                  use_faiss: bool = False, chunk_size: int = 16384, device: str = "cpu",
-                 scorer: Callable | None = None):
+                 scorer: Callable | None = None) -> None:
         if k < 1:
             raise ValueError(f"rag4re_retriever: k must be at least 1, got {k}")
-        self.nlp = nlp
+        self.vocab = vocab
         self.name = name
         self.cfg: dict[str, Any] = {
             "embedder": embedder, "k": k, "batch_size": batch_size,
@@ -134,32 +143,48 @@ class RagRetriever:
         return self.index  # type: ignore[return-value]
 
     def set_index(self, index: EmbeddingIndex) -> None:
+        """Search ``index`` from now on; queries are embedded with the index's embedder."""
         if index.embedder != self.cfg["embedder"]:
             msg.warn(f"rag4re_retriever: the index was embedded with {index.embedder!r} but the "
                      f"component embeds queries with {self.cfg['embedder']!r}; using the index's")
             self.cfg["embedder"] = index.embedder
-            self.embedder = SentenceEmbedder(index.embedder, device=self.device,
-                                             batch_size=self.cfg["batch_size"])
+            self._load_embedder()
         self.index = index
+
+    def _load_embedder(self) -> None:
+        self.embedder = SentenceEmbedder(self.cfg["embedder"], device=self.device,
+                                         batch_size=self.cfg["batch_size"])
 
     # ---------------------------------------------------------------- retrieval
     def __call__(self, doc: Doc) -> Doc:
-        self.retrieve([doc])
+        """Retrieve the examples of one Doc."""
+        try:
+            self.set_annotations([doc], self.predict([doc]))
+        except Exception as err:
+            self.get_error_handler()(self.name, self, [doc], err)
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
+        """Retrieve for Docs in batches of ``batch_size`` (default: the component's)."""
         for batch in minibatch(stream, size=batch_size or self.cfg["batch_size"]):
-            self.retrieve(batch)
+            batch = list(batch)
+            try:
+                self.set_annotations(batch, self.predict(batch))
+            except Exception as err:
+                self.get_error_handler()(self.name, self, batch, err)
             yield from batch
 
-    def retrieve(self, docs: list[Doc], exclude_identical: bool | None = None) -> list[Doc]:
-        """Set ``doc._.rag_examples`` on ``docs``; ``exclude_identical`` overrides the config."""
+    def predict(self, docs: Iterable[Doc], exclude_identical: bool | None = None,
+                ) -> list[list[RagExample]]:
+        """The k nearest training examples of each Doc; ``exclude_identical`` (default: the
+        config's) skips index rows whose text equals the query's."""
+        docs = list(docs)
         if self.index is None:
             raise ValueError(
                 "rag4re_retriever has no index: run nlp.initialize() with training examples, "
                 "or initialize it with an index_path from 'spacy-lmrc build-index'")
         if not docs:
-            return docs
+            return []
         if exclude_identical is None:
             exclude_identical = self.cfg["exclude_identical"]
         t0 = time.perf_counter()
@@ -171,96 +196,43 @@ class RagRetriever:
         ids, scores = self.index.search(queries, k=self.cfg["k"], exclude=exclude,
                                         chunk_size=self.cfg["chunk_size"])
         t2 = time.perf_counter()
-        for doc, row_ids, row_scores in zip(docs, ids, scores):
-            doc._.rag_examples = self.index.examples(row_ids, row_scores)
         self.timing["queries"] += len(docs)
         self.timing["embed_s"] += t1 - t0
         self.timing["search_s"] += t2 - t1
+        return [self.index.examples(row_ids, row_scores)
+                for row_ids, row_scores in zip(ids, scores)]
+
+    def set_annotations(self, docs: Iterable[Doc], examples: list[list[RagExample]]) -> None:
+        """Write what :meth:`predict` returned to ``doc._.rag_examples``."""
+        for doc, doc_examples in zip(docs, examples):
+            doc._.rag_examples = doc_examples
+
+    def retrieve(self, docs: list[Doc], exclude_identical: bool | None = None) -> list[Doc]:
+        """Set ``doc._.rag_examples`` on ``docs``; ``exclude_identical`` overrides the config."""
+        self.set_annotations(docs, self.predict(docs, exclude_identical))
         return docs
 
-    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
-        """Scores of the configured scorer (``nlp.evaluate`` calls this)."""
-        return self.scorer(examples, **kwargs) if self.scorer is not None else {}
-
     # ---------------------------------------------------------------- serialization
-    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / CFG_FILE, self.cfg)
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
+        """Settings in ``cfg.json`` and the index (when built) in ``index/``; ``exclude``
+        names either."""
+        serializers = {CFG_FILE: lambda p: srsly.write_json(p, self.cfg)}
         if self.index is not None:
-            self.index.to_disk(path / INDEX_DIR)
+            serializers[INDEX_DIR] = lambda p: self.index.to_disk(p)
+        util.to_disk(path, serializers, exclude)
 
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "RagRetriever":
-        path = Path(path)
-        if (path / CFG_FILE).exists():
-            self.cfg.update(srsly.read_json(path / CFG_FILE))
-            self.embedder = SentenceEmbedder(self.cfg["embedder"], device=self.device,
-                                             batch_size=self.cfg["batch_size"])
-        if (path / INDEX_DIR).exists():
-            self.index = EmbeddingIndex.from_disk(path / INDEX_DIR,
-                                                  use_faiss=self.cfg["use_faiss"])
+    def from_disk(self, path: str | Path, *,
+                  exclude: Iterable[str] = SimpleFrozenList()) -> "RagRetriever":
+        """Read back what :meth:`to_disk` wrote."""
+
+        def read_cfg(p: Path) -> None:
+            if p.exists():
+                self.cfg.update(srsly.read_json(p))
+                self._load_embedder()
+
+        def read_index(p: Path) -> None:
+            if p.exists():
+                self.index = EmbeddingIndex.from_disk(p, use_faiss=self.cfg["use_faiss"])
+
+        util.from_disk(path, {CFG_FILE: read_cfg, INDEX_DIR: read_index}, exclude)
         return self
-
-
-def score_retrieval(examples: Iterable[Example], negative_label: str = SEMEVAL_NEGATIVE,
-                    **_: Any) -> dict[str, Any]:
-    """How often the top retrieved example carries the gold label, and the mean similarity.
-
-    A diagnostic of the retrieval module alone: with the label shown in the prompt, top-1 label
-    agreement is what a model that copies the example's label would score (accuracy, negatives
-    included).
-    """
-    agree, total, sims = 0, 0, []
-    for eg in examples:
-        found = eg.predicted._.rag_examples
-        if not found:
-            continue
-        total += 1
-        agree += found[0]["label"] == sentence_label(eg.reference, negative_label)
-        sims.append(found[0]["similarity"])
-    return {"rag_top1_label_acc": agree / total if total else 0.0,
-            "rag_mean_similarity": float(np.mean(sims)) if sims else 0.0}
-
-
-@registry.scorers("spacy_lmrc.rag_scorer.v1")
-def make_rag_scorer(negative_label: str = SEMEVAL_NEGATIVE) -> Callable:
-    """Scorer of ``doc._.rag_examples``: top-1 label agreement and mean similarity."""
-
-    def scorer(examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
-        return score_retrieval(examples, negative_label=negative_label)
-
-    return scorer
-
-
-@registry.readers("spacy_lmrc.RetrievedSentenceCorpus.v1")
-def create_retrieved_sentence_corpus(
-    path: Path,
-    index_path: Path,
-    relations_path: Path | None = None,
-    label_names_path: Path | None = None,
-    first: int | None = None,
-    last: int | None = None,
-    negative_label: str | None = None,
-    k: int = 1,
-    skip_invalid: bool = False,
-) -> Callable[[Language], Iterator[Example]]:
-    """A sentence corpus whose reference Docs carry ``doc._.rag_examples`` from ``index_path``.
-
-    For fine-tuning on RAG4RE prompts (``spacy-lmrc finetune-classifier``): each training
-    sentence retrieves its neighbours from the training index with rows of identical text
-    excluded, so no prompt shows its own sentence as the example.
-    """
-    from ..corpus.readers import to_examples
-    from ..corpus.sentence import read_sentence_corpus
-
-    def reader(nlp: Language) -> Iterator[Example]:
-        docs = list(read_sentence_corpus(
-            path, nlp, relations_path=relations_path, label_names_path=label_names_path,
-            first=first, last=last, negative_label=negative_label, skip_invalid=skip_invalid))
-        retriever = RagRetriever(nlp, k=k, negative_label=negative_label or SEMEVAL_NEGATIVE)
-        retriever.initialize(index_path=index_path)
-        for batch in minibatch(docs, size=256):
-            retriever.retrieve(list(batch), exclude_identical=True)
-        yield from to_examples(docs)
-
-    return reader

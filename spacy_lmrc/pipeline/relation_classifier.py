@@ -7,6 +7,12 @@ model + LoRA adapter by default, any spacy-llm model, or a scripted one). ``pipe
 prompts across documents. The component writes ``doc._.relations`` and keeps counts of what
 the parser did (unparsable lines, out-of-set relations, unaligned entities) in
 :attr:`RelationClassifier.stats`, plus prompt and timing counts in :attr:`usage`.
+
+The relation set is the component's labels: from the task's config (``labels`` or
+``labels_path``), else from ``initialize`` (its ``labels`` setting, or the labels of the
+examples' gold relations), and saved with the pipeline (``task.json``). So
+``nlp.add_pipe("llm_relation_classifier")`` builds with its defaults and ``nlp.initialize``
+fills it.
 """
 
 from __future__ import annotations
@@ -14,25 +20,30 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import srsly
+from spacy import util
 from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import ensure_path
+from spacy.util import SimpleFrozenList, minibatch
 
 # importing the modules registers the default task, backends and scorer
 from ..backends import hf, scripted, spacy_llm  # noqa: E402,F401,I001
 from ..backends.base import LLMBackend, StructuredBackend
+from ..doc import Relation
 from ..llm.loading import TRAINING_SETTINGS, read_training_settings
 from ..metrics import scorers  # noqa: F401
 from ..tasks import document  # noqa: F401
 from ..tasks.base import ParseStats, PromptUnit, RelationTask
+
+CFG_FILE = "cfg.json"
+TASK_FILE = "task.json"
+BACKEND_DIR = "backend"
 
 # task settings that change the prompt text: a mismatch with fine-tuning is worth a warning
 PROMPT_SETTINGS = ("labels", "template_text", "allow_none", "pairs_per_prompt", "examples")
@@ -79,13 +90,21 @@ class RelationClassifier(Pipe):
         self.name = name
         self.task = task
         self.backend = backend
-        self.batch_size = batch_size
         self.scorer = scorer
         self.cfg: dict[str, Any] = {"batch_size": batch_size}
         self.stats = ParseStats()
         self.usage: Counter = Counter()
         self._checked_trained_format = False
         self._check_training_settings()
+
+    @property
+    def batch_size(self) -> int:
+        """Documents whose prompts go to the backend together."""
+        return self.cfg["batch_size"]
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.cfg["batch_size"] = value
 
     def _check_training_settings(self) -> None:
         """Warn when the adapter was fine-tuned with other prompt settings than the task's."""
@@ -100,54 +119,109 @@ class RelationClassifier(Pipe):
                           f"loads {model!r}", stacklevel=2)
         trained = stored.get("task", {})
         current = self.task.get_config()
+        # a relation set still to come (initialize, from_disk) is no difference yet
         differ = sorted(k for k in PROMPT_SETTINGS
-                        if k in trained and k in current and trained[k] != current[k])
+                        if k in trained and current.get(k) not in (None, {})
+                        and trained[k] != current[k])
         if differ:
             warnings.warn(f"the adapter {adapter} was fine-tuned with other task settings "
                           f"({', '.join(differ)}); prompts at inference differ from training",
                           stacklevel=2)
 
+    # labels ---------------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The relation labels, as ``doc._.relations`` stores them."""
+        return tuple(self.task.labels)
+
+    @property
+    def label_data(self) -> dict[str, str]:
+        """The relation set ``{label: name}``: what ``spacy init labels`` writes and
+        ``initialize(labels=...)`` reads back."""
+        return dict(self.task.labels)
+
+    # builtin annotations for the settings: spaCy validates them from the annotations and
+    # cannot resolve imported names (Mapping...) in postponed ones
+    def initialize(self, get_examples: Callable[[], Iterable[Example]] | None = None, *,
+                   nlp: Language | None = None,
+                   labels: dict[str, str] | list[str] | None = None) -> None:
+        """Fill the relation set, as spancat does: ``labels`` when given (``{label: name}``,
+        or a list of labels shown as they are), else, when the config gave none, the labels
+        of the examples' gold ``doc._.relations``. Fine-tuning is ``spacy-lmrc
+        finetune-classifier``, not this.
+        """
+        if labels is not None:
+            self.task.set_labels(as_label_map(labels))
+        elif get_examples is not None and not self.task.labels \
+                and self.task.pending_labels_path is None:
+            found = sorted({rel["label"] for eg in get_examples()
+                            for rel in eg.reference._.relations})
+            if found:
+                self.task.set_labels(as_label_map(found))
+        if not self.task.labels and self.task.pending_labels_path is None:
+            self.task.require_labels()
+
+    # prediction -------------------------------------------------------------------------------
+
     def __call__(self, doc: Doc) -> Doc:
-        return next(self.pipe([doc]))
+        """Classify the entity pairs of one Doc (``doc._.relations``)."""
+        try:
+            self.set_annotations([doc], self.predict([doc]))
+        except Exception as err:
+            self.get_error_handler()(self.name, self, [doc], err)
+        return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
-        size = batch_size or self.batch_size
-        stream = iter(stream)
-        while batch := list(islice(stream, size)):
-            yield from self._process(batch)
+        """Classify Docs in batches of ``batch_size`` (default: the component's): the prompts
+        of a batch go to the backend together."""
+        for batch in minibatch(stream, size=batch_size or self.batch_size):
+            batch = list(batch)
+            try:
+                self.set_annotations(batch, self.predict(batch))
+            except Exception as err:
+                self.get_error_handler()(self.name, self, batch, err)
+            yield from batch
+
+    def predict(self, docs: Iterable[Doc]) -> list[list[Relation]]:
+        """The relations of each Doc, read from the backend's answers (Docs stay unchanged);
+        parse counts go to :attr:`stats`, prompt and timing counts to :attr:`usage`."""
+        docs = list(docs)
+        start = time.perf_counter()
+        tokens_before = getattr(self.backend, "prompt_tokens", None)
+        if self._uses_requests():
+            relations = self._predict_requests(docs)
+        else:
+            relations = self._predict_prompts(docs)
+        self.usage["documents"] += len(docs)
+        if tokens_before is not None:
+            self.usage["prompt_tokens"] += self.backend.prompt_tokens - tokens_before
+        self.usage["milliseconds"] += int((time.perf_counter() - start) * 1000)
+        return relations
+
+    def set_annotations(self, docs: Iterable[Doc], relations: list[list[Relation]]) -> None:
+        """Write what :meth:`predict` returned to ``doc._.relations``."""
+        for doc, doc_relations in zip(docs, relations):
+            doc._.relations = doc_relations
 
     def _uses_requests(self) -> bool:
         """Structured requests when both the backend and the task support them."""
         return (isinstance(self.backend, StructuredBackend) and self.backend.supports_requests
                 and hasattr(self.task, "build_request"))
 
-    def _process(self, docs: list[Doc]) -> list[Doc]:
-        start = time.perf_counter()
-        tokens_before = getattr(self.backend, "prompt_tokens", None)
-        if self._uses_requests():
-            self._process_requests(docs)
-        else:
-            self._process_prompts(docs)
-        self.usage["documents"] += len(docs)
-        if tokens_before is not None:
-            self.usage["prompt_tokens"] += self.backend.prompt_tokens - tokens_before
-        self.usage["milliseconds"] += int((time.perf_counter() - start) * 1000)
-        return docs
-
-    def _process_requests(self, docs: list[Doc]) -> None:
+    def _predict_requests(self, docs: list[Doc]) -> list[list[Relation]]:
         """Local models: one request per Doc, answers constrained to the relation set."""
         if not self._checked_trained_format:
             self.backend.check_trained_for(self.task.prompt_format)
             self._checked_trained_format = True
         built = [self.task.build_request(doc) for doc in docs]
         answers = self.backend.answer([request for request, _ in built], self.task.prompt_format)
-        for doc, (_, pairs), doc_answers in zip(docs, built, answers):
-            doc._.relations = self.task.relations_from_answers(doc, pairs, doc_answers,
-                                                               self.stats)
-            self.usage["requests"] += 1
-            self.usage["pairs"] += len(pairs)
+        self.usage["requests"] += len(built)
+        self.usage["pairs"] += sum(len(pairs) for _, pairs in built)
+        return [self.task.relations_from_answers(doc, pairs, doc_answers, self.stats)
+                for doc, (_, pairs), doc_answers in zip(docs, built, answers)]
 
-    def _process_prompts(self, docs: list[Doc]) -> None:
+    def _predict_prompts(self, docs: list[Doc]) -> list[list[Relation]]:
         """Text-only backends: rendered prompts, answers read by the tolerant parser."""
         units: list[list[PromptUnit]] = [self.task.generate_prompts(doc) for doc in docs]
         flat = [u for doc_units in units for u in doc_units]
@@ -159,14 +233,16 @@ class RelationClassifier(Pipe):
             if len(responses) != len(flat):
                 raise RuntimeError(f"the backend returned {len(responses)} answers for "
                                    f"{len(flat)} prompts")
+        relations = []
         offset = 0
         for doc, doc_units in zip(docs, units):
             answers = responses[offset : offset + len(doc_units)]
             offset += len(doc_units)
-            doc._.relations = self.task.parse_responses(doc, doc_units, answers, self.stats)
+            relations.append(self.task.parse_responses(doc, doc_units, answers, self.stats))
         self.usage["prompts"] += len(flat)
         self.usage["pairs"] += sum(len(u.pairs) for u in flat)
         self.usage["prompt_chars"] += sum(len(u.text) for u in flat)
+        return relations
 
     def report(self) -> dict[str, Any]:
         """Parse counts, usage and samples of dropped answer lines, e.g. for logs."""
@@ -180,31 +256,44 @@ class RelationClassifier(Pipe):
         self.stats = ParseStats()
         self.usage = Counter()
 
-    def initialize(self, get_examples: Callable[[], Iterable[Example]] | None = None, *,
-                   nlp: Language | None = None) -> None:
-        """Nothing to learn here: fine-tuning is ``spacy-lmrc finetune-classifier``."""
+    # serialization ----------------------------------------------------------------------------
 
-    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
-        if self.scorer is None:
-            return {}
-        return self.scorer(examples, **kwargs)
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
+        """``cfg.json`` (batch size), ``task.json`` (relation set, template, k... everything
+        that shapes the prompt) and ``backend/`` (the backend's files, e.g. a LoRA adapter;
+        a base model is referenced by name or path, not copied). ``exclude`` names any of
+        ``cfg.json``, ``task.json``, ``backend``."""
+        serializers = {
+            CFG_FILE: lambda p: srsly.write_json(p, self.cfg),
+            TASK_FILE: lambda p: srsly.write_json(p, self.task.get_config()),
+            BACKEND_DIR: lambda p: self.backend.to_disk(p),
+        }
+        util.to_disk(path, serializers, exclude)
 
-    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
-        """The task settings (relation set, template, k...) and the backend's files (adapter);
-        the base model is referenced by name or path, not copied."""
-        path = ensure_path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "task.json", self.task.get_config())
-        srsly.write_json(path / "cfg.json", {"batch_size": self.batch_size})
-        self.backend.to_disk(path / "backend")
+    def from_disk(self, path: str | Path, *,
+                  exclude: Iterable[str] = SimpleFrozenList()) -> RelationClassifier:
+        """Read back what :meth:`to_disk` wrote (files a pipeline lacks are left as built)."""
 
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> RelationClassifier:
-        path = ensure_path(path)
-        if (path / "task.json").exists() and hasattr(self.task, "set_config"):
-            self.task.set_config(srsly.read_json(path / "task.json"))
-        if (path / "cfg.json").exists():
-            self.batch_size = srsly.read_json(path / "cfg.json")["batch_size"]
-        if (path / "backend").exists():
-            self.backend = self.backend.from_disk(path / "backend")
+        def read_cfg(p: Path) -> None:
+            if p.exists():
+                self.cfg.update(srsly.read_json(p))
+
+        def read_task(p: Path) -> None:
+            if p.exists() and hasattr(self.task, "set_config"):
+                self.task.set_config(srsly.read_json(p))
+
+        def read_backend(p: Path) -> None:
+            if p.exists():
+                self.backend = self.backend.from_disk(p)
+
+        util.from_disk(path, {CFG_FILE: read_cfg, TASK_FILE: read_task,
+                              BACKEND_DIR: read_backend}, exclude)
         self._checked_trained_format = False
         return self
+
+
+def as_label_map(labels: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
+    """A relation set ``{label: name}`` from a map, or from labels that are their own names."""
+    if isinstance(labels, Mapping):
+        return {str(label): str(name) for label, name in labels.items()}
+    return {str(label): str(label) for label in labels}

@@ -50,6 +50,10 @@ def plan_windows(length: int, window: int, n_start: int, n_end: int) -> list[tup
     return [(0, first)] + middle + [(length - last, length)]
 
 
+#: one window of the batch: (sequence, span start, span end, offset of the span in the window)
+Owner = tuple[int, int, int, int]
+
+
 def encode_windowed(
     encoder: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -63,11 +67,23 @@ def encode_windowed(
     ``input_ids`` is ``[B, Lmax]`` (special tokens included, right-padded); ``lengths`` gives
     each sequence's real length. All windows of the batch go through the encoder in one pass.
     """
+    batch, mask, owners, plans = window_batch(input_ids, lengths, special, window,
+                                              pad_token_id)
+    out = encoder(input_ids=batch, attention_mask=mask, output_attentions=True)
+    return stitch_windows(out.last_hidden_state, out.attentions[-1], lengths, plans, owners)
+
+
+def window_batch(
+    input_ids: torch.Tensor, lengths: list[int], special: SpecialTokens, window: int,
+    pad_token_id: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, list[Owner], list[list[tuple[int, int]]]]:
+    """Every window of every sequence as one padded batch: ids, attention mask, which span
+    of which sequence each window holds, and each sequence's :func:`plan_windows`."""
     device = input_ids.device
     start = torch.tensor(special.start, dtype=input_ids.dtype, device=device)
     end = torch.tensor(special.end, dtype=input_ids.dtype, device=device)
     pieces: list[torch.Tensor] = []
-    owners: list[tuple[int, int, int, int]] = []  # (doc, span start, span end, offset in window)
+    owners: list[Owner] = []
     plans = []
     for i, length in enumerate(lengths):
         spans = plan_windows(length, window, len(special.start), len(special.end))
@@ -89,9 +105,15 @@ def encode_windowed(
     for j, piece in enumerate(pieces):
         batch[j, :len(piece)] = piece
         mask[j, :len(piece)] = 1
-    out = encoder(input_ids=batch, attention_mask=mask, output_attentions=True)
-    hidden_all, att_all = out.last_hidden_state, out.attentions[-1]
+    return batch, mask, owners, plans
 
+
+def stitch_windows(
+    hidden_all: torch.Tensor, att_all: torch.Tensor, lengths: list[int],
+    plans: list[list[tuple[int, int]]], owners: list[Owner],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each sequence's hidden states (averaged over its windows) and attention (summed, rows
+    renormalised over the real tokens) from the encoder output of :func:`window_batch`."""
     hiddens: list[torch.Tensor] = []
     attentions: list[torch.Tensor] = []
     j = 0

@@ -23,15 +23,18 @@ ThresholdPolicy = Callable[[np.ndarray, np.ndarray], float]
 
 
 def pair_prf(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """Pair-level precision, recall, F1 and kept fraction at ``threshold`` (in percent)."""
+    """Pair-level precision, recall, F1 and kept fraction at ``threshold``, as fractions (0-1).
+
+    Fractions like every other scorer here; printing code multiplies by 100.
+    """
     kept = probs > threshold
     tp = float(np.sum(kept & (labels > 0)))
     n_kept, n_gold = float(kept.sum()), float((labels > 0).sum())
     p = tp / n_kept if n_kept else 0.0
     r = tp / n_gold if n_gold else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"threshold": float(threshold), "precision": 100 * p, "recall": 100 * r,
-            "f1": 100 * f, "kept": int(n_kept), "kept_fraction": 100 * n_kept / max(len(probs), 1)}
+    return {"threshold": float(threshold), "precision": p, "recall": r, "f1": f,
+            "kept": int(n_kept), "kept_fraction": n_kept / max(len(probs), 1)}
 
 
 def _cut_thresholds(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

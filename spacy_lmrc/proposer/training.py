@@ -29,11 +29,16 @@ from spacy.util import registry
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..training_config import load_config as load_config  # re-exported for the CLI and bench
+from ..training_config import settings_from_section
 from ..util import resolve_device
 from .model import RCPModel, is_rcp_folder
 from .threshold import best_f1_threshold, pair_prf, recall_vs_kept
 
 REPORT_THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
+#: the epoch records' fields that checkpoints written before pair_prf returned fractions
+#: hold in percent (converted on ``--resume``)
+PERCENT_BEFORE = ("dev_p", "dev_r", "dev_f1", "dev_kept_fraction", "dev_f1_tuned")
 
 
 @dataclass
@@ -57,23 +62,12 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainSettings:
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"unknown setting(s) {sorted(unknown)}; known: "
-                             f"{sorted(cls.__dataclass_fields__)}", field="training")
-        settings = cls(**section)
+        """The ``[training]`` section, checked: unknown keys and a bad precision are errors."""
+        settings = settings_from_section(cls, section, "training")
         if settings.mixed_precision not in ("no", "bf16"):
             raise InputError(f"must be 'no' or 'bf16', got {settings.mixed_precision!r}",
                              field="training.mixed_precision")
         return settings
-
-
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a ``.cfg`` file with spaCy-style dotted overrides (``{"training.epochs": 3}``)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file not found: {path}")
-    return Config().from_disk(path, overrides=overrides or {}, interpolate=True)
 
 
 def _docs(reader, nlp) -> list:
@@ -98,22 +92,72 @@ def evaluate(model: RCPModel, features: list, batch_size: int,
     return flat, labels
 
 
+@dataclass
+class _Run:
+    """What one training run works with: settings, Accelerate and the prepared objects."""
+
+    settings: TrainSettings
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    loader: Any
+    scheduler: Any
+    dev_feats: list
+    checkpoint: Path
+    best_folder: Path
+
+    @property
+    def bf16(self) -> bool:
+        return self.settings.mixed_precision == "bf16"
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def out_of_steps(self, step: int) -> bool:
+        """Whether ``step`` reached ``max_steps`` (never without one)."""
+        return bool(self.settings.max_steps and step >= self.settings.max_steps)
+
+
 def train_proposer(config: Config, output: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train, keep the best epoch, choose its threshold on dev; returns the final metrics."""
-    import spacy
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
-
     output = Path(output)
     settings = TrainSettings.from_config(dict(config.get("training", {})))
+    accelerator = _accelerator(settings)
+    train_docs, dev_docs, policy = _corpora_and_policy(config)
+    run = _prepare(settings, accelerator, _build_model(dict(config["model"])),
+                   train_docs, dev_docs, output)
+    state = _resume_state(run) if resume else {
+        "epoch": 0, "step": 0, "best": [-1.0, -1.0], "best_epoch": 0, "bad_epochs": 0,
+        "history": [], "metrics_in": "fractions"}
+    provenance = {"config": config.interpolate().to_str(), "settings": asdict(settings)}
+    stopped = state["bad_epochs"] >= settings.patience
+    for epoch in range(state["epoch"] + 1, settings.epochs + 1):
+        if stopped or run.out_of_steps(state["step"]):
+            break
+        losses, train_seconds = _train_epoch(run, state, epoch)
+        _evaluate_epoch(run, state, epoch, losses, train_seconds, provenance)
+        stopped = state["bad_epochs"] >= settings.patience
+        _save_checkpoint(run, state)
+    return _choose_threshold(run, state, policy, len(dev_docs), output)
+
+
+def _accelerator(settings: TrainSettings) -> Any:
+    """Accelerate on the configured device, seeded (before the model's new layers exist)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
     use_cpu = resolve_device(settings.device).type == "cpu"
     if settings.mixed_precision == "bf16" and use_cpu:
         raise InputError("'bf16' needs CUDA; use 'no' on CPU", field="training.mixed_precision")
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=settings.mixed_precision)
     set_seed(settings.seed)
-    main = accelerator.is_main_process
-    bf16 = settings.mixed_precision == "bf16"
+    return accelerator
+
+
+def _corpora_and_policy(config: Config) -> tuple[list, list, Any]:
+    """The train and dev Docs of ``[corpora]`` and the ``[threshold]`` policy."""
+    import spacy
 
     resolved = registry.resolve({"corpora": config["corpora"], "threshold": config["threshold"]})
     corpora, policy = resolved["corpora"], resolved["threshold"]
@@ -125,12 +169,20 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
     if not train_docs or not dev_docs:
         raise InputError(f"empty corpus: {len(train_docs)} train and {len(dev_docs)} dev "
                          f"documents", field="corpora")
+    return train_docs, dev_docs, policy
 
-    model = _build_model(dict(config["model"]))
+
+def _prepare(settings: TrainSettings, accelerator: Any, model: RCPModel, train_docs: list,
+             dev_docs: list, output: Path) -> _Run:
+    """Features of both splits, the shuffled loader, AdamW with two learning rates and the
+    linear schedule, all prepared by Accelerate."""
+    from transformers import get_linear_schedule_with_warmup
+
+    quiet = not accelerator.is_main_process
     train_feats = [model.featurize(d, with_labels=True)
-                   for d in tqdm(train_docs, desc="featurize train", disable=not main)]
+                   for d in tqdm(train_docs, desc="featurize train", disable=quiet)]
     dev_feats = [model.featurize(d, with_labels=True)
-                 for d in tqdm(dev_docs, desc="featurize dev", disable=not main)]
+                 for d in tqdm(dev_docs, desc="featurize dev", disable=quiet)]
     train_feats = [f for f in train_feats if f.pairs]
     accelerator.print(f"train: {len(train_docs)} docs ({len(train_feats)} with >= 2 entities), "
                       f"{sum(len(f.pairs) for f in train_feats)} pairs; dev: {len(dev_docs)} docs, "
@@ -153,83 +205,111 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
         total_steps = min(total_steps, settings.max_steps)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    prepared = accelerator.prepare(model, optimizer, loader, scheduler)
+    return _Run(settings, accelerator, *prepared, dev_feats=dev_feats,
+                checkpoint=output / "checkpoint", best_folder=output / "model-best")
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": [-1.0, -1.0], "best_epoch": 0,
-                             "bad_epochs": 0, "history": []}
-    checkpoint = output / "checkpoint"
-    if resume:
-        if not (checkpoint / "trainer_state.json").exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-        accelerator.print(f"resumed after epoch {state['epoch']} (step {state['step']})")
 
-    provenance = {"config": config.interpolate().to_str(), "settings": asdict(settings)}
-    stopped = state["bad_epochs"] >= settings.patience
-    for epoch in range(state["epoch"] + 1, settings.epochs + 1):
-        if stopped or (settings.max_steps and state["step"] >= settings.max_steps):
+def _resume_state(run: _Run) -> dict[str, Any]:
+    """Restore the last epoch's full state from ``<output>/checkpoint``; its trainer state."""
+    if not (run.checkpoint / "trainer_state.json").exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {run.checkpoint}")
+    run.accelerator.load_state(str(run.checkpoint))
+    state = in_fractions(json.loads((run.checkpoint / "trainer_state.json").read_text()))
+    run.accelerator.print(f"resumed after epoch {state['epoch']} (step {state['step']})")
+    return state
+
+
+def in_fractions(state: dict[str, Any]) -> dict[str, Any]:
+    """A trainer state with its dev metrics as fractions: states written before
+    :func:`pair_prf` returned fractions (no ``metrics_in``) hold percent."""
+    if state.get("metrics_in", "percent") == "percent":
+        state["best"] = [value / 100 if value > 0 else value for value in state["best"]]
+        for record in state["history"]:
+            for key in PERCENT_BEFORE:
+                record[key] /= 100
+        state["metrics_in"] = "fractions"
+    return state
+
+
+def _train_epoch(run: _Run, state: dict[str, Any], epoch: int) -> tuple[list[float], float]:
+    """One pass over the loader (or up to ``max_steps``); the losses and the seconds taken."""
+    settings, model = run.settings, run.model
+    model.train()
+    started, losses = time.perf_counter(), []
+    bar = tqdm(run.loader, desc=f"epoch {epoch}/{settings.epochs}", disable=not run.main)
+    for batch in bar:
+        loss = model(**batch)["loss"]
+        run.accelerator.backward(loss)
+        if settings.max_grad_norm:
+            run.accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad()
+        losses.append(loss.item())
+        state["step"] += 1
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if run.out_of_steps(state["step"]):
             break
-        model.train()
-        started, losses = time.perf_counter(), []
-        bar = tqdm(loader, desc=f"epoch {epoch}/{settings.epochs}", disable=not main)
-        for batch in bar:
-            loss = model(**batch)["loss"]
-            accelerator.backward(loss)
-            if settings.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            state["step"] += 1
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            if settings.max_steps and state["step"] >= settings.max_steps:
-                break
-        train_seconds = time.perf_counter() - started
+    return losses, time.perf_counter() - started
 
-        unwrapped = accelerator.unwrap_model(model)
-        started = time.perf_counter()
-        probs, labels = evaluate(unwrapped, dev_feats, settings.eval_batch_size, bf16)
-        dev = pair_prf(probs, labels, 0.5)
-        tuned = pair_prf(probs, labels, best_f1_threshold(probs, labels))
-        record = {"epoch": epoch, "step": state["step"], "loss": float(np.mean(losses)),
-                  "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started,
-                  "dev_p": dev["precision"], "dev_r": dev["recall"], "dev_f1": dev["f1"],
-                  "dev_kept_fraction": dev["kept_fraction"], "dev_f1_tuned": tuned["f1"],
-                  "dev_threshold_tuned": tuned["threshold"]}
-        state["history"].append(record)
-        accelerator.print(
-            f"epoch {epoch}: loss {record['loss']:.4f}  dev pair P {dev['precision']:.2f} "
-            f"R {dev['recall']:.2f} F1 {dev['f1']:.2f} (threshold 0.5, kept "
-            f"{dev['kept_fraction']:.2f}% of pairs); best F1 {tuned['f1']:.2f} at threshold "
-            f"{tuned['threshold']:.3f}  train {train_seconds:.0f}s")
-        # dev pair F1 at 0.5 decides; while it ties (early epochs: nothing above 0.5 yet), the
-        # F1 at the best threshold does
-        if [dev["f1"], tuned["f1"]] > state["best"]:
-            state.update(best=[dev["f1"], tuned["f1"]], best_epoch=epoch, bad_epochs=0)
-            if main:
-                unwrapped.settings.trained = True
-                unwrapped.settings.training = {**provenance, "epoch": epoch, "dev": dev}
-                unwrapped.save_pretrained(output / "model-best")
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        stopped = state["bad_epochs"] >= settings.patience
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(checkpoint))
-        if main:
-            (checkpoint / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        accelerator.wait_for_everyone()
 
-    if not (output / "model-best").exists():
-        raise RuntimeError(f"no epoch finished, nothing saved in {output / 'model-best'}")
-    best = RCPModel.from_pretrained(output / "model-best", device=accelerator.device)
-    probs, labels = evaluate(best, dev_feats, settings.eval_batch_size, bf16)
+def _evaluate_epoch(run: _Run, state: dict[str, Any], epoch: int, losses: list[float],
+                    train_seconds: float, provenance: dict[str, Any]) -> None:
+    """Dev pair metrics of the epoch into the history; ``model-best`` when it is the best.
+
+    Dev pair F1 at 0.5 decides; while it ties (early epochs: nothing above 0.5 yet), the F1
+    at the best threshold does.
+    """
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    started = time.perf_counter()
+    probs, labels = evaluate(unwrapped, run.dev_feats, run.settings.eval_batch_size, run.bf16)
+    dev = pair_prf(probs, labels, 0.5)
+    tuned = pair_prf(probs, labels, best_f1_threshold(probs, labels))
+    record = {"epoch": epoch, "step": state["step"], "loss": float(np.mean(losses)),
+              "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started,
+              "dev_p": dev["precision"], "dev_r": dev["recall"], "dev_f1": dev["f1"],
+              "dev_kept_fraction": dev["kept_fraction"], "dev_f1_tuned": tuned["f1"],
+              "dev_threshold_tuned": tuned["threshold"]}
+    state["history"].append(record)
+    run.accelerator.print(
+        f"epoch {epoch}: loss {record['loss']:.4f}  dev pair P {100 * dev['precision']:.2f} "
+        f"R {100 * dev['recall']:.2f} F1 {100 * dev['f1']:.2f} (threshold 0.5, kept "
+        f"{100 * dev['kept_fraction']:.2f}% of pairs); best F1 {100 * tuned['f1']:.2f} at "
+        f"threshold {tuned['threshold']:.3f}  train {train_seconds:.0f}s")
+    if [dev["f1"], tuned["f1"]] > state["best"]:
+        state.update(best=[dev["f1"], tuned["f1"]], best_epoch=epoch, bad_epochs=0)
+        if run.main:
+            unwrapped.settings.trained = True
+            unwrapped.settings.training = {**provenance, "epoch": epoch, "dev": dev}
+            unwrapped.save_pretrained(run.best_folder)
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch
+
+
+def _save_checkpoint(run: _Run, state: dict[str, Any]) -> None:
+    """The full state (weights, optimiser, scheduler, RNG) and the trainer state, so
+    ``--resume`` continues after this epoch."""
+    run.accelerator.wait_for_everyone()
+    run.accelerator.save_state(str(run.checkpoint))
+    if run.main:
+        (run.checkpoint / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    run.accelerator.wait_for_everyone()
+
+
+def _choose_threshold(run: _Run, state: dict[str, Any], policy: Any, dev_docs: int,
+                      output: Path) -> dict[str, Any]:
+    """The policy's threshold for the best epoch, stored with it; the final metrics, also
+    written to ``<output>/metrics.json``."""
+    if not run.best_folder.exists():
+        raise RuntimeError(f"no epoch finished, nothing saved in {run.best_folder}")
+    best = RCPModel.from_pretrained(run.best_folder, device=run.accelerator.device)
+    probs, labels = evaluate(best, run.dev_feats, run.settings.eval_batch_size, run.bf16)
     threshold = float(policy(probs, labels))
     metrics = {
         "best_epoch": state["best_epoch"],
-        "dev_docs": len(dev_docs),
+        "dev_docs": dev_docs,
         "dev_pairs": int(len(probs)),
         "dev_relation_pairs": int(labels.sum()),
         "threshold": threshold,
@@ -239,17 +319,17 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
             probs, labels, sorted(set(REPORT_THRESHOLDS) | {threshold}, reverse=True)),
         "history": state["history"],
     }
-    if main:
+    if run.main:
         best.settings.threshold = threshold
         best.settings.training["threshold_metrics"] = {
             k: metrics[k] for k in ("at_0.5", "at_threshold")}
-        best.save_pretrained(output / "model-best")
+        best.save_pretrained(run.best_folder)
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    accelerator.print(
+    chosen = metrics["at_threshold"]
+    run.accelerator.print(
         f"best epoch {metrics['best_epoch']}; threshold {threshold:.4f}: dev pair "
-        f"P {metrics['at_threshold']['precision']:.2f} R {metrics['at_threshold']['recall']:.2f} "
-        f"F1 {metrics['at_threshold']['f1']:.2f}, kept "
-        f"{metrics['at_threshold']['kept_fraction']:.2f}% of {metrics['dev_pairs']} pairs")
-    accelerator.print(f"model: {output / 'model-best'}")
+        f"P {100 * chosen['precision']:.2f} R {100 * chosen['recall']:.2f} "
+        f"F1 {100 * chosen['f1']:.2f}, kept {100 * chosen['kept_fraction']:.2f}% of "
+        f"{metrics['dev_pairs']} pairs")
+    run.accelerator.print(f"model: {run.best_folder}")
     return metrics
-

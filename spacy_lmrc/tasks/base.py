@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +43,6 @@ class ParseStats:
         if len(kept) < self.max_samples:
             kept.append(text)
 
-    def merge(self, other: ParseStats) -> None:
-        self.counts.update(other.counts)
-        for key, texts in other.samples.items():
-            for text in texts:
-                self.sample(key, text)
-
     def to_dict(self) -> dict[str, int]:
         return dict(self.counts)
 
@@ -65,11 +60,24 @@ class RelationTask(ABC):
     pending_labels_path: str | None = None
 
     def require_labels(self) -> None:
-        """Raise when the relation set never arrived (see :attr:`pending_labels_path`)."""
+        """Raise when the relation set never arrived: a missing label file (see
+        :attr:`pending_labels_path`), or no labels in the config and no ``initialize``."""
         if self.pending_labels_path is not None:
             raise InputError("relation label file not found, and no saved pipeline restored "
                              "the task's relation set", path=self.pending_labels_path,
                              field="labels_path")
+        if not self.labels:
+            raise InputError("the task has no relation set: give labels or labels_path in its "
+                             "config, or initialize the component (nlp.initialize) with labels "
+                             "or with examples whose gold relations name them", field="labels")
+
+    def set_labels(self, labels: Mapping[str, str]) -> None:
+        """Replace the relation set (label -> name shown to the LLM), as ``initialize`` does.
+
+        Tasks whose relation set can only come from their config keep this default.
+        """
+        raise TypeError(f"{type(self).__name__} takes its relation set from its config only; "
+                        f"set the labels there instead of passing them to initialize")
 
     @abstractmethod
     def generate_prompts(self, doc: Doc) -> list[PromptUnit]:

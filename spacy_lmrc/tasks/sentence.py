@@ -27,54 +27,64 @@ The first answers that needed the fuzzy step or fell back are kept in ``ParseSta
 
 A positive label becomes ``{"head", "tail", "label", "score"}`` in ``doc._.relations`` (score 1.0,
 or the fuzzy ratio / 100); the negative label becomes no relation.
+
+Backends that control decoding (the local Hugging Face one) get a structured request instead
+(:meth:`SentenceRETask.build_request`): the sentence (and, with the ``rag4re`` template, its
+retrieved examples) as the shared prefix, one ``head | tail =>`` query per pair, and the label
+display names as the answer space, one label per pair (the negative label is an ordinary
+answer). Decoding is constrained to that space, so every answer is a label, and a relation's
+``score`` is the LLM's probability of its label. The prompt format is
+``spacy_lmrc.SentenceFormat.v1``; ``.v1`` renders it with the label list and the RAG4RE
+question (for prompt-only models), ``.v2`` takes it from the config (by default without the
+label list: fine-tuned models learn the set). Fine-tuning uses the same requests with the gold
+label per pair (:meth:`SentenceRETask.training_request`); ``negative_ratio`` caps the training
+pairs with the negative label at a multiple of the mean positive label count, so the model does
+not learn to answer ``Other`` / ``no_relation`` everywhere.
 """
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Sequence
-from functools import lru_cache
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, StrictUndefined, meta
 from spacy.tokens import Doc
 from spacy.util import registry
 from thefuzz import fuzz
 
-from ..corpus.sentence import SEMEVAL_NEGATIVE, load_label_names, strip_markup
-from ..doc import Relation, ordered_pairs
+from ..corpus.sentence import SEMEVAL_NEGATIVE, load_label_names, sentence_pair, strip_markup
+from ..doc import Relation, mention_name, ordered_pairs
+from ..errors import InputError
+from ..llm.formats import PromptFormat, SentenceFormat, format_from_config
+from ..llm.requests import Answer, PairQuery, RelationRequest
 from .base import ParseStats, PromptUnit, RelationTask
+from .resources import compile_template
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-BUILTIN_TEMPLATES = {
-    "simple_query": TEMPLATES_DIR / "rag4re_simple_query.jinja",
-    "rag4re": TEMPLATES_DIR / "rag4re_rag.jinja",
-}
 _PREFIX = re.compile(r"^\s*(?:answer|relation(?:[ _]type)?|output|label)\s*[:=]\s*", re.I)
+#: the instruction of ``.v1``'s structured prompt: RAG4RE's question (the labels are listed)
+RAG4RE_INSTRUCTION = (
+    "Problem Definition: Relation extraction is to identify the relationship between two "
+    "entities in a sentence.\nQuestion: What is the relation type between the head entity and "
+    "the tail entity of the sentence, according to the relation types given below?"
+)
+#: ``negative_ratio`` of ``.v2``: negative training pairs kept at most 2x the mean positive
+#: label count (SemEval's train split: about half of its ``Other`` sentences)
+DEFAULT_NEGATIVE_RATIO = 2.0
+
+
+def rag4re_format(include_example_label: bool = False) -> SentenceFormat:
+    """``.v1``'s structured prompt: RAG4RE's question and the label list (prompt-only models)."""
+    return SentenceFormat(instruction=RAG4RE_INSTRUCTION, show_relations=True,
+                          show_example_label=include_example_label)
 
 
 def normalise_label(text: str) -> str:
     """Lower case with everything but letters and digits removed (``Cause-Effect(e1,e2)`` ->
     ``causeeffecte1e2``)."""
     return re.sub(r"[^a-z0-9]", "", text.lower())
-
-
-@lru_cache(maxsize=16)
-def load_template(source: str) -> tuple[Any, frozenset[str]]:
-    """A built-in template name or a Jinja2 file path -> (template, the variables it reads).
-
-    Undefined variables raise (``StrictUndefined``), so no placeholder is ever sent unfilled.
-    """
-    path = BUILTIN_TEMPLATES.get(source, Path(source))
-    if not path.exists():
-        raise FileNotFoundError(
-            f"prompt template {source!r} not found: use {sorted(BUILTIN_TEMPLATES)} or the path "
-            f"of a Jinja2 file")
-    env = Environment(undefined=StrictUndefined, autoescape=False)
-    text = path.read_text(encoding="utf8")
-    variables = frozenset(meta.find_undeclared_variables(env.parse(text)))
-    return env.from_string(text), variables
 
 
 class LabelParser:
@@ -142,52 +152,108 @@ class LabelParser:
 
 
 class SentenceRETask(RelationTask):
-    """One prompt per entity pair asking for one label (RAG4RE's sentence-level RE)."""
+    """One label per entity pair of a sentence (RAG4RE's sentence-level RE).
 
-    def __init__(self, labels: Sequence[str], *, template: str = "rag4re",
+    template: the text prompt (``rag4re``, ``simple_query`` or a Jinja2 file); a template that
+        reads ``examples`` also puts the retrieved examples into structured requests.
+    prompt_format: how structured requests are rendered (default: :func:`rag4re_format`).
+    threshold: on the structured path, the least LLM probability a positive label needs
+        (below it the pair gets no relation).
+    negative_ratio: fine-tuning keeps at most this multiple of the mean positive label count
+        of training pairs with the negative label (a seeded sample); None keeps them all.
+    """
+
+    def __init__(self, labels: Sequence[str] | None = None, *,
+                 labels_path: str | Path | None = None, template: str = "rag4re",
                  negative_label: str = SEMEVAL_NEGATIVE,
                  label_names: dict[str, str] | None = None,
-                 include_example_label: bool = False, fuzzy_cutoff: int = 85):
-        labels = list(dict.fromkeys(labels))
-        if negative_label not in labels:
-            labels.append(negative_label)
-        unknown = set(label_names or {}) - set(labels)
-        if unknown:
-            raise ValueError(f"label_names names labels outside the label set: {sorted(unknown)}")
-        self.labels = {label: (label_names or {}).get(label, label) for label in labels}
+                 include_example_label: bool = False, fuzzy_cutoff: int = 85,
+                 prompt_format: PromptFormat | None = None, threshold: float = 0.0,
+                 negative_ratio: float | None = None):
+        if negative_ratio is not None and negative_ratio < 0:
+            raise ValueError(f"negative_ratio must be at least 0 (or None), not {negative_ratio}")
+        if labels is not None and labels_path is not None:
+            raise ValueError("give labels (a list) or labels_path (a file), not both")
+        if labels is None and labels_path is not None and Path(labels_path).exists():
+            labels = load_label_names(labels_path)
         self.template_name = template
-        self.template, variables = load_template(template)
+        self.template, variables = compile_template(template)
         self.uses_examples = "examples" in variables
         self.negative_label = negative_label
         self.include_example_label = include_example_label
         self.fuzzy_cutoff = fuzzy_cutoff
-        self.parser = LabelParser(self.labels, negative_label, fuzzy_cutoff)
+        #: display names from the config; they also apply to labels ``initialize`` brings
+        self.label_names = dict(label_names or {})
+        self._set_label_set(labels, check_names=True)
+        # a label file missing while spaCy builds a saved pipeline: from_disk restores the set
+        self.pending_labels_path = (str(labels_path) if labels is None
+                                    and labels_path is not None else None)
+        self.prompt_format = prompt_format or rag4re_format(include_example_label)
+        self.threshold = threshold
+        self.negative_ratio = negative_ratio
+        self.training_counts: Counter = Counter()
+        self._negative_keep = 1.0
+
+    def _set_label_set(self, labels: Sequence[str] | None, *, check_names: bool = False,
+                       display: Mapping[str, str] | None = None) -> None:
+        """:attr:`labels` (label -> display name: ``display``, else :attr:`label_names`,
+        else the label) with the negative label added, and the parser over them.
+        ``labels=None`` leaves the set empty until :meth:`set_labels`; ``check_names``
+        rejects configured display names of labels outside the set."""
+        names = list(dict.fromkeys(labels)) if labels is not None else []
+        if labels is not None and self.negative_label not in names:
+            names.append(self.negative_label)
+        unknown = set(self.label_names) - set(names)
+        if labels is not None and check_names and unknown:
+            raise ValueError(f"label_names names labels outside the label set: {sorted(unknown)}")
+        shown = {**self.label_names, **(display or {})}
+        self.labels = {label: shown.get(label, label) for label in names}
+        self.parser = LabelParser(self.labels, self.negative_label, self.fuzzy_cutoff)
+
+    def set_labels(self, labels: Mapping[str, str]) -> None:
+        """Replace the label set (label -> display name), as the component's ``initialize``
+        does. A label given as its own name keeps its configured display name, if any; the
+        negative label is added when missing."""
+        self._set_label_set(list(labels), display={label: name for label, name in labels.items()
+                                                   if name != label})
+        self.pending_labels_path = None
 
     # ---------------------------------------------------------------- prompts
-    def pairs(self, doc: Doc) -> list[tuple[int, int]]:
-        """Candidates when a proposer ran; else (0, 1) for a two-entity sentence; else all."""
+    def select_pairs(self, doc: Doc) -> list[tuple[int, int]]:
+        """The entity pairs to classify, by one rule:
+
+        1. the proposer's ``doc._.relation_candidates``, when it ran;
+        2. else the sentence's own pair (:func:`~spacy_lmrc.corpus.sentence.sentence_pair`:
+           head ``<e1>`` / subject, tail ``<e2>`` / object), for Docs of the shape the
+           SemEval and TACRED readers write;
+        3. else (Docs from other readers, e.g. raw text) every ordered pair.
+        """
         if doc._.relation_candidates:
             return [(c["head"], c["tail"]) for c in doc._.relation_candidates]
-        if len(doc._.entities) == 2:
-            return [(0, 1)]
-        return list(ordered_pairs(doc))
+        marked = sentence_pair(doc)
+        return [marked] if marked is not None else list(ordered_pairs(doc))
+
+    def examples(self, doc: Doc) -> list[dict[str, Any]]:
+        """The retrieved examples the prompt shows (labels as display names); none unless the
+        template reads them."""
+        if not self.uses_examples:
+            return []
+        if not doc._.rag_examples:
+            raise ValueError(
+                f"the {self.template_name!r} template needs retrieved examples but Doc "
+                f"{doc._.title!r} has no doc._.rag_examples: add the 'rag4re_retriever' "
+                f"component before the classifier (or use template 'simple_query')")
+        return [{**ex, "label": self.labels.get(ex["label"], ex["label"])}
+                for ex in doc._.rag_examples]
 
     def render(self, doc: Doc, head: int, tail: int) -> str:
         """The prompt for one pair of ``doc``."""
         entities = doc._.entities
-        examples = []
-        if self.uses_examples:
-            if not doc._.rag_examples:
-                raise ValueError(
-                    f"the {self.template_name!r} template needs retrieved examples but Doc "
-                    f"{doc._.title!r} has no doc._.rag_examples: add the 'rag4re_retriever' "
-                    f"component before the classifier (or use template 'simple_query')")
-            examples = [{**ex, "label": self.labels.get(ex["label"], ex["label"])}
-                        for ex in doc._.rag_examples]
+        examples = self.examples(doc)
         return self.template.render(
             sentence=strip_markup(doc.text),
-            head=_mention_name(entities[head]),
-            tail=_mention_name(entities[tail]),
+            head=mention_name(entities[head]),
+            tail=mention_name(entities[tail]),
             relation_types=", ".join(self.labels.values()),
             examples=examples,
             include_example_label=self.include_example_label,
@@ -195,7 +261,7 @@ class SentenceRETask(RelationTask):
 
     def generate_prompts(self, doc: Doc) -> list[PromptUnit]:
         self.require_labels()
-        return [PromptUnit(self.render(doc, h, t), [(h, t)]) for h, t in self.pairs(doc)]
+        return [PromptUnit(self.render(doc, h, t), [(h, t)]) for h, t in self.select_pairs(doc)]
 
     # ---------------------------------------------------------------- answers
     def parse_responses(self, doc: Doc, units: list[PromptUnit], responses: list[str],
@@ -216,7 +282,7 @@ class SentenceRETask(RelationTask):
         gold = {(r["head"], r["tail"]): r["label"] for r in doc._.relations}
         return [(self.render(doc, h, t), self.labels.get(gold.get((h, t), self.negative_label),
                                                           gold.get((h, t), self.negative_label)))
-                for h, t in self.pairs(doc)]
+                for h, t in self.select_pairs(doc)]
 
     def answer_token_budget(self, unit: PromptUnit) -> int | None:
         """An answer is one label: no label needs more tokens than it has characters (+ EOS
@@ -224,24 +290,110 @@ class SentenceRETask(RelationTask):
         limit."""
         return max(len(display) for display in self.labels.values()) + 4
 
+    # ---------------------------------------------------------------- structured requests
+    def _request(self, doc: Doc, pairs: list[tuple[int, int]]) -> RelationRequest:
+        entities = doc._.entities
+        queries = [PairQuery(head=mention_name(entities[h]), tail=mention_name(entities[t]),
+                             head_type=entities[h].get("type", ""),
+                             tail_type=entities[t].get("type", ""))
+                   for h, t in pairs]
+        return RelationRequest(text=strip_markup(doc.text), queries=queries,
+                               answer_space=list(self.labels.values()), none_answer=None,
+                               multi_label=False, examples=self.examples(doc))
+
+    def build_request(self, doc: Doc) -> tuple[RelationRequest, list[tuple[int, int]]]:
+        """The structured request for ``doc`` and the entity pairs of its queries, in order."""
+        self.require_labels()
+        pairs = self.select_pairs(doc)
+        return self._request(doc, pairs), pairs
+
+    def relations_from_answers(self, doc: Doc, pairs: list[tuple[int, int]],
+                               answers: list[Answer], stats: ParseStats) -> list[Relation]:
+        """Relations from decoded answers: a positive label with its LLM probability as the
+        score; the negative label, and labels below :attr:`threshold`, give none."""
+        by_display = {display: label for label, display in self.labels.items()}
+        relations: list[Relation] = []
+        for (head, tail), answer in zip(pairs, answers):
+            stats.add("pairs")
+            if not answer:
+                stats.add("unanswered")
+                continue
+            name, probability = answer[0]
+            label = by_display[name]
+            if label == self.negative_label:
+                stats.add("negative")
+            elif probability < self.threshold:
+                stats.add("below_threshold")
+            else:
+                stats.add("relations")
+                relations.append({"head": head, "tail": tail, "label": label,
+                                  "score": round(probability, 6)})
+        return relations
+
+    def prepare_training(self, docs: Iterable[Doc]) -> None:
+        """Count the gold labels of ``docs``' pairs and set how many negative pairs
+        :meth:`training_request` keeps: at most :attr:`negative_ratio` times the mean count of
+        the positive labels. Fine-tuning calls this once before the training requests."""
+        counts: Counter = Counter()
+        for doc in docs:
+            gold = {(r["head"], r["tail"]): r["label"] for r in doc._.relations}
+            for pair in self.select_pairs(doc):
+                counts[gold.get(pair, self.negative_label)] += 1
+        negatives = counts.pop(self.negative_label, 0)
+        positive_labels = len(self.labels) - 1
+        self._negative_keep = 1.0
+        if self.negative_ratio is not None and negatives and positive_labels:
+            cap = self.negative_ratio * sum(counts.values()) / positive_labels
+            self._negative_keep = min(1.0, cap / negatives)
+        self.training_counts = Counter()
+
+    def training_request(self, doc: Doc, rng: random.Random | None = None
+                         ) -> tuple[RelationRequest, list[list[str]]]:
+        """A gold Doc's request and the target label (display name) of each query.
+
+        Pairs with the negative label are kept with the probability :meth:`prepare_training`
+        set (all of them before it runs); :attr:`training_counts` counts ``negative_pairs`` and
+        ``negative_pairs_dropped``.
+        """
+        self.require_labels()
+        rng = rng or random.Random(0)
+        gold = {(r["head"], r["tail"]): r["label"] for r in doc._.relations}
+        pairs, targets = [], []
+        for pair in self.select_pairs(doc):
+            label = gold.get(pair, self.negative_label)
+            if label not in self.labels:
+                raise InputError(f"sentence {doc._.title!r}: label {label!r} is not in the "
+                                 f"task's label set ({len(self.labels)} labels)", field="labels")
+            if label == self.negative_label:
+                self.training_counts["negative_pairs"] += 1
+                if self._negative_keep < 1.0 and rng.random() >= self._negative_keep:
+                    self.training_counts["negative_pairs_dropped"] += 1
+                    continue
+            pairs.append(pair)
+            targets.append([self.labels[label]])
+        return self._request(doc, pairs), targets
+
+    # ---------------------------------------------------------------- settings
     def get_config(self) -> dict[str, Any]:
+        """Everything that shapes prompts and answers (stored with fine-tuned models)."""
         return {"labels": list(self.labels), "label_names": self.labels,
                 "template": self.template_name, "negative_label": self.negative_label,
                 "include_example_label": self.include_example_label,
-                "fuzzy_cutoff": self.fuzzy_cutoff}
+                "fuzzy_cutoff": self.fuzzy_cutoff,
+                "prompt_format": self.prompt_format.config(), "threshold": self.threshold,
+                "negative_ratio": self.negative_ratio}
 
     def set_config(self, cfg: dict[str, Any]) -> None:
-        """Restore the settings :meth:`get_config` saved (``nlp.from_disk``)."""
-        self.pending_labels_path = None
-        self.__init__(cfg["labels"], template=cfg["template"],  # type: ignore[misc]
+        """Restore the settings :meth:`get_config` saved (``nlp.from_disk``); settings saved
+        before the structured path existed get ``.v1``'s defaults."""
+        fmt = cfg.get("prompt_format")
+        self.__init__(cfg["labels"] or None, template=cfg["template"],  # type: ignore[misc]
                       negative_label=cfg["negative_label"], label_names=cfg["label_names"],
                       include_example_label=cfg["include_example_label"],
-                      fuzzy_cutoff=cfg["fuzzy_cutoff"])
-
-
-def _mention_name(entity: dict[str, Any]) -> str:
-    mentions = entity.get("mentions") or []
-    return mentions[0]["name"] if mentions else entity["name"]
+                      fuzzy_cutoff=cfg["fuzzy_cutoff"],
+                      prompt_format=format_from_config(fmt) if fmt else None,
+                      threshold=cfg.get("threshold", 0.0),
+                      negative_ratio=cfg.get("negative_ratio"))
 
 
 @registry.misc("spacy_lmrc.SentenceRETask.v1")
@@ -257,23 +409,48 @@ def make_sentence_task(
     """Sentence-level RE task (RAG4RE).
 
     labels / labels_path: the label set, as a list or a file (list of names, a Hugging Face
-    features schema such as SemEval's ``relations.json``, or a ``{name: id}`` map).
+    features schema such as SemEval's ``relations.json``, or a ``{name: id}`` map); with
+    neither, the ``llm_relation_classifier``'s ``initialize`` fills it (its ``labels``
+    setting, or the gold labels of its examples).
     template: ``rag4re``, ``simple_query`` or the path of a Jinja2 template.
     label_names: optional display names for labels. include_example_label: show the retrieved
     examples' labels (RAG4RE does not). fuzzy_cutoff: thefuzz ratio needed for a fuzzy match.
     """
-    if (labels is None) == (labels_path is None):
-        raise ValueError("give exactly one of labels (a list) or labels_path (a file)")
-    pending = labels is None and not Path(labels_path).exists()  # type: ignore[arg-type]
-    if pending:
-        names: list[str] = []
-    else:
-        names = list(labels) if labels is not None else load_label_names(labels_path)  # type: ignore[arg-type]
-    task = SentenceRETask(names, template=template, negative_label=negative_label,
-                          label_names=label_names, include_example_label=include_example_label,
+    return SentenceRETask(labels, labels_path=labels_path, template=template,
+                          negative_label=negative_label, label_names=label_names,
+                          include_example_label=include_example_label,
                           fuzzy_cutoff=fuzzy_cutoff)
-    task.pending_labels_path = str(labels_path) if pending else None
-    return task
+
+
+@registry.misc("spacy_lmrc.SentenceRETask.v2")
+def make_sentence_task_v2(
+    labels: list[str] | None = None,
+    labels_path: str | None = None,
+    prompt_format: PromptFormat | None = None,
+    template: str = "rag4re",
+    negative_label: str = SEMEVAL_NEGATIVE,
+    label_names: dict[str, str] | None = None,
+    threshold: float = 0.0,
+    negative_ratio: float | None = DEFAULT_NEGATIVE_RATIO,
+    fuzzy_cutoff: int = 85,
+) -> SentenceRETask:
+    """Sentence-level RE (RAG4RE) with a prompt format for local models, a probability
+    threshold and class balance for fine-tuning.
+
+    prompt_format: structured prompts (default ``spacy_lmrc.SentenceFormat.v1`` without the
+    label list); its ``show_example_label`` also decides whether the text template shows the
+    examples' labels. template: ``rag4re`` (the retrieved examples go into the prompt) or
+    ``simple_query`` (none), or a Jinja2 file for text-only backends. threshold: least LLM
+    probability of a positive label. negative_ratio: negative training pairs kept, at most
+    this multiple of the mean positive label count (None: all). Other arguments as ``.v1``.
+    """
+    fmt = prompt_format or SentenceFormat()
+    return SentenceRETask(
+        labels, labels_path=labels_path, template=template, negative_label=negative_label,
+        label_names=label_names,
+        include_example_label=bool(getattr(fmt, "show_example_label", False)),
+        fuzzy_cutoff=fuzzy_cutoff, prompt_format=fmt, threshold=threshold,
+        negative_ratio=negative_ratio)
 
 
 # registers spacy_lmrc.RetrievedSentenceCorpus.v1, the reader that fine-tuning on RAG4RE prompts
