@@ -353,10 +353,11 @@ def make_hf_backend_v2(
     use_chat_template: bool = True,
 ) -> HFBackend:
     """``.v1`` plus ``query_batch_size``: pair queries decoded together over one prefix."""
-    return HFBackend(model=model, adapter=adapter, device=device, dtype=dtype,
-                     load_in_4bit=load_in_4bit, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                     use_chat_template=use_chat_template, query_batch_size=query_batch_size)
+    return make_hf_backend_v3(model=model, adapter=adapter, device=device, dtype=dtype,
+                              load_in_4bit=load_in_4bit, query_batch_size=query_batch_size,
+                              batch_size=batch_size, max_new_tokens=max_new_tokens,
+                              max_prompt_tokens=max_prompt_tokens,
+                              use_chat_template=use_chat_template)
 
 
 @registry.misc("spacy_lmrc.HFBackend.v3")

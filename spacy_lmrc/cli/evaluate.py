@@ -123,8 +123,10 @@ def evaluate_cli(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the scores (JSON)"),
     predictions: Path | None = typer.Option(
         None, "--predictions", help="Write predictions (result.json, or JSONL at sentence level)"),
-    batch_size: int = typer.Option(
-        1, "--batch-size", help="Documents per nlp.pipe batch (1: progress after every document)"),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size",
+        help="Documents per nlp.pipe batch (default: 1 for documents, so progress moves after "
+             "each; the pipeline's batch size for sentences, which are decoded together)"),
     device: str = typer.Option("cpu", "--device", help="Proposer folder: cpu, cuda or cuda:N"),
     relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
     label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),
@@ -144,6 +146,8 @@ def evaluate_cli(
                                   label_names_path=label_names, require_labels=True,
                                   unique_titles=True)
     nlp = load_evaluated(pipeline, device)
+    if batch_size is None:
+        batch_size = nlp.batch_size if sentence_level else 1
     pred_docs, seconds = predict_docs(nlp, gold_docs, gold_pairs, batch_size)
     scores: dict[str, Any] = {
         "evaluated": {
