@@ -51,7 +51,7 @@ def build_pipeline(args: argparse.Namespace):
     baseline = args.mode == "baseline"
     task = {"@misc": "spacy_lmrc.LMRCBaselineTask.v2" if baseline else "spacy_lmrc.LMRCTask.v2",
             "labels_path": str(Path(args.data) / "rel_info.json"),
-            "prompt_format": {"@misc": "spacy_lmrc.CompactFormat.v1"}}
+            "prompt_format": {"@misc": f"spacy_lmrc.{args.format or trained_format(args)}.v1"}}
     if not baseline:
         task["pairs"] = "candidates"
     nlp.add_pipe("llm_relation_classifier", config={
@@ -61,6 +61,15 @@ def build_pipeline(args: argparse.Namespace):
         "batch_size": 1,
     })
     return nlp
+
+
+def trained_format(args: argparse.Namespace) -> str:
+    """The registered format the adapter was fine-tuned with (CompactFormat without one)."""
+    from spacy_lmrc.llm.loading import read_training_settings
+
+    stored = read_training_settings(args.adapter) if args.adapter else {}
+    name = stored.get("task", {}).get("prompt_format", {}).get("name", "compact")
+    return {"compact": "CompactFormat", "paper": "PaperFormat"}[name]
 
 
 def scores_at(examples, train_facts, threshold: float) -> dict:
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--proposer", default=None,
                         help="saved pipeline with lmrc_candidate_proposer, or a proposer model "
                              "folder (train-proposer's model-best), for --mode lmrc")
+    parser.add_argument("--format", default=None, choices=["CompactFormat", "PaperFormat"],
+                        help="prompt format (default: the one the adapter was fine-tuned with)")
     parser.add_argument("--dev-size", type=int, default=100)
     parser.add_argument("--query-batch-size", type=int, default=64)
     parser.add_argument("--data", default=str(DATA))
