@@ -23,23 +23,23 @@ Training happens in ``spacy-lmrc train-proposer`` (Accelerate, multi-GPU), not i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from spacy import util
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import SimpleFrozenList, minibatch
+from spacy.util import SimpleFrozenList
 
 from ..doc import Candidate, ordered_pairs
 from ..errors import InputError
 from ..metrics import scorers  # noqa: F401  (registers spacy_lmrc.candidate_scorer.v1)
 from ..proposer.model import RCPModel, is_rcp_folder
 from ..util import DEFAULT_ENCODER, resolve_device
+from .batched import BatchedPipe
 
 MODEL_DIR = "model"
 CFG_FILE = "cfg.json"
@@ -88,7 +88,7 @@ def make_candidate_proposer(
                              allow_untrained=allow_untrained, scorer=scorer)
 
 
-class CandidateProposer(Pipe):
+class CandidateProposer(BatchedPipe):
     """Writes ``doc._.relation_candidates`` (pairs likely to hold a relation, with P(relation)).
 
     A :class:`~spacy.pipeline.Pipe` rather than a ``TrainablePipe``: the torch model trains in
@@ -225,23 +225,7 @@ class CandidateProposer(Pipe):
             ]
             doc._.relation_candidates = candidates
 
-    def __call__(self, doc: Doc) -> Doc:
-        """Propose the candidate pairs of one Doc."""
-        try:
-            self.set_annotations([doc], self.predict([doc]))
-        except Exception as err:
-            self.get_error_handler()(self.name, self, [doc], err)
-        return doc
 
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
-        """Score documents in batches of ``batch_size`` (default: the component's)."""
-        for batch in minibatch(stream, size=batch_size or self.batch_size):
-            batch = list(batch)
-            try:
-                self.set_annotations(batch, self.predict(batch))
-            except Exception as err:
-                self.get_error_handler()(self.name, self, batch, err)
-            yield from batch
 
     # serialization
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:

@@ -18,17 +18,16 @@ setting of the same name) skips index rows whose text equals the query's.
 # annotations, and cannot resolve postponed ones (``Path``) from this module
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import srsly
 from spacy import util
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import SimpleFrozenList, minibatch
+from spacy.util import SimpleFrozenList
 from wasabi import msg
 
 from ..corpus.sentence import SEMEVAL_NEGATIVE
@@ -39,6 +38,7 @@ from ..doc import RagExample
 from ..metrics.scorers import make_rag_scorer  # noqa: F401
 from ..retrieval import EmbeddingIndex, SentenceEmbedder, doc_record
 from ..util import DEFAULT_ENCODER
+from .batched import BatchedPipe
 from .retrieved_corpus import create_retrieved_sentence_corpus  # noqa: F401
 
 INDEX_DIR = "index"
@@ -87,7 +87,7 @@ def make_rag_retriever(
                         use_faiss=use_faiss, chunk_size=chunk_size, device=device, scorer=scorer)
 
 
-class RagRetriever(Pipe):
+class RagRetriever(BatchedPipe):
     """Writes the k nearest labelled training sentences of each Doc to ``doc._.rag_examples``."""
 
     def __init__(self, vocab: Any, name: str = "rag4re_retriever", *,
@@ -156,23 +156,7 @@ class RagRetriever(Pipe):
                                          batch_size=self.cfg["batch_size"])
 
     # ---------------------------------------------------------------- retrieval
-    def __call__(self, doc: Doc) -> Doc:
-        """Retrieve the examples of one Doc."""
-        try:
-            self.set_annotations([doc], self.predict([doc]))
-        except Exception as err:
-            self.get_error_handler()(self.name, self, [doc], err)
-        return doc
 
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
-        """Retrieve for Docs in batches of ``batch_size`` (default: the component's)."""
-        for batch in minibatch(stream, size=batch_size or self.cfg["batch_size"]):
-            batch = list(batch)
-            try:
-                self.set_annotations(batch, self.predict(batch))
-            except Exception as err:
-                self.get_error_handler()(self.name, self, batch, err)
-            yield from batch
 
     def predict(self, docs: Iterable[Doc], exclude_identical: bool | None = None,
                 ) -> list[list[RagExample]]:

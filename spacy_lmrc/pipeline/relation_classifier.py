@@ -20,19 +20,17 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import srsly
 from spacy import util
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import SimpleFrozenList, minibatch
+from spacy.util import SimpleFrozenList
 
-# importing the modules registers the default task, backends and scorer
 from ..backends import hf, scripted, spacy_llm  # noqa: E402,F401,I001
 from ..backends.base import LLMBackend, StructuredBackend
 from ..doc import Relation
@@ -40,6 +38,9 @@ from ..llm.loading import TRAINING_SETTINGS, read_training_settings
 from ..metrics import scorers  # noqa: F401
 from ..tasks import document  # noqa: F401
 from ..tasks.base import ParseStats, PromptUnit, RelationTask
+
+# importing the modules registers the default task, backends and scorer
+from .batched import BatchedPipe
 
 CFG_FILE = "cfg.json"
 TASK_FILE = "task.json"
@@ -77,7 +78,7 @@ def make_relation_classifier(
                               scorer=scorer)
 
 
-class RelationClassifier(Pipe):
+class RelationClassifier(BatchedPipe):
     """Classifies entity pairs with an LLM and writes ``doc._.relations``.
 
     batch_size: documents whose prompts are sent to the backend together.
@@ -164,24 +165,7 @@ class RelationClassifier(Pipe):
 
     # prediction -------------------------------------------------------------------------------
 
-    def __call__(self, doc: Doc) -> Doc:
-        """Classify the entity pairs of one Doc (``doc._.relations``)."""
-        try:
-            self.set_annotations([doc], self.predict([doc]))
-        except Exception as err:
-            self.get_error_handler()(self.name, self, [doc], err)
-        return doc
 
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
-        """Classify Docs in batches of ``batch_size`` (default: the component's): the prompts
-        of a batch go to the backend together."""
-        for batch in minibatch(stream, size=batch_size or self.batch_size):
-            batch = list(batch)
-            try:
-                self.set_annotations(batch, self.predict(batch))
-            except Exception as err:
-                self.get_error_handler()(self.name, self, batch, err)
-            yield from batch
 
     def predict(self, docs: Iterable[Doc]) -> list[list[Relation]]:
         """The relations of each Doc, read from the backend's answers (Docs stay unchanged);
