@@ -49,11 +49,11 @@ def build_pipeline(args: argparse.Namespace):
         else:
             nlp.add_pipe("lmrc_candidate_proposer", config={"model": str(proposer)})
     baseline = args.mode == "baseline"
-    task = {"@misc": "spacy_lmrc.LMRCBaselineTask.v2" if baseline else "spacy_lmrc.LMRCTask.v2",
+    task = {"@misc": "spacy_lmrc.LMRCBaselineTask.v3" if baseline else "spacy_lmrc.LMRCTask.v3",
             "labels_path": str(Path(args.data) / "rel_info.json"),
             "prompt_format": {"@misc": f"spacy_lmrc.{args.format or trained_format(args)}.v1"}}
     if not baseline:
-        task["pairs"] = "candidates"
+        task["pair_source"] = "candidates"
     nlp.add_pipe("llm_relation_classifier", config={
         "task": task,
         "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": args.model,

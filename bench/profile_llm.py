@@ -140,8 +140,8 @@ def main() -> dict:
 
     vocab = spacy.blank("en").vocab
     data = Path(args.data)
-    task = registry.misc.get("spacy_lmrc.LMRCTask.v2")(
-        labels_path=str(data / "rel_info.json"), pairs="candidates")
+    task = registry.misc.get("spacy_lmrc.LMRCTask.v3")(
+        labels_path=str(data / "rel_info.json"), pair_source="candidates")
     path = resolve_llm(args.model) if not Path(args.model).exists() else args.model
     tokenizer = load_tokenizer(path)
     model = load_model(path, torch.device("cpu"), torch.float32)

@@ -9,7 +9,7 @@ from .doc import register_extensions
 register_extensions()
 
 from . import corpus  # noqa: E402  (readers register on import)
-from .corpus import readers  # noqa: E402,F401
+from .corpus import ner, readers  # noqa: E402,F401
 
 __version__ = "0.1.0"
 __all__ = ["corpus", "register_extensions", "__version__"]

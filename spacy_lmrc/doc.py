@@ -17,6 +17,8 @@ Schema (indices are positions in ``doc._.entities``)::
                    (+ "evidence": list[int], sentence ids, when the corpus gives them)
     doc._.relation_candidates list[Candidate] ordered pairs kept by the candidate proposer
         Candidate = {"head": int, "tail": int, "score": float}   score = P(any relation)
+                    (+ "hints": [{"label": str, "score": float}, ...], best first, when the
+                    proposer has a relation-type hints head)
     doc._.rag_examples        list[RagExample] labelled training examples retrieved for this doc
         RagExample = {"text": str, "head": str, "tail": str, "label": str, "similarity": float}
 
@@ -57,10 +59,19 @@ class Relation(_RelationBase, total=False):
     evidence: list[int]
 
 
-class Candidate(TypedDict):
+class TypeHint(TypedDict):
+    label: str
+    score: float
+
+
+class _CandidateBase(TypedDict):
     head: int
     tail: int
     score: float
+
+
+class Candidate(_CandidateBase, total=False):
+    hints: list[TypeHint]
 
 
 class RagExample(TypedDict):

@@ -1,18 +1,35 @@
 """Entity clusters from raw-text NER: group mention spans into entities with DocRED types.
 
 DocRED documents come with entity clusters; raw text does not. This module turns NER spans
-(e.g. ``doc.ents`` from en_core_web_sm) into ``doc._.entities``:
+(``doc.ents`` of a NER trained on DocRED's types, or of en_core_web_sm) into ``doc._.entities``.
+Types are mapped to DocRED's PER / ORG / LOC / TIME / NUM / MISC (:data:`ONTONOTES_TO_DOCRED`;
+labels it does not name, DocRED's own among them, are kept as they are). Pronoun mentions are
+dropped (DocRED never annotates them; they are counted). Mentions are taken in document order;
+a mention joins an earlier entity of its type by the first rule that names exactly one entity
+(an ambiguous match joins none, so two "Lee"s never become one by guesswork):
 
-* types are mapped from the NER scheme to DocRED's PER / ORG / LOC / TIME / NUM / MISC
-  (:data:`ONTONOTES_TO_DOCRED`; unmapped labels are kept as they are);
-* mentions with the same normalised text and type form one entity;
-* optionally, a one-token person mention equal to the first or last token of exactly one earlier
-  person entity joins it ("Schneider" after "Willi Schneider"); an ambiguous one stays apart.
+1. the same normalised name: case, accents, a leading "the", "'s", punctuation and the spacing
+   around hyphens do not count ("U.S." = "US", "Ho - Chunk" = "Ho-Chunk", "Dáil" = "Dail");
+2. an acronym and its long form, either way round: "EU" and "European Union", "CFR" and
+   "Council on Foreign Relations" (function words skipped), "IRT" and "Interborough Rapid
+   Transit Company" (a trailing company designator may be left out);
+3. with ``merge_person_names``: a one-token person mention equal to the first or last token of
+   a multi-token person name ("Schneider" after "Willi Schneider").
+
+On the gold mentions of redocred-small train these rules cluster with B-cubed F1 96.4 and link
+F1 85.5 (exact names and person names alone: 96.0 and 84.0). Demonyms ("Japanese" in "Japan")
+and leading name parts of places and organisations ("Hubei" in "Hubei Province") were tried and
+left out: DocRED annotates both ways, and they scored no better. No rule can know that "Siam"
+is "Thailand".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from spacy.tokens import Doc, Span
 
@@ -39,14 +56,57 @@ ONTONOTES_TO_DOCRED: dict[str, str] = {
     "PRODUCT": "MISC",
 }
 
+PRONOUNS = frozenset(
+    "i me my mine myself you your yours yourself yourselves he him his himself she her hers "
+    "herself it its itself we us our ours ourselves they them their theirs themselves".split()
+)
+DROPPED_PRONOUN = "pronoun mentions dropped"
+# skipped when initials are formed ("Council on Foreign Relations" -> CFR)
+FUNCTION_WORDS = frozenset("of the and for on to in at by de del der des du la le von van".split())
+# may be left out of an acronym ("Interborough Rapid Transit Company" -> IRT)
+DESIGNATORS = frozenset("company corporation corp inc incorporated ltd limited co group llc plc "
+                        "association".split())
 
-def _mention_key(text: str) -> str:
-    """What makes two mentions one entity: lower case, no leading "the ", no "'s"."""
-    text = text.lower().strip()
-    for prefix in ("the ",):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    return " ".join(text.replace("'s", "").split())
+_HYPHEN = re.compile(r"\s*[-‐‑–—/]\s*")
+_NOT_WORD = re.compile(r"[^\w\s]")
+
+
+def normalise_name(text: str) -> str:
+    """The name two mentions of one entity share: lower case, no accents, no leading "the",
+    no "'s", hyphens and slashes as spaces, other punctuation removed."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower().strip()
+    if text.startswith("the "):
+        text = text[4:]
+    text = text.replace("'s", "").replace("’s", "")
+    text = _HYPHEN.sub(" ", text)
+    return " ".join(_NOT_WORD.sub("", text).split())
+
+
+def as_acronym(text: str) -> str | None:
+    """The lower-case letters of ``text`` when it is written as an acronym ("EU", "U.S.",
+    "NAAFI": 2 to 8 capitals, dots allowed), else None."""
+    letters = text.replace(".", "").replace(" ", "")
+    if 2 <= len(letters) <= 8 and letters.isalpha() and letters.isupper():
+        return letters.lower()
+    return None
+
+
+def initials(name: str) -> set[str]:
+    """The acronyms a normalised multi-word name can have: the initials of its content words,
+    with and without a trailing designator ("company", "inc", ...)."""
+    words = [w for w in name.split() if w not in FUNCTION_WORDS]
+    if len(words) < 2:
+        return set()
+    forms = {"".join(w[0] for w in words)}
+    if words[-1] in DESIGNATORS and len(words) > 2:
+        forms.add("".join(w[0] for w in words[:-1]))
+    return forms
+
+
+def is_pronoun(text: str) -> bool:
+    """A personal or possessive pronoun ("He", "its"), but not an acronym such as "US"."""
+    return text.lower() in PRONOUNS and not (len(text) > 1 and text.isupper())
 
 
 def _sentence_index(doc: Doc) -> list[int]:
@@ -61,29 +121,74 @@ def _sentence_index(doc: Doc) -> list[int]:
     return index
 
 
+@dataclass
+class _Group:
+    """One entity being built: its type, the normalised names and acronyms of its mentions."""
+
+    type: str
+    names: set[str] = field(default_factory=set)
+    acronyms: set[str] = field(default_factory=set)
+    initials: set[str] = field(default_factory=set)
+
+    def add(self, text: str) -> None:
+        name = normalise_name(text)
+        self.names.add(name)
+        acronym = as_acronym(text)
+        if acronym:
+            self.acronyms.add(acronym)
+        self.initials |= initials(name)
+
+
+def _the_one(groups: list[_Group], ent_type: str, test: Callable[[_Group], bool]) -> int | None:
+    """The index of the single group of ``ent_type`` that passes ``test``, else None."""
+    found = [i for i, g in enumerate(groups) if g.type == ent_type and test(g)]
+    return found[0] if len(found) == 1 else None
+
+
+def find_group(groups: list[_Group], text: str, ent_type: str, merge_person_names: bool
+               ) -> int | None:
+    """The earlier entity a mention ``text`` of ``ent_type`` joins (module docstring), or None."""
+    name = normalise_name(text)
+    index = _the_one(groups, ent_type, lambda g: name in g.names)
+    if index is not None:
+        return index
+    acronym = as_acronym(text)
+    index = _the_one(groups, ent_type, lambda g: (acronym is not None and acronym in g.initials)
+                     or bool(g.acronyms & initials(name)))
+    if index is not None:
+        return index
+    if merge_person_names and ent_type == "PER" and len(name.split()) == 1:
+        index = _the_one(groups, ent_type, lambda g: any(
+            len(n.split()) > 1 and name in (n.split()[0], n.split()[-1]) for n in g.names))
+    return index
+
+
 def group_mentions(
     doc: Doc,
     spans: Iterable[Span],
     type_map: Mapping[str, str] = ONTONOTES_TO_DOCRED,
     merge_person_names: bool = True,
+    counts: Counter | None = None,
 ) -> list[Entity]:
-    """Cluster ``spans`` into entities (in order of first mention) with mapped types."""
+    """Cluster ``spans`` into entities (in order of first mention) with mapped types; dropped
+    pronoun mentions are counted in ``counts`` under :data:`DROPPED_PRONOUN`."""
     sent_of = _sentence_index(doc)
     entities: list[Entity] = []
-    by_key: dict[tuple[str, str], int] = {}
+    groups: list[_Group] = []
     for span in sorted(spans, key=lambda s: (s.start, s.end)):
+        if is_pronoun(span.text):
+            if counts is not None:
+                counts[DROPPED_PRONOUN] += 1
+            continue
         ent_type = type_map.get(span.label_, span.label_)
-        key = (_mention_key(span.text), ent_type)
-        index = by_key.get(key)
-        if index is None and merge_person_names and ent_type == "PER" and len(span) == 1:
-            index = _person_by_name_part(entities, key[0])
-        mention = {"start": span.start, "end": span.end, "sent": sent_of[span.start],
-                   "name": span.text}
+        index = find_group(groups, span.text, ent_type, merge_person_names)
         if index is None:
             index = len(entities)
             entities.append({"name": span.text, "type": ent_type, "mentions": []})
-        by_key.setdefault(key, index)
-        entities[index]["mentions"].append(mention)
+            groups.append(_Group(ent_type))
+        groups[index].add(span.text)
+        entities[index]["mentions"].append(
+            {"start": span.start, "end": span.end, "sent": sent_of[span.start], "name": span.text})
     names = unique_display_names(
         [[m["name"] for m in sorted(e["mentions"], key=lambda m: -len(m["name"]))]
          for e in entities]
@@ -91,13 +196,3 @@ def group_mentions(
     for entity, name in zip(entities, names):
         entity["name"] = name
     return entities
-
-
-def _person_by_name_part(entities: list[Entity], part: str) -> int | None:
-    matches = [
-        i for i, e in enumerate(entities)
-        if e["type"] == "PER"
-        and any(len(toks := _mention_key(m["name"]).split()) > 1 and part in (toks[0], toks[-1])
-                for m in e["mentions"])
-    ]
-    return matches[0] if len(matches) == 1 else None

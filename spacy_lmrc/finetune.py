@@ -27,10 +27,9 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 from spacy.tokens import Doc
 from tqdm import tqdm
 
+from .checkpoints import checkpoint_folders, load_state, save_checkpoint
 from .errors import InputError
 from .llm.constraints import AnswerSpace
 from .llm.loading import (
@@ -61,8 +61,6 @@ from .llm.sequences import (
 from .tasks.base import RelationTask
 from .training_config import load_config, require_sections, settings_from_section
 from .util import resolve_device, set_seed
-
-STATE_FILE = "training_state.pt"
 
 
 @dataclass
@@ -292,17 +290,16 @@ def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: Finetu
 
 def _checkpoints(output_dir: Path, settings: FinetuneSettings) -> list[Path]:
     """Checkpoints of a run with the same method and base model, oldest first."""
-    import torch
+    return checkpoint_folders(output_dir, _same_run(settings))
 
-    found = []
-    for path in (output_dir / "checkpoints").glob("step-*"):
-        if not (path / STATE_FILE).exists():
-            continue
-        state = torch.load(path / STATE_FILE, weights_only=False, map_location="cpu")
-        if (state.get("method", "lora"), state.get("base_model", settings.base_model)) == (
-                settings.method, settings.base_model):
-            found.append(path)
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+def _same_run(settings: FinetuneSettings) -> Callable[[dict[str, Any]], bool]:
+    """Whether a checkpoint's state comes from a run with this method and base model."""
+    def accept(state: dict[str, Any]) -> bool:
+        return (state.get("method", "lora"), state.get("base_model", settings.base_model)) == (
+            settings.method, settings.base_model)
+
+    return accept
 
 
 def _load_weights(model: Any, folder: Path, method: str) -> None:
@@ -431,14 +428,12 @@ class _Trainer:
 
     def restore(self) -> None:
         """Continue from the newest checkpoint of a run with the same method and base model."""
-        import torch
-
         checkpoints = _checkpoints(self.output_dir, self.settings)
         if not checkpoints:
             return
         latest = checkpoints[-1]
         _load_weights(self.accelerator.unwrap_model(self.model), latest, self.settings.method)
-        state = torch.load(latest / STATE_FILE, weights_only=False)
+        state = load_state(latest)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.losses = state["step"], state["losses"]
@@ -448,20 +443,15 @@ class _Trainer:
     def save_checkpoint(self) -> None:
         """``checkpoints/step-N``: the trained weights and the loop's state; only the newest
         ``keep_checkpoints`` are kept."""
-        import torch
-
         if not self.accelerator.is_main_process:
             return
         settings = self.settings
-        target = self.output_dir / "checkpoints" / f"step-{self.step}"
-        self.accelerator.unwrap_model(self.model).save_pretrained(target)
-        torch.save({"optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "step": self.step,
-                    "losses": self.losses, "tokens": self.tokens, "seconds": self.seconds,
-                    "method": settings.method, "base_model": settings.base_model},
-                   target / STATE_FILE)
-        for old in _checkpoints(self.output_dir, settings)[: -settings.keep_checkpoints]:
-            shutil.rmtree(old)
+        save_checkpoint(self.output_dir, self.step, self.accelerator.unwrap_model(self.model),
+                        {"optimizer": self.optimizer.state_dict(),
+                         "scheduler": self.scheduler.state_dict(), "step": self.step,
+                         "losses": self.losses, "tokens": self.tokens, "seconds": self.seconds,
+                         "method": settings.method, "base_model": settings.base_model},
+                        keep=settings.keep_checkpoints, accept=_same_run(settings))
 
     def batch_loss(self, indices: list[int]) -> tuple[Any, int]:
         """The loss of one micro-batch and the tokens it holds."""

@@ -72,6 +72,6 @@ def render_html(docs: Iterable[Doc], label_names: Mapping[str, str] | None = Non
                          "dir": "right" if h < t else "left"})
         parts.append(displacy.render({"words": words, "arcs": arcs}, style="dep", manual=True,
                                      page=False, options={"compact": True, "distance": 160}))
-    body = "\n<hr>\n".join(parts)
+    body = "\n<hr>\n".join(parts) or "<p><em>no documents (the input was empty)</em></p>"
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>spacy-lmrc relations"
             f"</title></head><body style='font-family: sans-serif'>{body}</body></html>")

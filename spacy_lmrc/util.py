@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import random
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +28,39 @@ def resolve_device(device: str = "cpu"):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
     return torch.device(device)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16).
+
+    On AVX2-only CPUs (e.g. AMD EPYC without AVX512) torch emulates bf16 and runs 5-6x slower
+    than fp32, so every ``auto`` precision stays fp32 there.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf8")
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def bf16_is_native(device: Any) -> bool:
+    """Whether ``device`` computes bf16 matmuls in hardware (a bf16 GPU, or a CPU with AMX or
+    AVX512-BF16), so bf16 autocast pays there."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16_matmul()
+
+
+def bf16_autocast(device: Any, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``enabled`` (weights stay fp32), else nothing."""
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def set_seed(seed: int) -> None:

@@ -27,6 +27,27 @@ def echo_model(answer: str):
     return run
 
 
+class _ContextEchoModel:
+    """An echo model that declares a context length, as spacy-llm's REST models do."""
+
+    def __init__(self, answer: str, context_length: int) -> None:
+        self.answer = answer
+        self._context_length = context_length
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    def __call__(self, prompts: Iterable[Iterable[str]]) -> Iterable[Iterable[str]]:
+        return [[self.answer for _ in doc_prompts] for doc_prompts in prompts]
+
+
+@llm_registry.llm_models("spacy_lmrc.test.ContextEchoModel.v1")
+def context_echo_model(answer: str, context_length: int) -> _ContextEchoModel:
+    """A spacy-llm model with a ``context_length`` answering every prompt with ``answer``."""
+    return _ContextEchoModel(answer, context_length)
+
+
 def test_scripted_backend_rules_then_list_then_default(tmp_path):
     backend = make_scripted_backend(answers=["first", "second"], rules={"London": "L"},
                                     default="-")
@@ -124,6 +145,45 @@ def test_spacy_llm_config_file_builds_with_a_swapped_model(toy_record):
     nlp = load_model_from_config(config, auto_fill=True)
     doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))
     assert doc._.relations == [{"head": 3, "tail": 2, "label": "P170", "score": 1.0}]
+
+
+def test_spacy_llm_task_fits_prompts_into_the_context_length(toy_record):
+    """The toy document's one 12-pair prompt is 193 words: a context of 200 tokens (with
+    spacy-llm's 10% margin) splits it into two prompts of 6 pairs; one of 150 fits no prompt,
+    since even a one-pair prompt (143 words) needs 158: nothing is sent, every pair counted."""
+    from spacy_lmrc.pipeline.spacy_llm_task import CONTEXT_MARGIN, SpacyLLMRelationTask
+    from spacy_lmrc.tasks.document import make_lmrc_task_v3
+
+    doc = docred_record_to_doc(toy_record, spacy.blank("en").vocab)
+    task = SpacyLLMRelationTask(make_lmrc_task_v3(labels=LABELS))
+    ((whole, _),) = task.generate_prompts([doc])
+    assert len(whole) == 1 and len(whole[0].split()) * CONTEXT_MARGIN > 200
+    ((prompts, shards),) = task.generate_prompts([doc], context_length=200)
+    assert len(prompts) == 2 and shards == [doc, doc]
+    assert all(len(p.split()) * CONTEXT_MARGIN <= 200 for p in prompts)
+    assert all("### 6 Entity pairs:" in p for p in prompts)
+    (parsed,) = task.parse_responses([shards], [["(Ada Lovelace| place of birth| London)",
+                                                 "(Analytical Engine| creator| Babbage)"]])
+    assert [(r["head"], r["tail"], r["label"]) for r in parsed._.relations] == [
+        (0, 1, "P19"), (3, 2, "P170")]
+    assert task.stats.counts["prompts"] == 2 and "over_context" not in task.stats.counts
+    assert task.generate_prompts([doc], context_length=150).__next__() == ([], [])
+    assert task.stats.counts["over_context"] == 12
+    assert task.stats.counts["over_context_pairs"] == 12
+
+
+def test_spacy_llm_component_passes_the_model_context_length(toy_record):
+    nlp = spacy.blank("en")
+    llm = nlp.add_pipe("llm", config={
+        "task": {"@llm_tasks": "spacy_lmrc.LMRCRelationTask.v1",
+                 "task": {"@misc": "spacy_lmrc.LMRCTask.v3", "labels": LABELS}},
+        "model": {"@llm_models": "spacy_lmrc.test.ContextEchoModel.v1",
+                  "answer": "(Ada Lovelace| place of birth| London)", "context_length": 200},
+        "save_io": False,
+    })
+    doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))
+    assert doc._.relations == [{"head": 0, "tail": 1, "label": "P19", "score": 1.0}]
+    assert llm.task.context_length == 200 and llm.task.stats.counts["prompts"] == 2
 
 
 def test_hf_backend_decodes_many_requests_together(tiny_llama):

@@ -2,7 +2,7 @@ import pytest
 import spacy
 from spacy.tokens import Span
 
-from spacy_lmrc.entities import group_mentions
+from spacy_lmrc.entities import DROPPED_PRONOUN, group_mentions, normalise_name
 from spacy_lmrc.pipeline.entity_grouper import make_entity_grouper  # noqa: F401
 
 
@@ -28,6 +28,61 @@ def test_ambiguous_surname_stays_apart(nlp):
     entities = group_mentions(doc, doc.ents)
     assert len(entities) == 3
     assert len({e["name"] for e in entities}) == 3
+
+
+def test_normalised_names_are_one_entity(nlp):
+    assert normalise_name("the U.S.") == normalise_name("US") == "us"
+    assert normalise_name("Ho - Chunk") == normalise_name("Ho-Chunk") == "ho chunk"
+    assert normalise_name("Dáil Éireann") == "dail eireann"
+    assert normalise_name("Atari , Inc.") == normalise_name("Atari, Inc.")
+    doc = _doc(nlp, "The Ho - Chunk met the Ho-Chunk in Dáil and Dail .",
+               [(1, 4, "ORG"), (6, 9, "ORG"), (10, 11, "ORG"), (12, 13, "ORG")])
+    entities = group_mentions(doc, doc.ents)
+    assert [len(e["mentions"]) for e in entities] == [2, 2]
+
+
+def test_acronyms_join_their_long_form_either_way(nlp):
+    doc = _doc(nlp, "The European Union and the Council on Foreign Relations met . The EU , "
+               "the CFR and WWE spoke . World Wrestling Entertainment left .",
+               [(1, 3, "ORG"), (5, 9, "ORG"), (12, 13, "ORG"), (15, 16, "ORG"), (17, 18, "ORG"),
+                (20, 23, "ORG")])
+    entities = group_mentions(doc, doc.ents)
+    assert [(e["name"], [m["name"] for m in e["mentions"]]) for e in entities] == [
+        ("European Union", ["European Union", "EU"]),
+        ("Council on Foreign Relations", ["Council on Foreign Relations", "CFR"]),
+        ("World Wrestling Entertainment", ["WWE", "World Wrestling Entertainment"])]
+
+
+def test_acronym_of_a_company_name_without_its_designator(nlp):
+    doc = _doc(nlp, "Interborough Rapid Transit Company ran the IRT .",
+               [(0, 4, "ORG"), (6, 7, "ORG")])
+    assert len(group_mentions(doc, doc.ents)) == 1
+
+
+def test_an_acronym_of_two_entities_or_of_another_type_joins_none(nlp):
+    doc = _doc(nlp, "Red Bull and Rapid Bank : RB . Red Bull in the RB .",
+               [(0, 2, "ORG"), (3, 5, "ORG"), (6, 7, "ORG"), (8, 10, "ORG"), (12, 13, "LOC")])
+    entities = group_mentions(doc, doc.ents)
+    assert [[m["name"] for m in e["mentions"]] for e in entities] == [
+        ["Red Bull", "Red Bull"], ["Rapid Bank"], ["RB"], ["RB"]]
+
+
+def test_pronouns_are_dropped_and_counted_but_not_us(nlp):
+    from collections import Counter
+
+    doc = _doc(nlp, "She went to the US . He stayed .",
+               [(0, 1, "PERSON"), (4, 5, "GPE"), (6, 7, "PERSON")])
+    counts: Counter = Counter()
+    entities = group_mentions(doc, doc.ents, counts=counts)
+    assert [e["name"] for e in entities] == ["US"]
+    assert counts == {DROPPED_PRONOUN: 2}
+
+
+def test_component_counts_dropped_pronouns(nlp):
+    nlp.add_pipe("lmrc_entity_grouper")
+    doc = nlp(_doc(nlp, "She left .", [(0, 1, "PERSON")]))
+    assert doc._.entities == [] and nlp.get_pipe("lmrc_entity_grouper").stats == {
+        DROPPED_PRONOUN: 1}
 
 
 def test_component_in_a_pipeline(nlp):

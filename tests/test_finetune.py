@@ -103,7 +103,7 @@ def test_cli_finetunes_from_the_config_on_redocred(shared_data, tiny_llama, tmp_
     ])
     assert result.exit_code == 0, result.output
     stored = read_training_settings(tmp_path / "rc")
-    assert stored["steps"] == 2 and stored["task"]["pairs"] == "candidates"
+    assert stored["steps"] == 2 and stored["task"]["pair_source"] == "candidates"
     assert "first=3 (3 documents)" in stored["data"]
     assert len(stored["task"]["labels"]) == 96
 

@@ -256,7 +256,7 @@ def test_untrained_model_answers_only_names_of_the_space(tiny):
 # task, fine-tuning, backend, component --------------------------------------------------------
 
 def test_task_builds_requests_and_training_targets(toy_doc):
-    rc = LMRCTask(labels=LABELS, pairs="all", prompt_format=CompactFormat())
+    rc = LMRCTask(labels=LABELS, pair_source="all", prompt_format=CompactFormat())
     request, pairs = rc.build_request(toy_doc)
     assert len(pairs) == 12 and request.none_answer is None
     assert request.queries[0].head_type == "PER"
@@ -268,6 +268,25 @@ def test_task_builds_requests_and_training_targets(toy_doc):
     assert sum(t == ["None"] for t in sampled) == 3 and len(sampled) == 6
     _, every = LMRCTask(labels=LABELS, allow_none=True).training_request(toy_doc)
     assert len(every) == 12
+
+
+def test_hints_narrow_the_answer_space_only_when_asked(toy_doc):
+    toy_doc._.relation_candidates = [
+        {"head": 0, "tail": 1, "score": 0.9, "hints": [
+            {"label": "P19", "score": 0.8}, {"label": "P170", "score": 0.1},
+            {"label": "P999", "score": 0.05}]},
+        {"head": 3, "tail": 2, "score": 0.7}]
+    narrowed = LMRCTask(labels=LABELS, pair_source="candidates", prompt_format=CompactFormat(),
+                        hint_top_m=1)
+    request, pairs = narrowed.build_request(toy_doc)
+    assert pairs == [(0, 1), (3, 2)]
+    assert request.queries[0].answer_space == ["place of birth"]
+    assert request.space_of(request.queries[1]) == request.answer_space  # no hints: all
+    assert narrowed.get_config()["hint_top_m"] == 1
+    whole = LMRCTask(labels=LABELS, pair_source="candidates", prompt_format=CompactFormat())
+    assert all(q.answer_space is None for q in whole.build_request(toy_doc)[0].queries)
+    with pytest.raises(ValueError, match="hint_top_m"):
+        LMRCTask(labels=LABELS, hint_top_m=0)
 
 
 def test_answers_become_relations_with_the_llm_probability(toy_doc):
@@ -284,7 +303,7 @@ def test_answers_become_relations_with_the_llm_probability(toy_doc):
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_packed_finetuning_saves_what_the_backend_loads(tiny_llama, toy_doc, tmp_path, method):
-    task = LMRCTask(labels=LABELS, pairs="all", prompt_format=CompactFormat())
+    task = LMRCTask(labels=LABELS, pair_source="all", prompt_format=CompactFormat())
     out = tmp_path / method
     summary = finetune(task, [toy_doc], out, FinetuneSettings(
         base_model=tiny_llama, method=method, max_steps=2, batch_size=1, warmup_steps=1,
@@ -350,7 +369,7 @@ def test_a_saved_pipeline_carries_its_fully_fine_tuned_model(tiny_llama, toy_rec
     from spacy_lmrc.backends.hf import is_full_model
 
     doc = docred_record_to_doc(toy_record, spacy.blank("en").vocab)
-    task = LMRCTask(labels=LABELS, pairs="all", prompt_format=CompactFormat())
+    task = LMRCTask(labels=LABELS, pair_source="all", prompt_format=CompactFormat())
     out = tmp_path / "rc"
     for method in ("lora", "full"):
         finetune(task, [doc], out, FinetuneSettings(base_model=tiny_llama, method=method,

@@ -93,7 +93,9 @@ def smoke_run(shared_data, tmp_path_factory):
 @pytest.mark.slow
 def test_all_smoke_ends_in_the_comparison_table(smoke_run):
     project, output, log = smoke_run
-    header, _, lmrc_row, baseline_row, gold_row, note = output.rstrip().splitlines()[-6:]
+    lines = output.rstrip().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("LLM-only "))
+    header, _, lmrc_row, baseline_row, gold_row, note = lines[at - 3:at + 3]
     assert header.split()[:4] == ["run", "P", "R", "F1"] and "Ign F1" in header
     assert "top-1" in header
     assert lmrc_row.startswith("LMRC ") and baseline_row.startswith("LLM-only ")
@@ -113,18 +115,25 @@ def test_all_smoke_ends_in_the_comparison_table(smoke_run):
         scores = json.loads((project / "metrics" / f"semeval_{row}.json").read_text())
         assert scores["evaluated"]["documents"] == 4 and "semeval_macro_f1" in scores
     assert isinstance(json.loads((project / "metrics" / "lmrc_result.json").read_text()), list)
+    # the raw-text pipeline: NER trained, evaluated from plain text beside LMRC on gold entities
+    raw = json.loads((project / "metrics" / "raw_text.json").read_text())
+    assert raw["evaluated"]["documents"] == 1
+    assert (project / "metrics" / "ner.json").exists()
+    assert lines[-2].startswith("LMRC-from-text ") and lines[-3].startswith("LMRC-gold-entities ")
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_smoke_package_declares_its_requirements_and_licence(smoke_run):
     project, output, log = smoke_run
-    wheels = list((project / "packages").rglob("*.whl"))
-    assert len(wheels) == 1, wheels
-    meta = json.loads(next((project / "packages").glob("*/meta.json")).read_text())
+    wheels = sorted((project / "packages").rglob("*.whl"))
+    assert len(wheels) == 2, wheels  # the LMRC pipeline and the raw-text pipeline
+    metas = [json.loads(p.read_text()) for p in (project / "packages").glob("*/meta.json")]
+    assert sorted(m["name"] for m in metas) == ["lmrc_smoke", "lmrc_smoke_text"]
+    meta = next(m for m in metas if m["name"] == "lmrc_smoke")
     assert meta["license"] == "Apache-2.0"
     assert any(r.startswith("spacy-lmrc") for r in meta["requirements"]), meta["requirements"]
-    assert f"wrote {wheels[0].relative_to(project)}" in output
+    assert all(f"wrote {wheel.relative_to(project)}" in output for wheel in wheels)
     assert "LICENSE" not in output + log
 
 

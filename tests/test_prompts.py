@@ -48,7 +48,7 @@ def test_candidates_are_used_when_present(toy_doc):
 
 
 def test_candidates_only_mode_gives_no_prompt_for_a_doc_without_candidates(toy_doc):
-    assert LMRCTask(labels=LABELS, pairs="candidates").generate_prompts(toy_doc) == []
+    assert LMRCTask(labels=LABELS, pair_source="candidates").generate_prompts(toy_doc) == []
 
 
 def test_user_template_and_few_shot_examples(toy_doc, tmp_path):
@@ -89,3 +89,36 @@ def test_unfilled_variable_is_an_error(toy_doc, tmp_path):
     template.write_text("{{ relation_set }}")
     with pytest.raises(UndefinedError):
         LMRCTask(labels=LABELS, template=template).generate_prompts(toy_doc)
+
+
+@pytest.mark.parametrize("old, old_args, new, new_args", [
+    ("spacy_lmrc.LMRCTask.v1", {"pairs": "candidates", "entity_cutoff": 70},
+     "spacy_lmrc.LMRCTask.v3", {"pair_source": "candidates", "fuzzy_cutoff": 70,
+                                "prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}}),
+    ("spacy_lmrc.LMRCTask.v2", {"pairs": "all", "entity_cutoff": 70, "threshold": 0.3},
+     "spacy_lmrc.LMRCTask.v3", {"pair_source": "all", "fuzzy_cutoff": 70, "threshold": 0.3}),
+    ("spacy_lmrc.LMRCBaselineTask.v1", {"entity_cutoff": 70},
+     "spacy_lmrc.LMRCBaselineTask.v3", {"fuzzy_cutoff": 70,
+                                        "prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}}),
+    ("spacy_lmrc.LMRCBaselineTask.v2", {"entity_cutoff": 70, "train_negatives": 1.0},
+     "spacy_lmrc.LMRCBaselineTask.v3", {"fuzzy_cutoff": 70, "train_negatives": 1.0}),
+])
+def test_old_task_versions_keep_their_argument_names(toy_doc, old, old_args, new, new_args):
+    """``pairs`` / ``entity_cutoff`` became ``pair_source`` / ``fuzzy_cutoff`` in ``.v3``; the
+    older registered names still resolve with the old names and build the same task."""
+    from spacy.util import registry
+
+    before = registry.resolve({"t": {"@misc": old, "labels": LABELS, **old_args}})["t"]
+    after = registry.resolve({"t": {"@misc": new, "labels": LABELS, **new_args}})["t"]
+    assert before.get_config() == after.get_config()
+    assert before.fuzzy_cutoff == 70 and before.entity_aligner.cutoff == 70
+    assert before.generate_prompts(toy_doc) == after.generate_prompts(toy_doc)
+    with pytest.raises(Exception, match="fuzzy_cutoff"):
+        registry.resolve({"t": {"@misc": old, "labels": LABELS, "fuzzy_cutoff": 70}})
+
+
+def test_settings_saved_under_the_old_names_are_restored():
+    task = LMRCTask(labels=LABELS)
+    task.set_config({"pairs": "candidates", "entity_cutoff": 60})
+    assert task.pair_source == "candidates" and task.fuzzy_cutoff == 60
+    assert task.entity_aligner.cutoff == 60 and not hasattr(task, "pairs")

@@ -18,6 +18,8 @@ from spacy_lmrc.proposer.features import MARKER, SpecialTokens, featurize
 from spacy_lmrc.proposer.model import RCPModel, RCPSettings, is_rcp_folder
 from spacy_lmrc.proposer.threshold import (
     best_f1_threshold,
+    kept_fraction_threshold,
+    make_recall_within_budget_policy,
     make_target_recall_policy,
     pair_prf,
     recall_vs_kept,
@@ -167,7 +169,7 @@ def test_entity_embedding_is_logsumexp_of_mention_markers(tiny_model, toy_doc):
         return original(x)
 
     tiny_model.head_extractor.forward = spy
-    tiny_model._pair_logits(seq, att, feats.entity_pos, torch.tensor([[0, 1]]))
+    tiny_model._pair_embeddings(seq, att, feats.entity_pos, torch.tensor([[0, 1]]))
     head = captured["x"][0, :32]
     expected = torch.logsumexp(seq[feats.entity_pos[0]], dim=0)
     torch.testing.assert_close(head, expected)
@@ -220,9 +222,92 @@ def test_settings_validate_block_size(tiny_encoder_dir):
     assert RCPSettings.from_dict({"encoder": "x", "unknown": 1}).encoder == "x"
 
 
-def test_bf16_needs_cuda(tiny_model, toy_doc):
-    with pytest.raises(ValueError, match="CUDA"):
-        tiny_model.predict_proba([tiny_model.featurize(toy_doc)], bf16=True)
+def test_bf16_autocast_on_cpu_stays_close_to_fp32(tiny_model, toy_doc):
+    feats = [tiny_model.featurize(toy_doc)]
+    fp32 = tiny_model.predict_proba(feats)[0]
+    bf16 = tiny_model.predict_proba(feats, bf16=True)[0]
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, fp32, atol=0.02)
+
+
+def test_only_the_last_layer_materialises_attention(tiny_encoder_dir, tiny_model, toy_doc):
+    from transformers import AutoModel
+
+    from spacy_lmrc.proposer.encoder import LAST_LAYER_MAPS
+
+    assert tiny_model.encoder.config._attn_implementation == LAST_LAYER_MAPS
+    eager = AutoModel.from_pretrained(str(tiny_encoder_dir), attn_implementation="eager").eval()
+    ids = torch.tensor([tiny_model.featurize(toy_doc).input_ids] * 2)
+    mask = torch.ones_like(ids)
+    mask[1, -5:] = 0
+    with torch.no_grad():
+        ours = tiny_model.encoder(input_ids=ids, attention_mask=mask, output_attentions=True)
+        reference = eager(input_ids=ids, attention_mask=mask, output_attentions=True)
+    assert len(ours.attentions) == 1
+    real = mask.bool()
+    torch.testing.assert_close(ours.last_hidden_state[real], reference.last_hidden_state[real],
+                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ours.attentions[0], reference.attentions[-1], atol=1e-6,
+                               rtol=1e-4)
+
+
+def test_attention_dropout_is_set_and_saved(tiny_encoder_dir, tmp_path):
+    model = RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16,
+                                  attention_dropout=0.0)
+    attention = [m for m in model.encoder.modules() if getattr(m, "layer_idx", None) is not None]
+    assert attention and all(d.p == 0.0 for m in attention for d in m.children()
+                             if isinstance(d, torch.nn.Dropout))
+    model.save_pretrained(tmp_path / "rcp")
+    loaded = RCPModel.from_pretrained(tmp_path / "rcp")
+    assert loaded.settings.attention_dropout == 0.0
+    assert all(d.p == 0.0 for m in loaded.encoder.modules()
+               if getattr(m, "layer_idx", None) is not None
+               for d in m.children() if isinstance(d, torch.nn.Dropout))
+
+
+# relation-type hints
+@pytest.fixture
+def hinted_model(tiny_encoder_dir):
+    torch.manual_seed(0)
+    return RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16,
+                                 relation_types=["P19", "P170", "P1327", "P17"]).eval()
+
+
+def test_features_carry_each_pairs_relations(toy_doc, tokenizer):
+    feats = featurize(toy_doc, tokenizer, with_labels=True)
+    by_pair = dict(zip(feats.pairs, feats.pair_relations))
+    for rel in toy_doc._.relations:
+        assert rel["label"] in by_pair[(rel["head"], rel["tail"])]
+    assert all((labels != []) == (y == 1.0) for labels, y in zip(feats.pair_relations,
+                                                                 feats.labels))
+
+
+def test_hints_head_learns_the_gold_types(hinted_model, toy_doc):
+    feats = hinted_model.featurize(toy_doc, with_labels=True)
+    batch = hinted_model.collate([feats])
+    assert batch["type_labels"].shape == (len(feats.pairs), 4)
+    assert batch["type_labels"].sum() == len(toy_doc._.relations)
+    optimizer = torch.optim.AdamW(hinted_model.parameters(), lr=3e-3)
+    hinted_model.train()
+    for _ in range(40):
+        hinted_model(**batch)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    scores = hinted_model.predict_scores([feats])[0]
+    assert scores.types.shape == (len(feats.pairs), 4)
+    from spacy_lmrc.proposer.training import hint_recall
+
+    recall = hint_recall([feats], [scores], hinted_model.settings.relation_types, (1, 4))
+    assert recall == {1: 1.0, 4: 1.0}
+
+
+def test_hints_head_round_trips(hinted_model, toy_doc, tmp_path):
+    hinted_model.save_pretrained(tmp_path / "rcp")
+    loaded = RCPModel.from_pretrained(tmp_path / "rcp")
+    assert loaded.settings.relation_types == ["P19", "P170", "P1327", "P17"]
+    feats = [hinted_model.featurize(toy_doc)]
+    np.testing.assert_array_equal(hinted_model.predict_scores(feats)[0].types,
+                                  loaded.predict_scores(feats)[0].types)
 
 
 # threshold policies
@@ -240,6 +325,42 @@ def test_threshold_policies():
     assert [r["kept_fraction"] for r in rows] == pytest.approx([0.5, 1.0])
     with pytest.raises(ValueError):
         make_target_recall_policy(1.5)
+
+
+def test_kept_fraction_threshold_never_exceeds_the_budget():
+    probs = np.array([0.9, 0.8, 0.8, 0.4, 0.3, 0.1, 0.05, 0.01, 0.0, 0.0])
+    assert pair_prf(probs, probs, kept_fraction_threshold(probs, 0.2))["kept"] == 1
+    assert pair_prf(probs, probs, kept_fraction_threshold(probs, 0.3))["kept"] == 3
+    assert pair_prf(probs, probs, kept_fraction_threshold(probs, 0.0))["kept"] == 0
+    assert kept_fraction_threshold(probs, 1.0) == 0.0
+
+
+def test_recall_within_budget_policy():
+    probs = np.array([0.9, 0.8, 0.6, 0.4, 0.3, 0.1, 0.05, 0.02, 0.01, 0.0])
+    labels = np.array([1, 0, 1, 0, 0, 0, 1, 0, 0, 0], dtype=float)
+    # recall 2/3 needs the top three: within a budget of 50%
+    reached = make_recall_within_budget_policy(0.6, 0.5)(probs, labels)
+    assert pair_prf(probs, labels, reached)["kept"] == 3
+    # recall 1 needs seven pairs: the budget (30%) caps it
+    capped = make_recall_within_budget_policy(1.0, 0.3)(probs, labels)
+    assert pair_prf(probs, labels, capped)["kept"] == 3
+    with pytest.raises(ValueError):
+        make_recall_within_budget_policy(0.9, 0.0)
+
+
+def test_length_grouped_batches_hold_similar_lengths(tiny_model):
+    from spacy_lmrc.proposer.features import DocFeatures
+    from spacy_lmrc.proposer.training import TrainSettings, _loader
+
+    feats = [DocFeatures(input_ids=[101] + [7] * n + [102], entity_pos=[[1], [2]],
+                         pairs=[(0, 1), (1, 0)], labels=[1.0, 0.0]) for n in range(10, 330, 5)]
+    settings = TrainSettings(batch_size=4)
+    widths = [b["input_ids"].shape[1] for b in _loader(feats, settings, tiny_model)]
+    assert len(widths) == 16
+    padding = sum(w * 4 for w in widths) - sum(len(f.input_ids) for f in feats)
+    settings.group_by_length = False
+    shuffled = [b["input_ids"].shape[1] for b in _loader(feats, settings, tiny_model)]
+    assert padding < 0.5 * (sum(w * 4 for w in shuffled) - sum(len(f.input_ids) for f in feats))
 
 
 def test_threshold_ties_are_not_split():

@@ -9,6 +9,7 @@ import spacy
 import srsly
 from spacy.training import Example
 
+from spacy_lmrc.checkpoints import checkpoint_folders, load_state
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.pipeline.candidate_proposer import CandidateProposer, UntrainedProposerError
 from spacy_lmrc.proposer.model import RCPModel
@@ -41,12 +42,44 @@ def test_default_config_names_the_minilm_encoder():
 def test_bad_settings_are_rejected(tiny_encoder_dir):
     with pytest.raises(ValueError, match="threshold"):
         make_nlp(str(tiny_encoder_dir), threshold=1.5)
-    with pytest.raises(ValueError, match="CUDA"):
-        make_nlp(str(tiny_encoder_dir), bf16=True)
+    with pytest.raises(ValueError, match="hint_top_m"):
+        make_nlp(str(tiny_encoder_dir), hint_top_m=-1)
+
+
+def test_bf16_follows_the_hardware_unless_configured(tiny_encoder_dir, monkeypatch):
+    from spacy_lmrc.pipeline import candidate_proposer
+
+    monkeypatch.setattr(candidate_proposer, "bf16_is_native", lambda device: True)
+    assert make_nlp(str(tiny_encoder_dir)).get_pipe("lmrc_candidate_proposer").bf16
+    assert not make_nlp(str(tiny_encoder_dir), bf16=False).get_pipe(
+        "lmrc_candidate_proposer").bf16
+    monkeypatch.setattr(candidate_proposer, "bf16_is_native", lambda device: False)
+    assert not make_nlp(str(tiny_encoder_dir)).get_pipe("lmrc_candidate_proposer").bf16
+
+
+def test_candidates_carry_the_top_relation_types(tiny_encoder_dir, toy_doc, tmp_path):
+    model = RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16,
+                                  relation_types=["P19", "P170", "P1327"])
+    model.settings.trained = True
+    model.settings.threshold = 0.0
+    model.save_pretrained(tmp_path / "rcp")
+    nlp = make_nlp(str(tmp_path / "rcp"), hint_top_m=2)
+    cands = nlp(input_copy(toy_doc))._.relation_candidates
+    assert len(cands) == 12
+    for cand in cands:
+        assert [t["label"] for t in cand["hints"]] != [] and len(cand["hints"]) == 2
+        assert {t["label"] for t in cand["hints"]} <= {"P19", "P170", "P1327"}
+        assert cand["hints"][0]["score"] >= cand["hints"][1]["score"]
+    srsly.msgpack_dumps(cands)
+    nlp.to_disk(tmp_path / "pipeline")
+    assert spacy.load(tmp_path / "pipeline")(input_copy(toy_doc))._.relation_candidates == cands
+    without = make_nlp(str(tmp_path / "rcp"), hint_top_m=0)
+    assert all("hints" not in c for c in without(input_copy(toy_doc))._.relation_candidates)
 
 
 def test_candidates_threshold_pipe_and_disk_round_trip(tiny_encoder_dir, toy_doc, tmp_path):
-    nlp = make_nlp(str(tiny_encoder_dir), allow_untrained=True, threshold=0.0, batch_size=2)
+    nlp = make_nlp(str(tiny_encoder_dir), allow_untrained=True, threshold=0.0, batch_size=2,
+                   bf16=False)
     nlp.initialize()
     doc = nlp(input_copy(toy_doc))
     cands = doc._.relation_candidates
@@ -112,7 +145,7 @@ def toy_config(tmp_path, encoder, record, **training):
                  "corpora.train.first": 2, "corpora.dev.last": 1,
                  "model.encoder": str(encoder), "model.emb_size": 64, "model.block_size": 16,
                  "training.batch_size": 2, "training.head_lr": 3e-3, "training.encoder_lr": 3e-3,
-                 "training.warmup_ratio": 0.0}
+                 "training.warmup_ratio": 0.0, "threshold.max_kept_fraction": 1.0}
     overrides.update({f"training.{k}": v for k, v in training.items()})
     return load_config("configs/proposer.cfg", overrides)
 
@@ -120,8 +153,10 @@ def toy_config(tmp_path, encoder, record, **training):
 def test_train_proposer_overfits_and_resumes(tiny_encoder_dir, toy_record, tmp_path, toy_doc):
     config = toy_config(tmp_path, tiny_encoder_dir, toy_record, epochs=2, patience=30)
     train_proposer(config, tmp_path / "out")
-    state = json.loads((tmp_path / "out" / "checkpoint" / "trainer_state.json").read_text())
-    assert state["epoch"] == 2
+    (checkpoint,) = checkpoint_folders(tmp_path / "out")
+    assert load_state(checkpoint)["trainer_state"]["epoch"] == 2
+    assert RCPModel.from_pretrained(checkpoint).settings.relation_types == ["P1327", "P170",
+                                                                           "P19"]
     # resume into a longer run: continues at epoch 3 from the checkpoint
     longer = toy_config(tmp_path, tiny_encoder_dir, toy_record, epochs=12, patience=30)
     metrics = train_proposer(longer, tmp_path / "out", resume=True)
@@ -154,8 +189,7 @@ def test_train_proposer_cli_with_overrides(tiny_encoder_dir, toy_record, tmp_pat
             "--corpora.train.first", "2", "--corpora.dev.last", "1",
             "--model.encoder", str(tiny_encoder_dir), "--model.emb_size", "64",
             "--model.block_size", "16", "--training.epochs", "1",
-            "--threshold.@misc", "spacy_lmrc.threshold.target_recall.v1",
-            "--threshold.target_recall", "1.0"]
+            "--threshold.target_recall", "1.0", "--threshold.max_kept_fraction", "1.0"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

@@ -180,3 +180,37 @@ def test_semeval_shared_split(shared_data, nlp):
                              label_names_path=root / "relations.json", last=1000))
     assert len(docs) == 1000
     assert all(len(d._.entities) == 2 for d in docs)
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"P17": "country", "P19": "place of birth"}, {"P17": "country", "P19": "place of birth"}),
+    ({"Na": 0, "P19": 2, "P17": 1}, {"P17": "P17", "P19": "P19"}),  # rel2id.json, by id
+    ({"relation": {"names": ["Other", "Cause-Effect(e1,e2)"]}},
+     {"Other": "Other", "Cause-Effect(e1,e2)": "Cause-Effect(e1,e2)"}),
+    (["per:title", "no_relation"], {"per:title": "per:title", "no_relation": "no_relation"}),
+])
+def test_one_loader_reads_every_relation_set_shape(tmp_path, data, expected):
+    """Tasks, the sentence readers and --relation-set all read label files with one loader."""
+    from spacy_lmrc.corpus.labels import load_relation_set
+    from spacy_lmrc.tasks.document import LMRCTask
+    from spacy_lmrc.tasks.sentence import SentenceRETask
+
+    path = _write(tmp_path, data, "labels.json")
+    loaded = load_relation_set(path)
+    assert loaded == expected and list(loaded) == list(expected)
+    assert LMRCTask(labels_path=path).labels == expected
+    sentence = SentenceRETask(labels_path=path, negative_label=next(iter(expected)))
+    assert sentence.labels == expected  # a {label: name} file's names are display names
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"P17": "country", "P19": ""}, "non-empty strings"),
+    ({"a": 0, "b": 2}, "ids 0..N-1"),
+    ({"Na": 0}, "the relation set is empty"),
+    ({"P17": ["country"]}, "expected a non-empty list of names"),
+])
+def test_relation_set_files_of_no_known_shape_are_clear_errors(tmp_path, data, message):
+    from spacy_lmrc.corpus.labels import load_relation_set
+
+    with pytest.raises(InputError, match=message):
+        load_relation_set(_write(tmp_path, data, "labels.json"))

@@ -80,7 +80,7 @@ def test_scorer_reports_f1_ign_intra_inter(toy_record):
 
 
 def test_save_load_gives_identical_output(toy_record, tmp_path):
-    nlp = _pipeline(pairs_per_prompt=7, entity_cutoff=90)
+    nlp = _pipeline(pairs_per_prompt=7, fuzzy_cutoff=90)
     before = nlp(input_copy(docred_record_to_doc(toy_record, nlp.vocab)))._.relations
     nlp.to_disk(tmp_path / "pipeline")
     assert (tmp_path / "pipeline" / "llm_relation_classifier" / "task.json").exists()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..llm.formats import PromptFormat
@@ -33,8 +33,11 @@ class LLMBackend(ABC):
         """
         return self.generate(prompts)
 
-    def check_trained_for(self, prompt_format: PromptFormat) -> None:
-        """Refuse fine-tuned weights that were trained for another prompt format or model."""
+    def check_trained_for(self, prompt_format: PromptFormat | None = None,
+                          task_settings: Mapping[str, Any] | None = None) -> None:
+        """Warn when fine-tuned weights were trained with other ``task_settings`` (a task's
+        ``get_config()``); refuse weights trained for another ``prompt_format`` or model.
+        Backends without fine-tuned weights have nothing to check."""
 
     def to_disk(self, path: Path) -> None:
         """Save what a pipeline needs to reload this backend (e.g. a LoRA adapter)."""

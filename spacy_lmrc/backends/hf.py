@@ -20,7 +20,8 @@ whole model (then copied with the pipeline, since there is no base to refer to).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ from ..util import resolve_device
 from .base import StructuredBackend
 
 SETTINGS_FILE = "backend.json"
+#: task settings that change the prompt text: a difference from fine-tuning is worth a warning
+PROMPT_SETTINGS = ("labels", "template_text", "allow_none", "pairs_per_prompt", "examples")
 
 
 def is_full_model(folder: str | Path) -> bool:
@@ -136,12 +139,42 @@ class HFBackend(StructuredBackend):
         self._seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self._device = device
 
-    def check_trained_for(self, prompt_format: PromptFormat) -> None:
-        """Refuse fine-tuned weights the structured requests in ``prompt_format`` do not fit:
-        another prompt format, text-prompt training, or (LoRA) another base model."""
+    def check_trained_for(self, prompt_format: PromptFormat | None = None,
+                          task_settings: Mapping[str, Any] | None = None) -> None:
+        """Compare what ``finetune-classifier`` stored with the fine-tuned weights to their
+        use now; the one place that reads those settings back.
+
+        ``task_settings`` (the task's ``get_config()``, as the component is built): warn when
+        the weights were trained on another base model or with other settings that shape the
+        prompt text (:data:`PROMPT_SETTINGS`). ``prompt_format`` (before structured requests):
+        refuse weights the requests do not fit: another prompt format, text-prompt training,
+        or (LoRA) another base model.
+        """
         if not self.adapter or not (Path(self.adapter) / TRAINING_SETTINGS).exists():
             return
         trained = read_training_settings(self.adapter)
+        if task_settings is not None:
+            self._warn_on_other_settings(trained, task_settings)
+        if prompt_format is not None:
+            self._refuse_other_format(trained, prompt_format)
+
+    def _warn_on_other_settings(self, trained: dict[str, Any],
+                                task_settings: Mapping[str, Any]) -> None:
+        base = trained.get("base_model")
+        if base and self.model_name and base != self.model_name:
+            warnings.warn(f"the adapter {self.adapter} was fine-tuned on {base!r}, but the "
+                          f"backend loads {self.model_name!r}", stacklevel=3)
+        stored = trained.get("task", {})
+        # a relation set still to come (initialize, from_disk) is no difference yet
+        differ = sorted(k for k in PROMPT_SETTINGS
+                        if k in stored and task_settings.get(k) not in (None, {})
+                        and stored[k] != task_settings[k])
+        if differ:
+            warnings.warn(f"the adapter {self.adapter} was fine-tuned with other task settings "
+                          f"({', '.join(differ)}); prompts at inference differ from training",
+                          stacklevel=3)
+
+    def _refuse_other_format(self, trained: dict[str, Any], prompt_format: PromptFormat) -> None:
         if trained.get("shape") != "packed":
             raise InputError("the fine-tuned model was trained on text prompts, not on packed "
                              "structured requests: fine-tune it again with this version of "

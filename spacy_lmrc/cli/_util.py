@@ -19,8 +19,8 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..corpus import read_docred, read_semeval, read_tacred
-from ..corpus.docred import load_relation_set
 from ..corpus.io import detect_records_format, load_json_records
+from ..corpus.labels import load_relation_set
 from ..corpus.readers import read_docbin
 from ..errors import InputError, SkipReport
 
@@ -125,7 +125,7 @@ def load_docs(
 
 def relation_set_option(path: Path | None) -> set[str] | None:
     """The relation ids of a ``--relation-set`` file, or None when not given."""
-    return load_relation_set(path) if path is not None else None
+    return set(load_relation_set(path)) if path is not None else None
 
 
 def check_output(path: Path, folder: bool = False) -> None:

@@ -4,7 +4,9 @@ The full scores (per relation, intra/inter, component statistics) go to ``--outp
 the terminal gets a short table. A trained proposer folder (``training/proposer/model-best``)
 is evaluated as a one-component pipeline: candidate-pair P/R/F1 and the kept fraction. With
 ``--gold-pairs`` the relation classifier gets the gold entity pairs instead of the proposer's
-(LMRC Table 5's RC-only ablation), and top-1 accuracy on those pairs is reported.
+(LMRC Table 5's RC-only ablation), and top-1 accuracy on those pairs is reported. With
+``--from-text`` the documents go in as plain text and the pipeline finds its own entities
+(:mod:`spacy_lmrc.cli.evaluate_text`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tqdm import tqdm
 from ..corpus import docs_to_result
 from ..corpus.readers import input_copy
 from ..corpus.sentence import sentence_label
+from ..errors import InputError
 from ..metrics import (
     candidate_pair_scores,
     gold_from_doc,
@@ -44,6 +47,7 @@ from ._util import (
     write_atomic,
 )
 from .compare import DOC_COLUMNS, SENT_COLUMNS, percent
+from .evaluate_text import evaluate_from_text
 from .extract import load_pipeline
 
 PROPOSER = "lmrc_candidate_proposer"
@@ -133,6 +137,10 @@ def evaluate_cli(
     gold_pairs: bool = typer.Option(
         False, "--gold-pairs",
         help="RC-only ablation: classify the gold entity pairs (the proposer is not run)"),
+    from_text: bool = typer.Option(
+        False, "--from-text",
+        help="Documents as plain text: the pipeline finds its own entities (NER, grouping, "
+             "relations and the stage each gold relation was lost at)"),
 ) -> None:
     """Predict on DATA with PIPELINE (a pipeline or a trained proposer folder) and score it.
 
@@ -142,6 +150,13 @@ def evaluate_cli(
     for path in (output, predictions):
         if path is not None:
             check_output(path)
+    if from_text:
+        check_from_text_options(sentence_level, gold_pairs)
+        evaluate_from_text(pipeline, data, first=first, last=last, train=train,
+                           train_first=train_first, train_last=train_last, output=output,
+                           predictions=predictions, batch_size=batch_size,
+                           component_stats=_pipe_stats)
+        return
     gold_docs, report = load_docs(data, first=first, last=last, relations_path=relations,
                                   label_names_path=label_names, require_labels=True,
                                   unique_titles=True)
@@ -149,46 +164,81 @@ def evaluate_cli(
     if batch_size is None:
         batch_size = nlp.batch_size if sentence_level else 1
     pred_docs, seconds = predict_docs(nlp, gold_docs, gold_pairs, batch_size)
-    scores: dict[str, Any] = {
+    scores = run_summary(pipeline, nlp, gold_docs, seconds, gold_pairs=gold_pairs,
+                         data=describe_slice(data, first, last), skipped_invalid=len(report),
+                         train_facts_from=describe_slice(train, train_first, train_last)
+                         if train else None)
+    if sentence_level:
+        level_scores, prediction_text = score_sentences(gold_docs, pred_docs, negative_label,
+                                                        semeval)
+    else:
+        train_facts = load_train_facts(train, train_first, train_last)
+        level_scores, prediction_text = score_documents(gold_docs, pred_docs, train_facts,
+                                                        gold_pairs, nlp.pipe_names)
+    scores.update(level_scores)
+    print(summary_table(scores, nlp.pipe_names, sentence_level))
+    print_caveats(data, train, sentence_level, nlp.pipe_names)
+    written = write_outputs([(output, json.dumps(scores, indent=2) + "\n"),
+                             (predictions, prediction_text)])
+    info(f"evaluated {pipeline} on {describe_slice(data, first, last)}; wrote "
+         f"{', '.join(written) or 'nothing (give -o FILE for the full scores)'} in "
+         f"{time.perf_counter() - started:.1f} s")
+
+
+def run_summary(pipeline: str, nlp: Language, gold_docs: list[Doc], seconds: float, *,
+                gold_pairs: bool, data: str, skipped_invalid: int,
+                train_facts_from: str | None) -> dict[str, Any]:
+    """What was evaluated (pipeline, pairs, data slice, training facts), how fast, and the
+    components' run statistics: the part of the scores file that says what the figures mean."""
+    return {
         "evaluated": {
             "pipeline": str(pipeline), "components": nlp.pipe_names,
             "pairs": "gold" if gold_pairs else "predicted",
-            "data": describe_slice(data, first, last), "documents": len(gold_docs),
-            "skipped_invalid": len(report),
-            "train_facts_from": describe_slice(train, train_first, train_last) if train else None,
+            "data": data, "documents": len(gold_docs),
+            "skipped_invalid": skipped_invalid,
+            "train_facts_from": train_facts_from,
         },
         "seconds": seconds,
         "seconds_per_document": seconds / max(len(gold_docs), 1),
         "docs_per_second": len(gold_docs) / seconds if seconds else 0.0,
         "component_stats": _pipe_stats(nlp),
     }
-    if sentence_level:
-        label_scores, prediction_text = score_sentences(gold_docs, pred_docs, negative_label,
-                                                        semeval)
-        scores.update(label_scores)
-    else:
-        train_facts = None
-        if train is not None:
-            train_docs, _ = load_docs(train, first=train_first, last=train_last,
-                                      require_labels=True)
-            train_facts = train_facts_from_docs(train_docs)
-        doc_scores, prediction_text = score_documents(gold_docs, pred_docs, train_facts,
-                                                      gold_pairs, nlp.pipe_names)
-        scores.update(doc_scores)
-    print(summary_table(scores, nlp.pipe_names, sentence_level))
-    if not sentence_level and not train and nlp.pipe_names != [PROPOSER]:
+
+
+def load_train_facts(train: Path | None, first: int | None, last: int | None) -> Any:
+    """The training facts Ign F1 leaves out, from the ``--train`` slice (None without one)."""
+    if train is None:
+        return None
+    train_docs, _ = load_docs(train, first=first, last=last, require_labels=True)
+    return train_facts_from_docs(train_docs)
+
+
+def print_caveats(data: Path, train: Path | None, sentence_level: bool,
+                  components: list[str]) -> None:
+    """Say what the figures leave out or cannot be compared with."""
+    if not sentence_level and not train and components != [PROPOSER]:
         info("no --train: Ign F1 not computed")
     if "dev_revised" in data.name:
         info("note: redocred-small figures are not comparable with published Re-DocRED results")
+
+
+def write_outputs(outputs: list[tuple[Path | None, str]]) -> list[str]:
+    """Write each (path, content) whose path was given; the paths written."""
     written = []
-    for path, content in ((output, json.dumps(scores, indent=2) + "\n"),
-                          (predictions, prediction_text)):
+    for path, content in outputs:
         if path is not None:
             write_atomic(path, content)
             written.append(str(path))
-    info(f"evaluated {pipeline} on {describe_slice(data, first, last)}; wrote "
-         f"{', '.join(written) or 'nothing (give -o FILE for the full scores)'} in "
-         f"{time.perf_counter() - started:.1f} s")
+    return written
+
+
+def check_from_text_options(sentence_level: bool, gold_pairs: bool) -> None:
+    """--from-text evaluates documents with predicted entities: no sentence level, no gold
+    pairs (they name gold entities)."""
+    for given, flag in ((sentence_level, "--sentence-level"), (gold_pairs, "--gold-pairs")):
+        if given:
+            raise InputError(f"--from-text cannot be combined with {flag}: it scores "
+                             f"documents whose entities the pipeline finds itself")
 
 
 def predict_docs(nlp: Language, gold_docs: list[Doc], gold_pairs: bool,

@@ -1,14 +1,22 @@
-"""``spacy-lmrc extract``: relations from plain text with a packaged or saved pipeline."""
+"""``spacy-lmrc extract``: relations from plain text with a packaged or saved pipeline.
+
+Besides the relations, it says per document how far the text got: mentions, entities, pairs,
+candidate pairs and relations, and when no relation came out, the stage that emptied the stream
+(no mention found, a single entity, no pair proposed, no relation named).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import spacy
 import typer
 from spacy.language import Language
+from spacy.tokens import Doc
 from tqdm import tqdm
 
 from ..corpus.io import load_json_records
@@ -19,7 +27,8 @@ from ._util import friendly_errors, info, timed
 
 
 def read_texts(path: Path, by_line: bool) -> list[tuple[str | None, str]]:
-    """(title, text) pairs from ``.txt`` (one document, or one per line) or ``.jsonl``."""
+    """(title, text) pairs from ``.txt`` (one document, or one per line) or ``.jsonl``; an
+    empty (or blank) ``.txt`` file has no documents."""
     if not path.exists():
         raise InputError("file not found", path=path)
     if path.suffix in (".jsonl", ".json"):
@@ -36,7 +45,7 @@ def read_texts(path: Path, by_line: bool) -> list[tuple[str | None, str]]:
     if by_line:
         return [(None, line) for line in content.splitlines() if line.strip()]
     if not content.strip():
-        raise InputError("the file is empty", path=path)
+        return []
     return [(path.stem, content)]
 
 
@@ -58,6 +67,72 @@ def label_names_of(nlp: Language) -> dict[str, str]:
     return {}
 
 
+@dataclass
+class Stages:
+    """Which stages a pipeline has: what finds entities, proposes pairs and names relations."""
+
+    entities: str | None
+    proposer: Any
+    classifier: Any
+
+    @classmethod
+    def of(cls, nlp: Language) -> Stages:
+        """The last component assigning each of ``doc._.entities``, ``doc._.relation_candidates``
+        and ``doc._.relations`` (None where no component does)."""
+        def last(attribute: str) -> str | None:
+            names = [n for n in nlp.pipe_names if attribute in nlp.get_pipe_meta(n).assigns]
+            return names[-1] if names else None
+
+        proposer, classifier = last("doc._.relation_candidates"), last("doc._.relations")
+        return cls(last("doc._.entities"), proposer and nlp.get_pipe(proposer),
+                   classifier and nlp.get_pipe(classifier))
+
+
+def explain(doc: Doc, stages: Stages) -> dict[str, Any]:
+    """Counts of one extracted Doc (mentions, entities, ordered pairs, candidate pairs when a
+    proposer ran, pairs classified, relations) and, with no relation, the stage to blame."""
+    n = len(doc._.entities)
+    counts: dict[str, Any] = {
+        "mentions": sum(len(e["mentions"]) for e in doc._.entities), "entities": n,
+        "pairs": n * (n - 1),
+        "candidates": len(doc._.relation_candidates) if stages.proposer is not None else None,
+        "relations": len(doc._.relations),
+    }
+    task = getattr(stages.classifier, "task", None)
+    counts["classified"] = len(task.select_pairs(doc)) if task is not None and n > 1 else None
+    counts["why"] = None if counts["relations"] else _why_empty(counts, stages)
+    return counts
+
+
+def _why_empty(counts: dict[str, Any], stages: Stages) -> str:
+    """The first stage after which no relation was possible any more."""
+    if stages.entities is None and not counts["entities"]:
+        return "the pipeline finds no entities (no NER and lmrc_entity_grouper) and none were given"
+    if not counts["entities"]:
+        return "0 entities: the NER found no mention in the text"
+    if counts["entities"] == 1:
+        return "1 entity: no pair of entities to relate"
+    if counts["candidates"] == 0:
+        threshold = getattr(stages.proposer, "threshold", None)
+        at = f" at threshold {threshold:.3g}" if isinstance(threshold, float) else ""
+        return f"the proposer kept none of the {counts['pairs']} entity pairs{at}"
+    if stages.classifier is None:
+        return "the pipeline has no relation classifier"
+    return (f"the relation classifier named no relation for the {counts['classified']} "
+            f"pairs it was given")
+
+
+def explanation_line(title: str, counts: dict[str, Any]) -> str:
+    """``title: 5 mentions, 3 entities, 6 pairs, 2 proposed, 0 relations: why``."""
+    parts = [f"{counts['mentions']} mentions", f"{counts['entities']} entities",
+             f"{counts['pairs']} pairs"]
+    if counts["candidates"] is not None:
+        parts.append(f"{counts['candidates']} proposed")
+    parts.append(f"{counts['relations']} relations")
+    line = f"{title}: {', '.join(parts)}"
+    return f"{line}: {counts['why']}" if counts["why"] else line
+
+
 @app.command("extract")
 @friendly_errors
 @timed
@@ -69,9 +144,12 @@ def extract_cli(
     html: Path | None = typer.Option(None, "--html", help="Write an HTML view (entities, arcs)"),
     batch_size: int = typer.Option(8, "--batch-size", help="Documents per nlp.pipe batch"),
 ) -> None:
-    """Print relations as JSONL (stdout) and as a table (stderr); optionally an HTML view."""
+    """Print relations as JSONL (stdout) and as a table (stderr), and per document what each
+    stage found (and why no relation came out); optionally an HTML view."""
     texts = read_texts(input_path, lines)
     nlp = load_pipeline(pipeline)
+    if not texts:
+        info(f"{input_path}: the file is empty (no text): 0 documents, 0 relations")
     docs = []
     stream: Iterator = nlp.pipe((text for _, text in texts), batch_size=batch_size)
     for (title, _), doc in zip(texts, tqdm(stream, total=len(texts), desc="extract",
@@ -87,7 +165,12 @@ def extract_cli(
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(jsonl, encoding="utf8")
-    info(format_table(records))
+    if records:
+        info(format_table(records))
+    stages = Stages.of(nlp)
+    for i, doc in enumerate(docs):
+        info(explanation_line(doc._.title if doc._.title is not None else f"document {i}",
+                              explain(doc, stages)))
     info(f"{len(records)} relations in {len(docs)} document(s), "
          f"{sum(len(d._.entities) for d in docs)} entities")
     if html is not None:

@@ -21,8 +21,9 @@ def train_proposer_cli(
     ctx: typer.Context,
     config_path: Path = typer.Argument(..., help="Training config, e.g. configs/proposer.cfg"),
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Folder for model-best, checkpoint and metrics.json"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from <output>/checkpoint"),
+        ..., "--output", "-o", help="Folder for model-best, checkpoints and metrics.json"),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the newest <output>/checkpoints/step-N"),
 ) -> None:
     """Train the RCP model, keep the best dev epoch, choose and store its threshold.
 

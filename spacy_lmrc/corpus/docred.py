@@ -20,7 +20,7 @@ from spacy.vocab import Vocab
 
 from ..doc import Entity, Mention, Relation, unique_display_names
 from ..errors import InputError, SkipReport
-from .io import TitleCheck, load_json, load_json_records, select_records, warn_unreported
+from .io import TitleCheck, load_json_records, select_records, warn_unreported
 
 SELF_RELATION = "gold relations whose head and tail are the same entity (h == t)"
 OUTSIDE_SET = "gold relations outside the relation set"
@@ -215,25 +215,6 @@ def docred_record_to_doc(
     doc._.entities = entities
     doc._.relations = relations
     return doc
-
-
-def load_relation_set(path: str | Path) -> set[str]:
-    """Relation ids from ``rel_info.json`` / ``rel2id.json`` (keys) or a JSON list of ids.
-
-    The no-relation entry of ``rel2id.json`` (``Na``) is not a relation.
-    """
-    data = load_json(path, "relation set file")
-    if isinstance(data, dict):
-        ids = set(data)
-    elif isinstance(data, list) and all(isinstance(r, str) for r in data):
-        ids = set(data)
-    else:
-        raise InputError("expected a JSON object keyed by relation id (rel_info.json, "
-                         "rel2id.json) or a list of relation ids", path=path)
-    ids.discard("Na")
-    if not ids:
-        raise InputError("the relation set is empty", path=path)
-    return ids
 
 
 def read_docred(

@@ -22,11 +22,11 @@ from ..errors import InputError, SkipReport
 from .io import (
     TitleCheck,
     detect_records_format,
-    load_json,
     load_json_records,
     select_records,
     warn_unreported,
 )
+from .labels import load_relation_set
 
 SEMEVAL_NEGATIVE = "Other"
 TACRED_NEGATIVE = "no_relation"
@@ -57,38 +57,6 @@ def sentence_label(doc: Doc, negative_label: str) -> str:
 def strip_markup(text: str) -> str:
     """Remove ``<e1>``/``<e2>`` tags (RAG4RE embeds sentences without them)."""
     return _MARKUP.sub("", text)
-
-
-def load_label_names(path: str | Path) -> list[str]:
-    """Label names by id from a Hugging Face features schema, a list, or a ``{name: id}`` map.
-
-    The names must be distinct non-empty strings (a truncated or hand-edited file is caught
-    here, not as a wrong label later).
-    """
-    data = load_json(path, "label names file")
-    names: Any = None
-    if isinstance(data, list):
-        names = data
-    elif isinstance(data, dict) and isinstance(data.get("relation"), dict):
-        names = data["relation"].get("names")
-    elif isinstance(data, dict) and data and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in data.values()
-    ):
-        if sorted(data.values()) != list(range(len(data))):
-            raise InputError("expected a {name: id} map with ids 0..N-1, each used once",
-                             path=path)
-        names = [name for name, _ in sorted(data.items(), key=lambda kv: kv[1])]
-    if not isinstance(names, list) or not names:
-        raise InputError(
-            "expected a non-empty list of names, a features schema with relation.names, "
-            "or a {name: id} map", path=path)
-    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
-    if bad:
-        raise InputError(f"label names must be non-empty strings, got {bad[0]!r}", path=path)
-    repeated = [n for n, count in Counter(names).items() if count > 1]
-    if repeated:
-        raise InputError(f"label name {repeated[0]!r} occurs more than once", path=path)
-    return list(names)
 
 
 def resolve_label(label: Any, names: list[str] | None, ctx: dict) -> str:
@@ -219,7 +187,8 @@ def read_semeval(
                 f"has {len(labels)} labels but {sentences_path} has {len(records)} sentences",
                 path=relations_path,
             )
-    names = load_label_names(label_names_path) if label_names_path is not None else None
+    names = (list(load_relation_set(label_names_path)) if label_names_path is not None
+             else None)
     if names is not None and negative_label not in names:
         report.warn(f"the negative label {negative_label!r} is not among the label names: "
                     f"every sentence counts as a relation", path=label_names_path)

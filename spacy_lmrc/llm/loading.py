@@ -12,14 +12,13 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import srsly
 
 from ..errors import InputError
-from ..util import DEFAULT_LLM, cache_dir, smollm2_gguf_path
+from ..util import DEFAULT_LLM, cache_dir, cpu_has_bf16_matmul, smollm2_gguf_path
 
 #: what ``finetune-classifier`` writes beside the weights: base model, task settings with the
 #: prompt format, training settings, losses, throughput
@@ -113,20 +112,6 @@ def quantization_config(dtype: Any) -> Any:
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-
-
-@lru_cache(maxsize=1)
-def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16).
-
-    On AVX2-only CPUs (e.g. AMD EPYC without AVX512) torch emulates bf16 and runs 5-6x slower
-    than fp32, so ``dtype="auto"`` stays fp32 there.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf8")
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def resolve_dtype(dtype: str, device: Any, *, training: bool = False) -> Any:

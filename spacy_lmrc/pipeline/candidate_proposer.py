@@ -3,7 +3,9 @@
 Scores every ordered entity pair of ``doc._.entities`` with the RCP model
 (:mod:`spacy_lmrc.proposer`) and writes the pairs whose P(relation) exceeds the threshold to
 ``doc._.relation_candidates`` as ``{"head", "tail", "score"}``, in (head, tail) order. The
-``llm_relation_classifier`` then only asks the LLM about those pairs.
+``llm_relation_classifier`` then only asks the LLM about those pairs. A proposer trained with
+relation-type hints also stores each kept pair's ``hint_top_m`` most likely relation types,
+``"hints": [{"label", "score"}, ...]``, best first.
 
 ``model`` is either a trained proposer folder (``<output>/model-best`` of
 ``spacy-lmrc train-proposer``) or an encoder name / path. With an encoder, the component holds
@@ -37,8 +39,8 @@ from spacy.util import SimpleFrozenList
 from ..doc import Candidate, ordered_pairs
 from ..errors import InputError
 from ..metrics import scorers  # noqa: F401  (registers spacy_lmrc.candidate_scorer.v1)
-from ..proposer.model import RCPModel, is_rcp_folder
-from ..util import DEFAULT_ENCODER, resolve_device
+from ..proposer.model import PairScores, RCPModel, is_rcp_folder
+from ..util import DEFAULT_ENCODER, bf16_is_native, resolve_device
 from .batched import BatchedPipe
 
 MODEL_DIR = "model"
@@ -56,7 +58,8 @@ class UntrainedProposerError(RuntimeError):
         "threshold": None,
         "batch_size": 8,
         "device": "cpu",
-        "bf16": False,
+        "bf16": None,
+        "hint_top_m": 5,
         "allow_untrained": False,
         "scorer": {"@scorers": "spacy_lmrc.candidate_scorer.v1"},
     },
@@ -72,7 +75,8 @@ def make_candidate_proposer(
     threshold: float | None,
     batch_size: int,
     device: str,
-    bf16: bool,
+    bf16: bool | None,
+    hint_top_m: int,
     allow_untrained: bool,
     scorer: Callable | None,
 ) -> CandidateProposer:
@@ -81,11 +85,14 @@ def make_candidate_proposer(
     model: trained proposer folder, or encoder name / path (untrained head, see module doc).
     threshold: keep pairs with P(relation) > threshold; null = the model's stored threshold.
     batch_size: documents per forward pass. device: cpu, cuda, cuda:N or auto.
-    bf16: bfloat16 autocast (CUDA only). allow_untrained: predict with an untrained head.
+    bf16: bfloat16 autocast; null = where the hardware computes bf16 (a bf16 GPU, or a CPU with
+    AMX or AVX512-BF16). hint_top_m: relation types stored per kept pair (models with a hints
+    head; 0 = none). allow_untrained: predict with an untrained head.
     """
     return CandidateProposer(nlp.vocab, name, model=model, threshold=threshold,
                              batch_size=batch_size, device=device, bf16=bf16,
-                             allow_untrained=allow_untrained, scorer=scorer)
+                             hint_top_m=hint_top_m, allow_untrained=allow_untrained,
+                             scorer=scorer)
 
 
 class CandidateProposer(BatchedPipe):
@@ -97,21 +104,23 @@ class CandidateProposer(BatchedPipe):
 
     def __init__(self, vocab: Any, name: str = "lmrc_candidate_proposer", *,
                  model: str = DEFAULT_ENCODER, threshold: float | None = None,
-                 batch_size: int = 8, device: str = "cpu", bf16: bool = False,
-                 allow_untrained: bool = False, scorer: Callable | None = None) -> None:
+                 batch_size: int = 8, device: str = "cpu", bf16: bool | None = None,
+                 hint_top_m: int = 5, allow_untrained: bool = False,
+                 scorer: Callable | None = None) -> None:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"{name}: threshold must be in [0, 1] or null, got {threshold}")
         if batch_size < 1:
             raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}")
+        if hint_top_m < 0:
+            raise ValueError(f"{name}: hint_top_m must be >= 0, got {hint_top_m}")
         self.vocab = vocab
         self.name = name
         self.device = resolve_device(device)
-        if bf16 and self.device.type != "cuda":
-            raise ValueError(f"{name}: bf16 autocast needs a CUDA device, got {device!r}")
-        self.bf16 = bf16
+        self.bf16 = bf16_is_native(self.device) if bf16 is None else bf16
         self.scorer = scorer
         self.cfg: dict[str, Any] = {"model_source": str(model), "threshold": threshold,
-                                    "batch_size": batch_size, "allow_untrained": allow_untrained}
+                                    "batch_size": batch_size, "hint_top_m": hint_top_m,
+                                    "allow_untrained": allow_untrained}
         self._model: RCPModel | None = None
 
     # settings (in ``cfg``, saved as cfg.json)
@@ -137,6 +146,11 @@ class CandidateProposer(BatchedPipe):
     def batch_size(self) -> int:
         """Documents per forward pass."""
         return self.cfg["batch_size"]
+
+    @property
+    def hint_top_m(self) -> int:
+        """Relation types stored per kept pair (when the model has a hints head)."""
+        return self.cfg.get("hint_top_m", 0)
 
     @property
     def allow_untrained(self) -> bool:
@@ -202,30 +216,35 @@ class CandidateProposer(BatchedPipe):
                 f"or set allow_untrained = true if random candidates are what you want."
             )
 
-    def predict(self, docs: list[Doc]) -> list[np.ndarray]:
-        """P(relation) of every ordered entity pair of each Doc (``ordered_pairs`` order)."""
+    def predict(self, docs: list[Doc]) -> list[PairScores]:
+        """The scores of every ordered entity pair of each Doc (``ordered_pairs`` order):
+        P(relation), and P(type) with a hints head."""
         self._check_trained()
         model = self.rcp
         features = [model.featurize(doc) for doc in docs]
         scored = [i for i, f in enumerate(features) if f.pairs]
-        probs = model.predict_proba([features[i] for i in scored], batch_size=self.batch_size,
-                                    bf16=self.bf16)
-        result = [np.zeros(0, dtype=np.float32) for _ in docs]
-        for i, p in zip(scored, probs):
-            result[i] = p
+        scores = model.predict_scores([features[i] for i in scored],
+                                      batch_size=self.batch_size, bf16=self.bf16)
+        result = [PairScores(np.zeros(0, dtype=np.float32)) for _ in docs]
+        for i, doc_scores in zip(scored, scores):
+            result[i] = doc_scores
         return result
 
-    def set_annotations(self, docs: list[Doc], probs: list[np.ndarray]) -> None:
-        """Write the pairs above the threshold to ``doc._.relation_candidates``."""
+    def set_annotations(self, docs: list[Doc], scores: list[PairScores]) -> None:
+        """Write the pairs above the threshold to ``doc._.relation_candidates``, with their
+        top relation types when the model has a hints head."""
         threshold = self.threshold
-        for doc, doc_probs in zip(docs, probs):
-            candidates: list[Candidate] = [
-                {"head": int(h), "tail": int(t), "score": float(p)}
-                for (h, t), p in zip(ordered_pairs(doc), doc_probs) if p > threshold
-            ]
+        types = self.rcp.settings.relation_types
+        for doc, doc_scores in zip(docs, scores):
+            candidates: list[Candidate] = []
+            for i, ((h, t), p) in enumerate(zip(ordered_pairs(doc), doc_scores.relation)):
+                if p <= threshold:
+                    continue
+                candidate: Candidate = {"head": int(h), "tail": int(t), "score": float(p)}
+                if doc_scores.types is not None and self.hint_top_m:
+                    candidate["hints"] = _top_types(doc_scores.types[i], types, self.hint_top_m)
+                candidates.append(candidate)
             doc._.relation_candidates = candidates
-
-
 
     # serialization
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
@@ -247,3 +266,9 @@ class CandidateProposer(BatchedPipe):
         util.from_disk(path, {CFG_FILE: lambda p: self.cfg.update(json.loads(p.read_text())),
                               MODEL_DIR: read_model}, exclude)
         return self
+
+
+def _top_types(probs: np.ndarray, labels: list[str], top_m: int) -> list[dict[str, Any]]:
+    """The ``top_m`` relation types of one pair, best first, as ``{"label", "score"}``."""
+    best = np.argsort(-probs, kind="stable")[:top_m]
+    return [{"label": labels[k], "score": float(probs[k])} for k in best]

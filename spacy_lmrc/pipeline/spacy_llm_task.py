@@ -5,6 +5,12 @@
 write ``doc._.relations``; spacy-llm then owns the model, caching and prompt logging. The other
 direction, a spacy-llm model behind ``llm_relation_classifier``, is
 :mod:`spacy_lmrc.backends.spacy_llm`.
+
+Prompts fit the model's context: spacy-llm passes the model's ``context_length`` (in tokens),
+and a prompt too long for it is split into prompts of fewer pairs. The document text cannot be
+cut (a relation may need any of its sentences), so a prompt for one pair that is still too long
+is not sent; it is counted instead (``over_context`` prompts, ``over_context_pairs`` pairs in
+:attr:`SpacyLLMRelationTask.stats`) and its pair gets no relation.
 """
 
 from __future__ import annotations
@@ -15,33 +21,40 @@ from typing import Any, Iterable, Tuple  # noqa: UP035
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy_llm.registry import registry as llm_registry
+from spacy_llm.tasks.util.sharding import make_n_token_estimator
 
 from ..metrics.scorers import score_relations
 from ..tasks import document  # noqa: F401  (registers the LMRC tasks used in task configs)
 from ..tasks.base import ParseStats, PromptUnit, RelationTask
 
+#: prompt length x this must fit the context: spacy-llm's own margin for its token estimate
+#: (``spacy.ShardMapper.v1``'s ``buffer_frac``)
+CONTEXT_MARGIN = 1.1
+
 
 class SpacyLLMRelationTask:
     """spacy-llm task around a :class:`RelationTask`: one prompt per unit, the Doc as shard.
 
-    Parse statistics accumulate in :attr:`stats` (unparsable lines, out-of-set relations...).
+    Parse statistics accumulate in :attr:`stats` (unparsable lines, out-of-set relations,
+    prompts over the model's context...). Prompt length is estimated as spacy-llm does
+    (``spacy.NTokenEstimator.v1``: whitespace-separated words).
     """
 
     def __init__(self, task: RelationTask) -> None:
         self.task = task
         self.stats = ParseStats()
+        self.count_tokens = make_n_token_estimator()
+        #: the model's context length as the last :meth:`generate_prompts` call received it
+        self.context_length: int | None = None
 
     def generate_prompts(
         self, docs: Iterable[Doc], context_length: int | None = None
     ) -> Iterable[Tuple[Iterable[str], Iterable[Doc]]]:  # noqa: UP006
-        """The task's prompts for each Doc, with the Doc as the shard of each.
-
-        ``context_length`` is part of spacy-llm's task protocol and not used: the task already
-        splits a document's pairs into prompts of k pairs, and a string cannot be measured in
-        the model's tokens here.
-        """
+        """The task's prompts for each Doc, with the Doc as the shard of each; with a
+        ``context_length`` (tokens), each prompt fits it (see the module docstring)."""
+        self.context_length = context_length
         for doc in docs:
-            units = self.task.generate_prompts(doc)
+            units = self._fitted_prompts(doc, count=True)
             yield [unit.text for unit in units], [doc] * len(units)
 
     def parse_responses(
@@ -54,7 +67,7 @@ class SpacyLLMRelationTask:
             if not doc_shards:
                 continue
             doc = doc_shards[0]
-            units: list[PromptUnit] = self.task.generate_prompts(doc)
+            units = self._fitted_prompts(doc, count=False)
             doc._.relations = self.task.parse_responses(doc, units, answers, self.stats)
             yield doc
 
@@ -62,8 +75,33 @@ class SpacyLLMRelationTask:
         """DocRED-style scores of ``doc._.relations`` (``nlp.evaluate``)."""
         return score_relations(examples)
 
+    def _fitted_prompts(self, doc: Doc, *, count: bool) -> list[PromptUnit]:
+        """The task's prompts for ``doc``, each within :attr:`context_length` (the same ones
+        for the same Doc, so answers are read against the prompts that were sent); ``count``
+        records prompts left out in :attr:`stats`."""
+        units = self.task.generate_prompts(doc)
+        if self.context_length is None:
+            return units
+        return [fitted for unit in units for fitted in self._fit(doc, unit, count)]
+
+    def _fit(self, doc: Doc, unit: PromptUnit, count: bool) -> list[PromptUnit]:
+        """``unit`` if it fits the context, else its pairs in halves, recursively; a one-pair
+        prompt that does not fit is left out."""
+        if self.count_tokens(unit.text) * CONTEXT_MARGIN <= self.context_length:
+            return [unit]
+        if len(unit.pairs) <= 1:
+            if count:
+                self.stats.add("over_context")
+                self.stats.add("over_context_pairs", len(unit.pairs))
+                self.stats.sample("over_context", f"{doc._.title}: {unit.pairs}")
+            return []
+        half = len(unit.pairs) // 2
+        return [fitted for pairs in (unit.pairs[:half], unit.pairs[half:])
+                for part in self.task.prompts_for(doc, pairs)
+                for fitted in self._fit(doc, part, count)]
+
 
 @llm_registry.llm_tasks("spacy_lmrc.LMRCRelationTask.v1")
 def make_spacy_llm_relation_task(task: RelationTask) -> SpacyLLMRelationTask:
-    """A spacy-llm task running a spacy-lmrc RelationTask (``task``, e.g. LMRCTask.v1)."""
+    """A spacy-llm task running a spacy-lmrc RelationTask (``task``, e.g. LMRCTask.v3)."""
     return SpacyLLMRelationTask(task)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from spacy.tokens import Doc
 
-from ..doc import ordered_pairs, relation_pairs
+from ..doc import ordered_pairs
 
 MARKER = "*"
 
@@ -40,8 +40,9 @@ class DocFeatures:
     """One document ready for the model.
 
     ``entity_pos[e]`` lists the wordpiece positions (in ``input_ids``, special tokens included)
-    of the opening markers of entity ``e``'s mentions; ``pairs`` are all ordered entity pairs and
-    ``labels[i]`` is 1.0 when ``pairs[i]`` holds any relation (only when built with labels).
+    of the opening markers of entity ``e``'s mentions; ``pairs`` are all ordered entity pairs,
+    ``labels[i]`` is 1.0 when ``pairs[i]`` holds any relation and ``pair_relations[i]`` its
+    relation labels (both only when built with labels).
     """
 
     input_ids: list[int]
@@ -49,6 +50,7 @@ class DocFeatures:
     pairs: list[tuple[int, int]]
     labels: list[float] | None = None
     title: str | None = None
+    pair_relations: list[list[str]] | None = None
 
 
 def featurize(doc: Doc, tokenizer, special: SpecialTokens | None = None, *,
@@ -85,9 +87,12 @@ def featurize(doc: Doc, tokenizer, special: SpecialTokens | None = None, *,
     input_ids += special.end
     entity_pos = [[open_pos[m["start"]] for m in ent["mentions"]] for ent in entities]
     pairs = list(ordered_pairs(doc))
-    labels = None
+    labels = pair_relations = None
     if with_labels:
-        positive = relation_pairs(doc)
-        labels = [1.0 if pair in positive else 0.0 for pair in pairs]
+        by_pair: dict[tuple[int, int], list[str]] = {}
+        for rel in doc._.relations:
+            by_pair.setdefault((rel["head"], rel["tail"]), []).append(rel["label"])
+        pair_relations = [sorted(set(by_pair.get(pair, []))) for pair in pairs]
+        labels = [1.0 if relations else 0.0 for relations in pair_relations]
     return DocFeatures(input_ids=input_ids, entity_pos=entity_pos, pairs=pairs, labels=labels,
-                       title=doc._.title)
+                       title=doc._.title, pair_relations=pair_relations)

@@ -7,13 +7,17 @@ product of head and tail last-layer attention (mean over mentions, then over hea
 gives one logit, trained with binary cross-entropy. The logit is for P(relation) — the paper
 writes Eq. 6 for P(NA) = 1 - P(relation), which is the same classifier with the sign flipped.
 
+Beyond LMRC, an optional *relation-type hints* head (``relation_types`` set) scores every
+relation type of a pair from ``[z_s; z_o; z_s * z_o]`` (multi-label, binary cross-entropy on the
+pairs that hold a relation, trained jointly); the component stores each kept pair's top types, so
+the LLM stage can narrow its answer space.
+
 Saved folders hold ``encoder/`` (the fine-tuned encoder and its tokenizer, a regular Hugging
 Face model folder), ``head.safetensors`` and ``rcp.json`` (settings, threshold, trained flag).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..util import resolve_model_name
-from .encoder import encode_windowed, encoder_window
+from ..util import bf16_autocast, resolve_model_name
+from .encoder import encode_windowed, encoder_window, load_encoder
 from .features import DocFeatures, SpecialTokens, featurize
 
 SETTINGS_FILE = "rcp.json"
@@ -36,14 +40,18 @@ class RCPSettings:
     """Everything besides weights that defines a proposer.
 
     ``encoder``: the name or path it was built from; ``window``: encoder window in wordpieces
-    (``None`` = the encoder's maximum); ``threshold``: keep a pair when P(relation) > threshold;
-    ``trained``: False until the training loop has saved it; ``training``: provenance.
+    (``None`` = the encoder's maximum); ``attention_dropout``: the encoder's attention dropout
+    (``None`` = its own); ``relation_types``: the labels of the hints head (empty = no head);
+    ``threshold``: keep a pair when P(relation) > threshold; ``trained``: False until the
+    training loop has saved it; ``training``: provenance.
     """
 
     encoder: str
     emb_size: int = 768
     block_size: int = 64
     window: int | None = None
+    attention_dropout: float | None = None
+    relation_types: list[str] = field(default_factory=list)
     threshold: float = 0.5
     trained: bool = False
     training: dict = field(default_factory=dict)
@@ -59,19 +67,25 @@ def is_rcp_folder(path: str | Path) -> bool:
     return (Path(path) / SETTINGS_FILE).exists()
 
 
-def load_encoder(name_or_path: str | Path) -> nn.Module:
-    """A Hugging Face encoder with eager attention (the attention maps are needed).
+@dataclass
+class PairScores:
+    """The model's scores of one document's pairs (``DocFeatures.pairs`` order).
 
-    The encoder is loaded whole, pooler included, so checkpoints load without missing or
-    unexpected weights; the pooler is unused and frozen (see :class:`RCPModel`).
+    ``relation[i]``: P(pair i holds any relation); ``types[i, r]``: P(relation type r | pair i)
+    from the hints head (``None`` without one), columns in ``RCPSettings.relation_types`` order.
     """
-    from transformers import AutoModel
 
-    return AutoModel.from_pretrained(name_or_path, attn_implementation="eager")
+    relation: np.ndarray
+    types: np.ndarray | None = None
 
 
-def collate(features: list[DocFeatures], pad_token_id: int = 0) -> dict:
-    """Pad a batch for :meth:`RCPModel.forward` (tensors, so Accelerate can place them)."""
+def collate(features: list[DocFeatures], pad_token_id: int = 0,
+            type_index: dict[str, int] | None = None) -> dict:
+    """Pad a batch for :meth:`RCPModel.forward` (tensors, so Accelerate can place them).
+
+    With labelled features, ``labels`` holds the binary pair labels and, given ``type_index``
+    (the hints head's label -> column), ``type_labels`` the multi-hot relation types.
+    """
     lengths = [len(f.input_ids) for f in features]
     input_ids = torch.full((len(features), max(lengths)), pad_token_id, dtype=torch.long)
     for i, f in enumerate(features):
@@ -84,7 +98,20 @@ def collate(features: list[DocFeatures], pad_token_id: int = 0) -> dict:
     }
     if all(f.labels is not None for f in features):
         batch["labels"] = torch.tensor([x for f in features for x in f.labels], dtype=torch.float)
+        if type_index:
+            batch["type_labels"] = _multi_hot(features, type_index)
     return batch
+
+
+def _multi_hot(features: list[DocFeatures], type_index: dict[str, int]) -> torch.Tensor:
+    """``[pairs, types]`` targets of the hints head; types outside the index are left out."""
+    rows = [labels for f in features for labels in (f.pair_relations or [[]] * len(f.pairs))]
+    target = torch.zeros((len(rows), len(type_index)), dtype=torch.float)
+    for i, labels in enumerate(rows):
+        for label in labels:
+            if label in type_index:
+                target[i, type_index[label]] = 1.0
+    return target
 
 
 class RCPModel(nn.Module):
@@ -107,6 +134,9 @@ class RCPModel(nn.Module):
         self.head_extractor = nn.Linear(2 * hidden, settings.emb_size)
         self.tail_extractor = nn.Linear(2 * hidden, settings.emb_size)
         self.bilinear = nn.Linear(settings.emb_size * settings.block_size, 1)
+        self.type_index = {label: i for i, label in enumerate(settings.relation_types)}
+        self.type_head = (nn.Linear(3 * settings.emb_size, len(self.type_index))
+                          if self.type_index else None)
         self.special = SpecialTokens.from_tokenizer(tokenizer)
         self.window = settings.window or encoder_window(encoder.config, tokenizer)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -115,15 +145,18 @@ class RCPModel(nn.Module):
     # construction and persistence
     @classmethod
     def from_encoder(cls, name_or_path: str, *, emb_size: int = 768, block_size: int = 64,
-                     window: int | None = None) -> RCPModel:
-        """A new model (untrained head) over the encoder ``name_or_path`` (hub name or folder)."""
+                     window: int | None = None, attention_dropout: float | None = None,
+                     relation_types: list[str] | None = None) -> RCPModel:
+        """A new model (untrained head) over the encoder ``name_or_path`` (hub name or folder);
+        with ``relation_types``, a hints head over those labels."""
         from transformers import AutoTokenizer
 
         resolved = resolve_model_name(name_or_path)
-        encoder = load_encoder(resolved)
+        encoder = load_encoder(resolved, attention_dropout)
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         settings = RCPSettings(encoder=name_or_path, emb_size=emb_size, block_size=block_size,
-                               window=window)
+                               window=window, attention_dropout=attention_dropout,
+                               relation_types=list(relation_types or []))
         return cls(encoder, tokenizer, settings)
 
     @classmethod
@@ -137,7 +170,7 @@ class RCPModel(nn.Module):
             raise FileNotFoundError(
                 f"{path} is not a saved candidate proposer (no {SETTINGS_FILE})")
         settings = RCPSettings.from_dict(json.loads((path / SETTINGS_FILE).read_text()))
-        encoder = load_encoder(path / ENCODER_DIR)
+        encoder = load_encoder(str(path / ENCODER_DIR), settings.attention_dropout)
         tokenizer = AutoTokenizer.from_pretrained(path / ENCODER_DIR)
         model = cls(encoder, tokenizer, settings)
         head = load_file(str(path / HEAD_FILE))
@@ -168,32 +201,49 @@ class RCPModel(nn.Module):
                          word_cache=self._word_cache)
 
     def collate(self, features: list[DocFeatures]) -> dict:
-        return collate(features, self.pad_token_id)
+        """A padded batch of ``features`` for :meth:`forward` (hint targets when labelled)."""
+        return collate(features, self.pad_token_id, self.type_index)
 
     # computation
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor,
                 entity_pos: list[list[list[int]]], pairs: list[torch.Tensor],
-                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Logits of every pair of every document, concatenated; plus the BCE loss with labels."""
+                labels: torch.Tensor | None = None,
+                type_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Logits of every pair of every document, concatenated (``type_logits`` too with a
+        hints head); with labels, the loss: binary cross-entropy, plus the hints head's on
+        the pairs that hold a relation."""
         hiddens, attentions = encode_windowed(self.encoder, input_ids, lengths.tolist(),
                                               self.special, self.window, self.pad_token_id)
-        logits = []
+        logits, type_logits = [], []
         for seq, att, pos, doc_pairs in zip(hiddens, attentions, entity_pos, pairs):
             if len(doc_pairs) == 0:
                 continue
-            logits.append(self._pair_logits(seq, att, pos, doc_pairs.to(seq.device)))
-        if logits:
-            out = torch.cat(logits)
-        else:
-            out = input_ids.new_zeros((0,), dtype=torch.float)
-        result = {"logits": out}
+            z_s, z_o = self._pair_embeddings(seq, att, pos, doc_pairs.to(seq.device))
+            logits.append(self.grouped_bilinear(z_s, z_o))
+            if self.type_head is not None:
+                type_logits.append(self.type_head(torch.cat([z_s, z_o, z_s * z_o], dim=-1)))
+        result = {"logits": torch.cat(logits) if logits
+                  else input_ids.new_zeros((0,), dtype=torch.float)}
+        if type_logits:
+            result["type_logits"] = torch.cat(type_logits)
         if labels is not None:
-            result["loss"] = nn.functional.binary_cross_entropy_with_logits(
-                out.float(), labels.to(out.device).float())
+            result["loss"] = self._loss(result, labels, type_labels)
         return result
 
-    def _pair_logits(self, seq: torch.Tensor, att: torch.Tensor, pos: list[list[int]],
-                     pairs: torch.Tensor) -> torch.Tensor:
+    def _loss(self, result: dict[str, torch.Tensor], labels: torch.Tensor,
+              type_labels: torch.Tensor | None) -> torch.Tensor:
+        labels = labels.to(result["logits"].device).float()
+        loss = nn.functional.binary_cross_entropy_with_logits(result["logits"].float(), labels)
+        positive = labels > 0
+        if "type_logits" in result and type_labels is not None and positive.any():
+            targets = type_labels.to(labels.device)[positive]
+            loss = loss + nn.functional.binary_cross_entropy_with_logits(
+                result["type_logits"][positive].float(), targets)
+        return loss
+
+    def _pair_embeddings(self, seq: torch.Tensor, att: torch.Tensor, pos: list[list[int]],
+                         pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z_s`` and ``z_o`` of each pair: entity embeddings with their localized context."""
         n_ent, n_max = len(pos), max(len(p) for p in pos)
         index = torch.zeros((n_ent, n_max), dtype=torch.long, device=seq.device)
         mask = torch.zeros((n_ent, n_max), dtype=torch.bool, device=seq.device)
@@ -212,7 +262,7 @@ class RCPModel(nn.Module):
         context = q.to(seq.dtype) @ seq  # [P, d]
         z_s = torch.tanh(self.head_extractor(torch.cat([ent_emb[hs], context], dim=-1)))
         z_o = torch.tanh(self.tail_extractor(torch.cat([ent_emb[ts], context], dim=-1)))
-        return self.grouped_bilinear(z_s, z_o)
+        return z_s, z_o
 
     def grouped_bilinear(self, z_s: torch.Tensor, z_o: torch.Tensor) -> torch.Tensor:
         """ATLOP's grouped bilinear ``Linear(vec(b1 outer b2 per block))`` without materialising
@@ -225,32 +275,39 @@ class RCPModel(nn.Module):
         weight = self.bilinear.weight.view(blocks, size, size).to(b1.dtype)  # [K, i, j]
         return (torch.bmm(b1, weight) * b2).sum(dim=(0, 2)) + self.bilinear.bias.to(b1.dtype)
 
-    @torch.inference_mode()
     def predict_proba(self, features: list[DocFeatures], batch_size: int = 8,
                       bf16: bool = False) -> list[np.ndarray]:
-        """P(relation) for every pair of every document (``features[i].pairs`` order).
+        """P(relation) for every pair of every document (``features[i].pairs`` order)."""
+        return [scores.relation for scores in self.predict_scores(features, batch_size, bf16)]
 
-        Documents are batched by length (less padding), results come back in input order.
+    @torch.inference_mode()
+    def predict_scores(self, features: list[DocFeatures], batch_size: int = 8,
+                       bf16: bool = False) -> list[PairScores]:
+        """:class:`PairScores` of every document, in input order.
+
+        Documents are batched by length (less padding). ``bf16``: bfloat16 autocast (use it
+        where the hardware computes bf16, see :func:`spacy_lmrc.util.bf16_is_native`).
         """
         self.eval()
         device = next(self.parameters()).device
-        if bf16 and device.type != "cuda":
-            raise ValueError("bf16 autocast is only used on CUDA; set device to cuda or bf16 off")
         order = sorted(range(len(features)), key=lambda k: len(features[k].input_ids))
-        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(features)
+        results = [PairScores(np.zeros(0, dtype=np.float32)) for _ in features]
         for i in range(0, len(order), batch_size):
             indices = order[i:i + batch_size]
             chunk = [features[k] for k in indices]
             batch = self.collate(chunk)
             batch.pop("labels", None)
+            batch.pop("type_labels", None)
             batch = {key: (value.to(device) if isinstance(value, torch.Tensor) else value)
                      for key, value in batch.items()}
-            autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16
-                        else contextlib.nullcontext())
-            with autocast:
-                probs = torch.sigmoid(self(**batch)["logits"].float()).cpu().numpy()
+            with bf16_autocast(device, bf16):
+                out = self(**batch)
+            probs = torch.sigmoid(out["logits"].float()).cpu().numpy()
+            types = (torch.sigmoid(out["type_logits"].float()).cpu().numpy()
+                     if "type_logits" in out else None)
             offset = 0
             for k, f in zip(indices, chunk):
-                results[k] = probs[offset:offset + len(f.pairs)]
+                span = slice(offset, offset + len(f.pairs))
+                results[k] = PairScores(probs[span], None if types is None else types[span])
                 offset += len(f.pairs)
         return results

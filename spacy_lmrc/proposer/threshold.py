@@ -7,9 +7,14 @@ names the one it wants::
     @misc = "spacy_lmrc.threshold.best_f1.v1"          # maximise pair-level F1
     # @misc = "spacy_lmrc.threshold.target_recall.v1"  # smallest kept set with recall >= target
     # target_recall = 0.9
+    # @misc = "spacy_lmrc.threshold.recall_within_budget.v1"  # the same, kept set capped
+    # target_recall = 0.9
+    # max_kept_fraction = 0.15
 
-Every dropped relation pair is lost for the LLM stage, so ``target_recall`` trades kept
-fraction (LLM time, precision) for recall explicitly.
+Every dropped relation pair is lost for the LLM stage, so the recall policies trade kept
+fraction (LLM time, precision) for recall explicitly; ``recall_within_budget`` is the LMRC
+pipeline's: it reaches the target recall when the model allows it within the budget, and
+otherwise keeps the budget (the most recall that many pairs buy).
 """
 
 from __future__ import annotations
@@ -73,6 +78,18 @@ def target_recall_threshold(probs: np.ndarray, labels: np.ndarray, target: float
     return float(cuts[ok[0]]) if len(ok) else 0.0
 
 
+def kept_fraction_threshold(probs: np.ndarray, fraction: float) -> float:
+    """The lowest threshold that keeps at most ``fraction`` (0-1) of the pairs."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"a kept fraction must be in [0, 1], got {fraction}")
+    n_keep = int(np.floor(fraction * len(probs) + 1e-9))
+    if len(probs) == 0 or n_keep >= len(probs):
+        return 0.0
+    ordered = np.sort(probs)[::-1]
+    # keep the n_keep best; ties at the cut are dropped together (never more than the budget)
+    return float(ordered[n_keep]) if n_keep else float(ordered[0])
+
+
 def recall_vs_kept(probs: np.ndarray, labels: np.ndarray,
                    thresholds: Sequence[float]) -> list[dict[str, float]]:
     """Pair metrics at several thresholds: how much recall each kept fraction buys."""
@@ -93,5 +110,22 @@ def make_target_recall_policy(target_recall: float = 0.9) -> ThresholdPolicy:
 
     def policy(probs: np.ndarray, labels: np.ndarray) -> float:
         return target_recall_threshold(probs, labels, target_recall)
+
+    return policy
+
+
+@registry.misc("spacy_lmrc.threshold.recall_within_budget.v1")
+def make_recall_within_budget_policy(target_recall: float = 0.9,
+                                     max_kept_fraction: float = 0.15) -> ThresholdPolicy:
+    """Threshold policy: the smallest kept set whose dev pair recall reaches the target, but
+    never more than ``max_kept_fraction`` of the pairs (the LLM stage's budget)."""
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+    if not 0 < max_kept_fraction <= 1:
+        raise ValueError(f"max_kept_fraction must be in (0, 1], got {max_kept_fraction}")
+
+    def policy(probs: np.ndarray, labels: np.ndarray) -> float:
+        return max(target_recall_threshold(probs, labels, target_recall),
+                   kept_fraction_threshold(probs, max_kept_fraction))
 
     return policy

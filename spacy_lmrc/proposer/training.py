@@ -4,9 +4,13 @@ The recipe of LMRC / ATLOP: AdamW with one learning rate for the encoder and ano
 new layers, linear warmup over the first ``warmup_ratio`` of the steps then linear decay,
 gradient clipping, early stopping on dev pair-level F1 (at threshold 0.5, the paper's rule;
 ties, as in early epochs where no pair passes 0.5, are broken by the F1 at the best threshold).
+Batches group documents of similar length (less padding), and bf16 autocast runs where the
+hardware computes bf16 (``mixed_precision = "auto"``: a bf16 GPU, or a CPU with AMX or
+AVX512-BF16); ``max_minutes`` stops before an epoch that would not finish in the budget.
 The best epoch is kept in ``<output>/model-best``; after training, its threshold is chosen on
-dev by the configured policy and stored with it. ``<output>/checkpoint`` holds the last epoch's
-full state (weights, optimiser, scheduler, RNG) so an interrupted run resumes with ``--resume``;
+dev by the configured policy and stored with it. ``<output>/checkpoints/step-N`` (the layout of
+:mod:`spacy_lmrc.checkpoints`) holds the last epoch's full state (weights, optimiser, scheduler,
+RNG, history) so an interrupted run resumes with ``--resume``;
 resuming with a larger ``training.epochs`` extends a finished run (the linear decay is then
 recomputed over the new total, from the step reached).
 The same code runs on one CPU, one GPU or, under ``accelerate launch``, several GPUs (each
@@ -28,14 +32,21 @@ from confection import Config
 from spacy.util import registry
 from tqdm.auto import tqdm
 
+from ..checkpoints import CHECKPOINTS_DIR, checkpoint_folders, load_state, save_checkpoint
 from ..errors import InputError
 from ..training_config import load_config as load_config  # re-exported for the CLI and bench
 from ..training_config import settings_from_section
-from ..util import resolve_device
-from .model import RCPModel, is_rcp_folder
-from .threshold import best_f1_threshold, pair_prf, recall_vs_kept
+from ..util import bf16_autocast, bf16_is_native, resolve_device
+from .model import PairScores, RCPModel, is_rcp_folder
+from .threshold import best_f1_threshold, kept_fraction_threshold, pair_prf, recall_vs_kept
 
 REPORT_THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
+#: kept fractions each epoch reports the recall at: the ATLOP peer's operating point (BRIEF
+#: section 8) and the LMRC target's budget
+REPORT_KEPT = (0.033, 0.15)
+#: the m of the hints head's top-m recall of the gold relation on dev gold pairs
+REPORT_TOP_M = (1, 3, 5, 10)
+MIXED_PRECISION = ("auto", "no", "bf16")
 #: the epoch records' fields that checkpoints written before pair_prf returned fractions
 #: hold in percent (converted on ``--resume``)
 PERCENT_BEFORE = ("dev_p", "dev_r", "dev_f1", "dev_kept_fraction", "dev_f1_tuned")
@@ -57,16 +68,18 @@ class TrainSettings:
     patience: int = 5
     eval_batch_size: int = 8
     device: str = "cpu"
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"
     max_steps: int | None = None
+    max_minutes: float | None = None
+    group_by_length: bool = True
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainSettings:
         """The ``[training]`` section, checked: unknown keys and a bad precision are errors."""
         settings = settings_from_section(cls, section, "training")
-        if settings.mixed_precision not in ("no", "bf16"):
-            raise InputError(f"must be 'no' or 'bf16', got {settings.mixed_precision!r}",
-                             field="training.mixed_precision")
+        if settings.mixed_precision not in MIXED_PRECISION:
+            raise InputError(f"must be one of {MIXED_PRECISION}, got "
+                             f"{settings.mixed_precision!r}", field="training.mixed_precision")
         return settings
 
 
@@ -74,22 +87,56 @@ def _docs(reader, nlp) -> list:
     return [eg.reference for eg in reader(nlp)]
 
 
-def _build_model(section: dict[str, Any]) -> RCPModel:
+def _build_model(section: dict[str, Any], train_docs: list) -> RCPModel:
+    """The ``[model]`` section's proposer: a saved one to train further, or a new head over
+    an encoder (with ``relation_hints``, a hints head over the train split's relation types)."""
     encoder = str(section["encoder"])
     if is_rcp_folder(encoder):
         return RCPModel.from_pretrained(encoder)
+    types = (sorted({rel["label"] for doc in train_docs for rel in doc._.relations})
+             if section.get("relation_hints", False) else [])
     return RCPModel.from_encoder(encoder, emb_size=section.get("emb_size", 768),
                                  block_size=section.get("block_size", 64),
-                                 window=section.get("window"))
+                                 window=section.get("window"),
+                                 attention_dropout=section.get("attention_dropout"),
+                                 relation_types=types)
 
 
 def evaluate(model: RCPModel, features: list, batch_size: int,
              bf16: bool) -> tuple[np.ndarray, np.ndarray]:
     """Dev probabilities and labels of every candidate pair, concatenated."""
-    probs = model.predict_proba(features, batch_size=batch_size, bf16=bf16)
-    flat = np.concatenate(probs) if probs else np.zeros(0)
+    probs, labels, _ = evaluate_scores(model, features, batch_size, bf16)
+    return probs, labels
+
+
+def evaluate_scores(model: RCPModel, features: list, batch_size: int,
+                    bf16: bool) -> tuple[np.ndarray, np.ndarray, list[PairScores]]:
+    """Dev probabilities and labels of every candidate pair (concatenated), and the scores
+    per document (for the hints)."""
+    scores = model.predict_scores(features, batch_size=batch_size, bf16=bf16)
+    flat = np.concatenate([s.relation for s in scores]) if scores else np.zeros(0)
     labels = np.array([x for f in features for x in f.labels], dtype=np.float32)
-    return flat, labels
+    return flat, labels, scores
+
+
+def hint_recall(features: list, scores: list[PairScores], relation_types: list[str],
+                top_m: tuple[int, ...] = REPORT_TOP_M) -> dict[int, float]:
+    """Per m, the fraction of gold relations (pair, label) of the gold pairs whose label is
+    among the pair's m best-scored types ({} without a hints head)."""
+    if not relation_types or not features:
+        return {}
+    column = {label: i for i, label in enumerate(relation_types)}
+    ranks = []
+    for feats, doc_scores in zip(features, scores):
+        for i, labels in enumerate(feats.pair_relations or []):
+            if not labels or doc_scores.types is None:
+                continue
+            order = np.argsort(-doc_scores.types[i], kind="stable")
+            rank_of = {int(c): r for r, c in enumerate(order)}
+            ranks += [rank_of[column[label]] if label in column else len(column)
+                      for label in labels]
+    ranks_array = np.array(ranks)
+    return {m: float((ranks_array < m).mean()) if len(ranks) else 0.0 for m in top_m}
 
 
 @dataclass
@@ -103,12 +150,17 @@ class _Run:
     loader: Any
     scheduler: Any
     dev_feats: list
-    checkpoint: Path
+    generator: torch.Generator
+    output: Path
     best_folder: Path
 
     @property
     def bf16(self) -> bool:
-        return self.settings.mixed_precision == "bf16"
+        """Whether training and evaluation compute in bf16 autocast."""
+        precision = self.settings.mixed_precision
+        if precision == "auto":
+            return bf16_is_native(self.accelerator.device)
+        return precision == "bf16"
 
     @property
     def main(self) -> bool:
@@ -118,6 +170,13 @@ class _Run:
         """Whether ``step`` reached ``max_steps`` (never without one)."""
         return bool(self.settings.max_steps and step >= self.settings.max_steps)
 
+    def out_of_time(self, elapsed: float, history: list[dict[str, Any]]) -> bool:
+        """Whether another epoch, as long as the slowest so far, would pass ``max_minutes``."""
+        if not self.settings.max_minutes or not history:
+            return False
+        epoch_seconds = max(h["train_seconds"] + h["eval_seconds"] for h in history)
+        return elapsed + epoch_seconds > 60 * self.settings.max_minutes
+
 
 def train_proposer(config: Config, output: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train, keep the best epoch, choose its threshold on dev; returns the final metrics."""
@@ -125,7 +184,8 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
     settings = TrainSettings.from_config(dict(config.get("training", {})))
     accelerator = _accelerator(settings)
     train_docs, dev_docs, policy = _corpora_and_policy(config)
-    run = _prepare(settings, accelerator, _build_model(dict(config["model"])),
+    started = time.perf_counter()
+    run = _prepare(settings, accelerator, _build_model(dict(config["model"]), train_docs),
                    train_docs, dev_docs, output)
     state = _resume_state(run) if resume else {
         "epoch": 0, "step": 0, "best": [-1.0, -1.0], "best_epoch": 0, "bad_epochs": 0,
@@ -134,6 +194,10 @@ def train_proposer(config: Config, output: str | Path, *, resume: bool = False) 
     stopped = state["bad_epochs"] >= settings.patience
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
         if stopped or run.out_of_steps(state["step"]):
+            break
+        if run.out_of_time(time.perf_counter() - started, state["history"]):
+            accelerator.print(f"stopping before epoch {epoch}: training.max_minutes "
+                              f"{settings.max_minutes} would be passed")
             break
         losses, train_seconds = _train_epoch(run, state, epoch)
         _evaluate_epoch(run, state, epoch, losses, train_seconds, provenance)
@@ -147,10 +211,9 @@ def _accelerator(settings: TrainSettings) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    use_cpu = resolve_device(settings.device).type == "cpu"
-    if settings.mixed_precision == "bf16" and use_cpu:
-        raise InputError("'bf16' needs CUDA; use 'no' on CPU", field="training.mixed_precision")
-    accelerator = Accelerator(cpu=use_cpu, mixed_precision=settings.mixed_precision)
+    # bf16 is the loop's own autocast (see _Run.bf16), not Accelerate's mixed precision: that
+    # is process-wide state, and an LLM fine-tuned later in the same process needs another
+    accelerator = Accelerator(cpu=resolve_device(settings.device).type == "cpu")
     set_seed(settings.seed)
     return accelerator
 
@@ -190,9 +253,7 @@ def _prepare(settings: TrainSettings, accelerator: Any, model: RCPModel, train_d
                       f"{model.window} wordpieces")
 
     generator = torch.Generator().manual_seed(settings.seed)
-    loader = torch.utils.data.DataLoader(train_feats, batch_size=settings.batch_size,
-                                         shuffle=True, collate_fn=model.collate,
-                                         generator=generator)
+    loader = _loader(train_feats, settings, model, generator)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     encoder_params = [p for n, p in trainable if n.startswith("encoder.")]
     head_params = [p for n, p in trainable if not n.startswith("encoder.")]
@@ -207,15 +268,41 @@ def _prepare(settings: TrainSettings, accelerator: Any, model: RCPModel, train_d
         optimizer, int(settings.warmup_ratio * total_steps), total_steps)
     prepared = accelerator.prepare(model, optimizer, loader, scheduler)
     return _Run(settings, accelerator, *prepared, dev_feats=dev_feats,
-                checkpoint=output / "checkpoint", best_folder=output / "model-best")
+                generator=generator, output=output, best_folder=output / "model-best")
+
+
+def _loader(train_feats: list, settings: TrainSettings, model: RCPModel,
+            generator: torch.Generator | None = None) -> Any:
+    """Shuffled batches; with ``group_by_length``, each batch holds documents of similar
+    length (transformers' ``LengthGroupedSampler``: shuffled, then sorted within mega-batches
+    of 50 batches), so little of a batch is padding."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    generator = generator or torch.Generator().manual_seed(settings.seed)
+    if not settings.group_by_length:
+        return torch.utils.data.DataLoader(train_feats, batch_size=settings.batch_size,
+                                           shuffle=True, collate_fn=model.collate,
+                                           generator=generator)
+    sampler = LengthGroupedSampler(settings.batch_size,
+                                   lengths=[len(f.input_ids) for f in train_feats],
+                                   generator=generator)
+    return torch.utils.data.DataLoader(train_feats, batch_size=settings.batch_size,
+                                       sampler=sampler, collate_fn=model.collate)
 
 
 def _resume_state(run: _Run) -> dict[str, Any]:
-    """Restore the last epoch's full state from ``<output>/checkpoint``; its trainer state."""
-    if not (run.checkpoint / "trainer_state.json").exists():
-        raise FileNotFoundError(f"--resume: no checkpoint in {run.checkpoint}")
-    run.accelerator.load_state(str(run.checkpoint))
-    state = in_fractions(json.loads((run.checkpoint / "trainer_state.json").read_text()))
+    """Restore the last epoch's full state from the newest checkpoint; its trainer state."""
+    folders = checkpoint_folders(run.output)
+    if not folders:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run.output / CHECKPOINTS_DIR}")
+    saved = load_state(folders[-1])
+    weights = RCPModel.from_pretrained(folders[-1]).state_dict()
+    run.accelerator.unwrap_model(run.model).load_state_dict(weights)
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"])
+    run.generator.set_state(saved["loader_rng"])
+    state = in_fractions(saved["trainer_state"])
     run.accelerator.print(f"resumed after epoch {state['epoch']} (step {state['step']})")
     return state
 
@@ -239,7 +326,8 @@ def _train_epoch(run: _Run, state: dict[str, Any], epoch: int) -> tuple[list[flo
     started, losses = time.perf_counter(), []
     bar = tqdm(run.loader, desc=f"epoch {epoch}/{settings.epochs}", disable=not run.main)
     for batch in bar:
-        loss = model(**batch)["loss"]
+        with bf16_autocast(run.accelerator.device, run.bf16):
+            loss = model(**batch)["loss"]
         run.accelerator.backward(loss)
         if settings.max_grad_norm:
             run.accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -263,20 +351,22 @@ def _evaluate_epoch(run: _Run, state: dict[str, Any], epoch: int, losses: list[f
     """
     unwrapped = run.accelerator.unwrap_model(run.model)
     started = time.perf_counter()
-    probs, labels = evaluate(unwrapped, run.dev_feats, run.settings.eval_batch_size, run.bf16)
+    probs, labels, scores = evaluate_scores(unwrapped, run.dev_feats,
+                                            run.settings.eval_batch_size, run.bf16)
     dev = pair_prf(probs, labels, 0.5)
     tuned = pair_prf(probs, labels, best_f1_threshold(probs, labels))
     record = {"epoch": epoch, "step": state["step"], "loss": float(np.mean(losses)),
               "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started,
               "dev_p": dev["precision"], "dev_r": dev["recall"], "dev_f1": dev["f1"],
               "dev_kept_fraction": dev["kept_fraction"], "dev_f1_tuned": tuned["f1"],
-              "dev_threshold_tuned": tuned["threshold"]}
+              "dev_threshold_tuned": tuned["threshold"],
+              "dev_recall_at_kept": {
+                  str(f): pair_prf(probs, labels, kept_fraction_threshold(probs, f))["recall"]
+                  for f in REPORT_KEPT},
+              "dev_hint_recall": {str(m): r for m, r in hint_recall(
+                  run.dev_feats, scores, unwrapped.settings.relation_types).items()}}
     state["history"].append(record)
-    run.accelerator.print(
-        f"epoch {epoch}: loss {record['loss']:.4f}  dev pair P {100 * dev['precision']:.2f} "
-        f"R {100 * dev['recall']:.2f} F1 {100 * dev['f1']:.2f} (threshold 0.5, kept "
-        f"{100 * dev['kept_fraction']:.2f}% of pairs); best F1 {100 * tuned['f1']:.2f} at "
-        f"threshold {tuned['threshold']:.3f}  train {train_seconds:.0f}s")
+    run.accelerator.print(_epoch_line(record, train_seconds))
     if [dev["f1"], tuned["f1"]] > state["best"]:
         state.update(best=[dev["f1"], tuned["f1"]], best_epoch=epoch, bad_epochs=0)
         if run.main:
@@ -288,13 +378,31 @@ def _evaluate_epoch(run: _Run, state: dict[str, Any], epoch: int, losses: list[f
     state["epoch"] = epoch
 
 
+def _epoch_line(record: dict[str, Any], train_seconds: float) -> str:
+    """One line per epoch: the pair scores at 0.5 and at the best threshold, the recall at
+    the reported kept fractions, the hints' top-m recall."""
+    at_kept = ", ".join(f"{100 * r:.1f}% at {100 * float(f):.1f}% kept"
+                        for f, r in record["dev_recall_at_kept"].items())
+    hints = ", ".join(f"top-{m} {100 * r:.1f}" for m, r in record["dev_hint_recall"].items())
+    return (f"epoch {record['epoch']}: loss {record['loss']:.4f}  dev pair P "
+            f"{100 * record['dev_p']:.2f} R {100 * record['dev_r']:.2f} F1 "
+            f"{100 * record['dev_f1']:.2f} (threshold 0.5, kept "
+            f"{100 * record['dev_kept_fraction']:.2f}% of pairs); best F1 "
+            f"{100 * record['dev_f1_tuned']:.2f} at threshold "
+            f"{record['dev_threshold_tuned']:.3f}; recall {at_kept}"
+            + (f"; hints {hints}" if hints else "") + f"  train {train_seconds:.0f}s")
+
+
 def _save_checkpoint(run: _Run, state: dict[str, Any]) -> None:
     """The full state (weights, optimiser, scheduler, RNG) and the trainer state, so
-    ``--resume`` continues after this epoch."""
+    ``--resume`` continues after this epoch; only the newest checkpoint is kept."""
     run.accelerator.wait_for_everyone()
-    run.accelerator.save_state(str(run.checkpoint))
     if run.main:
-        (run.checkpoint / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        save_checkpoint(run.output, state["step"], run.accelerator.unwrap_model(run.model),
+                        {"optimizer": run.optimizer.state_dict(),
+                         "scheduler": run.scheduler.state_dict(),
+                         "rng": torch.get_rng_state(), "loader_rng": run.generator.get_state(),
+                         "trainer_state": state}, keep=1)
     run.accelerator.wait_for_everyone()
 
 

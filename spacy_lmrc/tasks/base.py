@@ -6,12 +6,18 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spacy.tokens import Doc
 
 from ..doc import Relation
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import random
+
+    from ..llm.formats import PromptFormat
+    from ..llm.requests import Answer, RelationRequest
 
 
 @dataclass
@@ -80,8 +86,18 @@ class RelationTask(ABC):
                         f"set the labels there instead of passing them to initialize")
 
     @abstractmethod
+    def select_pairs(self, doc: Doc) -> list[tuple[int, int]]:
+        """The ordered entity pairs of ``doc`` to classify (the candidates, if set)."""
+
+    @abstractmethod
+    def prompts_for(self, doc: Doc, pairs: list[tuple[int, int]]) -> list[PromptUnit]:
+        """The prompts asking about ``pairs`` of ``doc``, each pair in one of them (reads
+        retrieved examples if set)."""
+
     def generate_prompts(self, doc: Doc) -> list[PromptUnit]:
-        """The prompts to send for ``doc`` (reads candidates / retrieved examples if set)."""
+        """The prompts to send for ``doc``: those for its :meth:`select_pairs`."""
+        self.require_labels()
+        return self.prompts_for(doc, self.select_pairs(doc))
 
     @abstractmethod
     def parse_responses(
@@ -100,3 +116,39 @@ class RelationTask(ABC):
     def get_config(self) -> dict[str, Any]:
         """Settings to store with a fine-tuned model so inference prompts match training."""
         return {}
+
+
+class StructuredTask(RelationTask):
+    """A task that also speaks in structured requests, for backends that control decoding:
+    the document (or sentence) once as a shared prefix, one query per entity pair, answers
+    from the relation set.
+
+    The component and fine-tuning choose this path by duck typing (the task has
+    ``build_request`` / ``training_request``), so a task may offer it without subclassing;
+    subclasses get :meth:`build_request` from here, as every task gets
+    :meth:`~RelationTask.generate_prompts`.
+    """
+
+    #: how requests are rendered for the model (stored with fine-tuned weights)
+    prompt_format: PromptFormat
+
+    @abstractmethod
+    def request_for(self, doc: Doc, pairs: list[tuple[int, int]]) -> RelationRequest:
+        """The request asking about ``pairs`` of ``doc``, one query per pair, in order."""
+
+    def build_request(self, doc: Doc) -> tuple[RelationRequest, list[tuple[int, int]]]:
+        """The structured request for ``doc`` and the entity pairs of its queries, in order."""
+        self.require_labels()
+        pairs = self.select_pairs(doc)
+        return self.request_for(doc, pairs), pairs
+
+    @abstractmethod
+    def relations_from_answers(self, doc: Doc, pairs: list[tuple[int, int]],
+                               answers: list[Answer], stats: ParseStats) -> list[Relation]:
+        """Relations from the decoded answers to ``pairs`` (names with the LLM's
+        probabilities); counts what happened in ``stats``."""
+
+    @abstractmethod
+    def training_request(self, doc: Doc, rng: random.Random | None = None
+                         ) -> tuple[RelationRequest, list[list[str]]]:
+        """A gold Doc's request and the target answer names of each of its queries."""

