@@ -102,13 +102,6 @@ def _build_model(section: dict[str, Any], train_docs: list) -> RCPModel:
                                  relation_types=types)
 
 
-def evaluate(model: RCPModel, features: list, batch_size: int,
-             bf16: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Dev probabilities and labels of every candidate pair, concatenated."""
-    probs, labels, _ = evaluate_scores(model, features, batch_size, bf16)
-    return probs, labels
-
-
 def evaluate_scores(model: RCPModel, features: list, batch_size: int,
                     bf16: bool) -> tuple[np.ndarray, np.ndarray, list[PairScores]]:
     """Dev probabilities and labels of every candidate pair (concatenated), and the scores
@@ -413,7 +406,8 @@ def _choose_threshold(run: _Run, state: dict[str, Any], policy: Any, dev_docs: i
     if not run.best_folder.exists():
         raise RuntimeError(f"no epoch finished, nothing saved in {run.best_folder}")
     best = RCPModel.from_pretrained(run.best_folder, device=run.accelerator.device)
-    probs, labels = evaluate(best, run.dev_feats, run.settings.eval_batch_size, run.bf16)
+    probs, labels, _ = evaluate_scores(best, run.dev_feats, run.settings.eval_batch_size,
+                                       run.bf16)
     threshold = float(policy(probs, labels))
     metrics = {
         "best_epoch": state["best_epoch"],
