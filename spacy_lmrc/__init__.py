@@ -8,7 +8,8 @@ from .doc import register_extensions
 
 register_extensions()
 
-from . import corpus  # noqa: E402  (readers register on import)
+# the readers and spacy_lmrc.ConcatenateTok2Vec.v1 register on import
+from . import corpus, curated  # noqa: E402,F401
 from .corpus import ner, readers  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -10,8 +10,13 @@ transformer component train under NumPy 2.4.
   ``float`` on it, which NumPy 2.4 refuses ("only 0-dimensional arrays can be converted"), so
   every training step fails. The callback gives each curated transformer of the pipeline the
   same update code with a 0-d loss; prediction is untouched.
+* ``spacy_lmrc.ConcatenateTok2Vec.v1`` (``configs/ner_trf_cased.cfg``): token vectors of several
+  tok2vec layers side by side, e.g. a transformer listener and a cased CNN. thinc's
+  ``concatenate.v1`` cannot do it: it sums its branches' input gradients, and a listener's is
+  ``None``.
 
-They register through the ``thinc_model_loaders`` and ``spacy_callbacks`` entry points and import
+They register through the ``thinc_model_loaders``, ``spacy_callbacks`` and
+``spacy_architectures`` entry points (and on ``import spacy_lmrc``), and import
 spacy-curated-transformers only when used.
 """
 
@@ -23,6 +28,9 @@ from typing import Any
 
 from spacy.language import Language
 from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import Model
+from thinc.types import Floats2d
 
 from .util import resolve_model_name
 
@@ -119,3 +127,46 @@ def make_curated_loss_fix() -> Callable[[Language], Language]:
         return nlp
 
     return fix
+
+
+@registry.architectures("spacy_lmrc.ConcatenateTok2Vec.v1")
+def make_concatenate_tok2vec(*layers: Model[list[Doc], list[Floats2d]]
+                             ) -> Model[list[Doc], list[Floats2d]]:
+    """Each doc's token vectors from every layer, concatenated (``nO``: the sum of theirs).
+
+    In a config the layers are ``[...tok2vec.*.name]`` sections, as for ``concatenate.v1``.
+    The output gradient is split by width and handed to each layer; docs take no gradient, so
+    whatever the layers return for their input (a listener returns ``None``) is dropped.
+    """
+    widths = [layer.maybe_get_dim("nO") for layer in layers]
+    n_out = sum(widths) if all(w is not None for w in widths) else None
+    return Model("concatenate_tok2vec(" + ",".join(layer.name for layer in layers) + ")",
+                 _concatenate_tok2vec_forward, init=_concatenate_tok2vec_init,
+                 dims={"nO": n_out}, layers=list(layers))
+
+
+def _concatenate_tok2vec_forward(model: Model, docs: list[Doc], is_train: bool
+                                 ) -> tuple[list[Floats2d], Callable]:
+    outputs, backprops = zip(*(layer(docs, is_train) for layer in model.layers))
+    xp = model.ops.xp
+    Y = [xp.hstack([out[i] for out in outputs]) for i in range(len(docs))]
+    widths = [[out[i].shape[1] for out in outputs] for i in range(len(docs))]
+
+    def backprop(dY: list[Floats2d]) -> list:
+        starts = [[0] * len(model.layers) for _ in dY]
+        for i, doc_widths in enumerate(widths):
+            for k in range(1, len(doc_widths)):
+                starts[i][k] = starts[i][k - 1] + doc_widths[k - 1]
+        for k, layer_backprop in enumerate(backprops):
+            layer_backprop([model.ops.as_contig(d[:, starts[i][k]:starts[i][k] + widths[i][k]])
+                            for i, d in enumerate(dY)])
+        return []
+
+    return Y, backprop
+
+
+def _concatenate_tok2vec_init(model: Model, X: Any = None, Y: Any = None) -> None:
+    for layer in model.layers:
+        layer.initialize(X=X)
+    if model.has_dim("nO") is None and all(layer.has_dim("nO") for layer in model.layers):
+        model.set_dim("nO", sum(layer.get_dim("nO") for layer in model.layers))

@@ -62,9 +62,63 @@ def test_acronym_of_a_company_name_without_its_designator(nlp):
 def test_an_acronym_of_two_entities_or_of_another_type_joins_none(nlp):
     doc = _doc(nlp, "Red Bull and Rapid Bank : RB . Red Bull in the RB .",
                [(0, 2, "ORG"), (3, 5, "ORG"), (6, 7, "ORG"), (8, 10, "ORG"), (12, 13, "LOC")])
-    entities = group_mentions(doc, doc.ents)
+    entities = group_mentions(doc, doc.ents, type_vote=False)
     assert [[m["name"] for m in e["mentions"]] for e in entities] == [
         ["Red Bull", "Red Bull"], ["Rapid Bank"], ["RB"], ["RB"]]
+    # with the type vote the LOC "RB" joins the ORG "RB" by name; still neither long form
+    entities = group_mentions(doc, doc.ents)
+    assert [([m["name"] for m in e["mentions"]], e["type"]) for e in entities] == [
+        (["Red Bull", "Red Bull"], "ORG"), (["Rapid Bank"], "ORG"), (["RB", "RB"], "ORG")]
+
+
+def test_an_acronym_of_two_entities_of_other_types_joins_none(nlp):
+    doc = _doc(nlp, "Red Bull and Rapid Bank : RB .",
+               [(0, 2, "ORG"), (3, 5, "GPE"), (6, 7, "NORP")])
+    assert len(group_mentions(doc, doc.ents)) == 3
+
+
+# one club typed MISC, ORG, LOC and ORG by the NER: the name and the acronym join across types
+_MIXED = ("Juventus Football Club beat Milan . The Juventus Football Club and JFC lost . JFC won .",
+          [(0, 3, "NORP"), (4, 5, "GPE"), (6, 10, "ORG"), (11, 12, "GPE"), (14, 15, "ORG")])
+
+
+def test_type_vote_joins_across_types_and_takes_the_majority(nlp):
+    doc = _doc(nlp, *_MIXED)
+    entities = group_mentions(doc, doc.ents)
+    assert [([m["name"] for m in e["mentions"]], e["type"]) for e in entities] == [
+        (["Juventus Football Club", "The Juventus Football Club", "JFC", "JFC"], "ORG"),
+        (["Milan"], "LOC")]
+
+
+def test_type_vote_tie_goes_to_the_type_seen_first(nlp):
+    doc = _doc(nlp, "Paris sued Paris . Paris won . Paris paid .",
+               [(0, 1, "GPE"), (2, 3, "ORG"), (4, 5, "ORG"), (7, 8, "GPE")])
+    assert [(len(e["mentions"]), e["type"]) for e in group_mentions(doc, doc.ents)] == [
+        (4, "LOC")]
+    doc = _doc(nlp, "Paris sued Paris .", [(0, 1, "ORG"), (2, 3, "GPE")])
+    assert [e["type"] for e in group_mentions(doc, doc.ents)] == ["ORG"]
+
+
+def test_person_name_part_joins_only_an_entity_voted_person(nlp):
+    doc = _doc(nlp, "Willi Schneider and Willi Schneider met Willi Schneider . Schneider left .",
+               [(0, 2, "ORG"), (3, 5, "ORG"), (6, 8, "PERSON"), (9, 10, "PERSON")])
+    entities = group_mentions(doc, doc.ents)
+    assert [(len(e["mentions"]), e["type"]) for e in entities] == [(3, "ORG"), (1, "PER")]
+
+
+def test_type_vote_off_keeps_types_apart_and_the_first_type(nlp):
+    doc = _doc(nlp, *_MIXED)
+    entities = group_mentions(doc, doc.ents, type_vote=False)
+    assert [([m["name"] for m in e["mentions"]], e["type"]) for e in entities] == [
+        (["Juventus Football Club"], "MISC"), (["Milan"], "LOC"),
+        (["The Juventus Football Club", "JFC"], "ORG"), (["JFC"], "LOC")]
+
+
+def test_component_type_vote_option(nlp):
+    nlp.add_pipe("lmrc_entity_grouper", config={"type_vote": False})
+    assert nlp.get_pipe("lmrc_entity_grouper").type_vote is False
+    doc = nlp(_doc(nlp, *_MIXED))
+    assert [e["type"] for e in doc._.entities] == ["MISC", "LOC", "ORG", "LOC"]
 
 
 def test_pronouns_are_dropped_and_counted_but_not_us(nlp):
@@ -89,6 +143,7 @@ def test_component_in_a_pipeline(nlp):
     nlp.add_pipe("lmrc_entity_grouper")
     doc = _doc(nlp, "Paris is in France .", [(0, 1, "GPE"), (3, 4, "GPE")])
     doc = nlp(doc)
+    assert nlp.get_pipe("lmrc_entity_grouper").type_vote is True
     assert [e["type"] for e in doc._.entities] == ["LOC", "LOC"]
     assert doc._.entities[1]["mentions"] == [{"start": 3, "end": 4, "sent": 0, "name": "France"}]
 

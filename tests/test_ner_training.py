@@ -1,6 +1,6 @@
 """DocRED mentions as NER training data, and the NER training configs: spaCy's ner on a CNN
-(configs/ner.cfg) and on a transformer through spacy-curated-transformers (configs/ner_trf.cfg),
-each initialised and updated a few steps on a hand-written document."""
+(configs/ner.cfg) and on a transformer through spacy-curated-transformers (configs/ner_trf.cfg,
+configs/ner_trf_cased.cfg), each initialised and updated a few steps on a hand-written document."""
 
 from __future__ import annotations
 
@@ -92,8 +92,37 @@ def test_cnn_config_trains_and_labels_docred_types(tmp_path):
         "SENT_START")
 
 
-def test_transformer_config_trains_with_the_tiny_encoder(tmp_path, tiny_encoder_dir):
-    """configs/ner_trf.cfg with the 2-layer encoder's sizes: the loaders read the folder, and
+def test_concatenate_tok2vec_splits_the_gradient_and_drops_input_gradients(nlp):
+    """spacy_lmrc.ConcatenateTok2Vec.v1: per-doc hstack, each layer gets its columns of the
+    output gradient, and a layer returning None for its input (as a listener does) is fine."""
+    from thinc.api import Model
+
+    seen: dict[str, list] = {}
+
+    def fake(name: str, width: int, value: float, input_grad):
+        def forward(model, docs, is_train):
+            def backprop(dY):
+                seen[name] = dY
+                return input_grad
+            return [model.ops.alloc2f(len(d), width) + value for d in docs], backprop
+        return Model(name, forward, dims={"nO": width})
+
+    layer = registry.resolve({"t2v": {
+        "@architectures": "spacy_lmrc.ConcatenateTok2Vec.v1",
+        "*": {"a": fake("a", 2, 1.0, None), "b": fake("b", 3, 2.0, [])}}})["t2v"]
+    assert layer.get_dim("nO") == 5
+    docs = [nlp("one two"), nlp("three")]
+    Y, backprop = layer(docs, is_train=True)
+    assert [y.tolist() for y in Y] == [[[1, 1, 2, 2, 2]] * 2, [[1, 1, 2, 2, 2]]]
+    assert backprop([y * 10 for y in Y]) == []
+    assert [d.tolist() for d in seen["a"]] == [[[10, 10]] * 2, [[10, 10]]]
+    assert [d.tolist() for d in seen["b"]] == [[[20, 20, 20]] * 2, [[20, 20, 20]]]
+
+
+@pytest.mark.parametrize("name", ["ner_trf.cfg", "ner_trf_cased.cfg"])
+def test_transformer_config_trains_with_the_tiny_encoder(name, tmp_path, tiny_encoder_dir):
+    """configs/ner_trf.cfg (and ner_trf_cased.cfg, whose ner and senter add a cased CNN to the
+    transformer listener) with the 2-layer encoder's sizes: the loaders read the folder, and
     the loss fix lets the curated transformer take update steps under NumPy 2.4."""
     pytest.importorskip("spacy_curated_transformers")
     data = tmp_path / "docs.json"
@@ -102,8 +131,12 @@ def test_transformer_config_trains_with_the_tiny_encoder(tmp_path, tiny_encoder_
              "num_attention_heads": 4}
     overrides = {f"components.transformer.model.{k}": v for k, v in sizes.items()}
     overrides["paths.encoder"] = str(tiny_encoder_dir)
-    nlp = _train_steps(ROOT / "configs" / "ner_trf.cfg", data, overrides, 2)
+    nlp = _train_steps(ROOT / "configs" / name, data, overrides, 2)
     assert nlp.pipe_names == ["transformer", "senter", "ner"]
+    if name == "ner_trf_cased.cfg":  # listener (hidden width 32 here) beside a width-96 CNN
+        ner_t2v = nlp.get_pipe("ner").model.get_ref("tok2vec").layers[0]  # before the projection
+        senter_t2v = nlp.get_pipe("senter").model.get_ref("tok2vec")
+        assert ner_t2v.get_dim("nO") == senter_t2v.get_dim("nO") == 32 + 96
     nlp.to_disk(tmp_path / "ner_trf")
     doc = spacy.load(tmp_path / "ner_trf")("Ada Lovelace was born in London .")
     assert doc.has_annotation("SENT_START")

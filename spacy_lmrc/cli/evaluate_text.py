@@ -100,7 +100,8 @@ def score_text_run(nlp: Language, gold_docs: list[Doc], pred_docs: list[Doc],
         "grouping": {
             "predicted_mentions": grouping_scores(gold_docs, pred_docs),
             "gold_mentions": grouping_on_gold_mentions(gold_docs, grouper.type_map,
-                                                       grouper.merge_person_names),
+                                                       grouper.merge_person_names,
+                                                       grouper.type_vote),
         },
     }
     proposer_ran = bool(_assigning(nlp, "doc._.relation_candidates"))

@@ -154,7 +154,8 @@ def grouping_scores(golds: Sequence[Doc], preds: Sequence[Doc]) -> dict[str, Any
 
 
 def grouping_on_gold_mentions(golds: Sequence[Doc], type_map: Mapping[str, str],
-                              merge_person_names: bool) -> dict[str, Any]:
+                              merge_person_names: bool, type_vote: bool = True
+                              ) -> dict[str, Any]:
     """:func:`grouping_scores` of :func:`~spacy_lmrc.entities.group_mentions` (with the given
     settings) run on every gold mention, labelled with its gold entity's type."""
     grouped = []
@@ -165,6 +166,7 @@ def grouping_on_gold_mentions(golds: Sequence[Doc], type_map: Mapping[str, str],
                 spans.setdefault((m["start"], m["end"]),
                                  Span(gold, m["start"], m["end"], label=entity["type"]))
         doc = gold.copy()
-        doc._.entities = group_mentions(doc, spans.values(), type_map, merge_person_names)
+        doc._.entities = group_mentions(doc, spans.values(), type_map, merge_person_names,
+                                         type_vote=type_vote)
         grouped.append(doc)
     return grouping_scores(golds, grouped)
