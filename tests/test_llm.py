@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 
 import pytest
 import spacy
@@ -328,8 +329,13 @@ def test_packed_finetuning_saves_what_the_backend_loads(tiny_llama, toy_doc, tmp
     if method == "lora":  # an adapter needs its own base model; a full model needs none
         with pytest.raises(InputError, match="trained on"):
             other_base.check_trained_for(CompactFormat())
+        with pytest.warns(UserWarning, match="fine-tuned on"):
+            other_base.check_trained_for(task_settings=task.get_config())
     else:
         other_base.check_trained_for(CompactFormat())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            other_base.check_trained_for(task_settings=task.get_config())
 
 
 def test_training_sequences_follow_the_task(tiny, toy_doc):

@@ -161,7 +161,9 @@ class HFBackend(StructuredBackend):
     def _warn_on_other_settings(self, trained: dict[str, Any],
                                 task_settings: Mapping[str, Any]) -> None:
         base = trained.get("base_model")
-        if base and self.model_name and base != self.model_name:
+        # fully fine-tuned weights are loaded from the adapter folder whatever the base is
+        if (base and self.model_name and base != self.model_name
+                and not is_full_model(self.adapter)):
             warnings.warn(f"the adapter {self.adapter} was fine-tuned on {base!r}, but the "
                           f"backend loads {self.model_name!r}", stacklevel=3)
         stored = trained.get("task", {})
