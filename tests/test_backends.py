@@ -118,15 +118,22 @@ def test_spacy_llm_model_as_backend():
     assert backend.generate(["p1", "p2"]) == ["(A| creator| B)", "(A| creator| B)"]
 
 
-def test_spacy_llm_component_runs_the_lmrc_task(toy_record):
+def _spacy_llm_pipeline(task: str, model: dict):
+    """A blank pipeline with spacy-llm's ``llm`` component running our relation task."""
     nlp = spacy.blank("en")
     llm = nlp.add_pipe("llm", config={
         "task": {"@llm_tasks": "spacy_lmrc.LMRCRelationTask.v1",
-                 "task": {"@misc": "spacy_lmrc.LMRCTask.v1", "labels": LABELS}},
-        "model": {"@llm_models": "spacy_lmrc.test.EchoModel.v1",
-                  "answer": "(Ada Lovelace| place of birth| London)\nnot a triple"},
+                 "task": {"@misc": task, "labels": LABELS}},
+        "model": model,
         "save_io": False,
     })
+    return nlp, llm
+
+
+def test_spacy_llm_component_runs_the_lmrc_task(toy_record):
+    nlp, llm = _spacy_llm_pipeline("spacy_lmrc.LMRCTask.v1", {
+        "@llm_models": "spacy_lmrc.test.EchoModel.v1",
+        "answer": "(Ada Lovelace| place of birth| London)\nnot a triple"})
     doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))
     assert doc._.relations == [{"head": 0, "tail": 1, "label": "P19", "score": 1.0}]
     assert llm.task.stats.counts["unparsable"] == 1
@@ -173,14 +180,9 @@ def test_spacy_llm_task_fits_prompts_into_the_context_length(toy_record):
 
 
 def test_spacy_llm_component_passes_the_model_context_length(toy_record):
-    nlp = spacy.blank("en")
-    llm = nlp.add_pipe("llm", config={
-        "task": {"@llm_tasks": "spacy_lmrc.LMRCRelationTask.v1",
-                 "task": {"@misc": "spacy_lmrc.LMRCTask.v3", "labels": LABELS}},
-        "model": {"@llm_models": "spacy_lmrc.test.ContextEchoModel.v1",
-                  "answer": "(Ada Lovelace| place of birth| London)", "context_length": 200},
-        "save_io": False,
-    })
+    nlp, llm = _spacy_llm_pipeline("spacy_lmrc.LMRCTask.v3", {
+        "@llm_models": "spacy_lmrc.test.ContextEchoModel.v1",
+        "answer": "(Ada Lovelace| place of birth| London)", "context_length": 200})
     doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))
     assert doc._.relations == [{"head": 0, "tail": 1, "label": "P19", "score": 1.0}]
     assert llm.task.context_length == 200 and llm.task.stats.counts["prompts"] == 2
