@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 
 from spacy_lmrc.proposer.encoder import encode_windowed, encoder_window, plan_windows
 from spacy_lmrc.proposer.features import MARKER, SpecialTokens, featurize
-from spacy_lmrc.proposer.model import RCPModel, RCPSettings, is_rcp_folder
+from spacy_lmrc.proposer.model import RCPModel, RCPSettings, is_rcp_folder, ranking_loss
 from spacy_lmrc.proposer.threshold import (
     best_f1_threshold,
     kept_fraction_threshold,
@@ -198,6 +198,27 @@ def test_few_steps_overfit_toy_document(tiny_model, toy_doc):
     probs = tiny_model.predict_proba([feats])[0]
     labels = np.array(feats.labels)
     assert np.all(probs[labels == 1] > 0.5) and np.all(probs[labels == 0] < 0.5)
+
+
+def test_ranking_loss_weighs_only_misordered_pairs():
+    labels = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    ordered = torch.tensor([8.0, -8.0, -9.0, 9.0])
+    misordered = torch.tensor([-8.0, 8.0, -9.0, 9.0])
+    assert ranking_loss(ordered, labels) < 1e-3
+    # 4 (related, unrelated) pairs, margins s_unrelated - s_related: 16, -1, -1, -18
+    expected = torch.nn.functional.softplus(torch.tensor([16.0, -1.0, -1.0, -18.0])).mean()
+    torch.testing.assert_close(ranking_loss(misordered, labels), expected, atol=1e-4, rtol=0)
+    assert ranking_loss(ordered, torch.zeros(4)) == 0 and ranking_loss(ordered, torch.ones(4)) == 0
+
+
+def test_ranking_weight_adds_the_ranking_term(tiny_model, toy_doc):
+    batch = tiny_model.collate([tiny_model.featurize(toy_doc, with_labels=True)])
+    tiny_model.eval()
+    with torch.no_grad():
+        plain = tiny_model(**batch)
+        ranked = tiny_model(**batch, ranking_weight=0.5)
+    expected = plain["loss"] + 0.5 * ranking_loss(plain["logits"], batch["labels"])
+    torch.testing.assert_close(ranked["loss"], expected)
 
 
 def test_save_pretrained_round_trip(tiny_model, toy_doc, tmp_path):

@@ -170,11 +170,21 @@ def test_train_proposer_overfits_and_resumes(tiny_encoder_dir, toy_record, tmp_p
     assert pairs == {(0, 1), (3, 2), (0, 2)}
 
 
+def test_train_proposer_with_the_ranking_term(tiny_encoder_dir, toy_record, tmp_path):
+    config = toy_config(tmp_path, tiny_encoder_dir, toy_record, epochs=12, patience=30,
+                        ranking_weight=1.0)
+    metrics = train_proposer(config, tmp_path / "out")
+    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    assert metrics["at_threshold"]["f1"] == pytest.approx(1.0)  # toy dev = toy train
+
+
 def test_train_settings_reject_unknown_keys():
     with pytest.raises(ValueError, match="unknown setting"):
         TrainSettings.from_config({"epochz": 3})
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainSettings.from_config({"mixed_precision": "fp8"})
+    with pytest.raises(ValueError, match="ranking_weight"):
+        TrainSettings.from_config({"ranking_weight": -1.0})
 
 
 def test_train_proposer_cli_with_overrides(tiny_encoder_dir, toy_record, tmp_path):

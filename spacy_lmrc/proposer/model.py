@@ -114,6 +114,24 @@ def _multi_hot(features: list[DocFeatures], type_index: dict[str, int]) -> torch
     return target
 
 
+def ranking_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Pairwise ranking loss over a batch: the mean of ``softplus(s_neg - s_pos)`` over every
+    (related, unrelated) pair of candidate pairs (RankNet's loss, a smooth surrogate of the
+    area under the ROC curve; 0 without both kinds).
+
+    The proposer is read as a ranking (the pairs above a threshold are kept, whatever their
+    probability), and a related pair ranked below unrelated ones is what costs recall; the
+    softplus lets correctly ordered pairs fade out, so the gradient falls on related pairs
+    scored low and unrelated pairs scored high. Ranking against only the highest-scored
+    unrelated pairs (those competing for the kept fraction) learnt worse (BENCHMARKS.md).
+    """
+    positive = labels > 0
+    if not positive.any() or positive.all():
+        return logits.new_zeros(())
+    margins = logits[~positive][None, :] - logits[positive][:, None]  # [related, unrelated]
+    return nn.functional.softplus(margins).mean()
+
+
 class RCPModel(nn.Module):
     """Binary relation-candidate classifier over any Hugging Face encoder."""
 
@@ -208,10 +226,11 @@ class RCPModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor,
                 entity_pos: list[list[list[int]]], pairs: list[torch.Tensor],
                 labels: torch.Tensor | None = None,
-                type_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                type_labels: torch.Tensor | None = None,
+                ranking_weight: float = 0.0) -> dict[str, torch.Tensor]:
         """Logits of every pair of every document, concatenated (``type_logits`` too with a
         hints head); with labels, the loss: binary cross-entropy, plus the hints head's on
-        the pairs that hold a relation."""
+        the pairs that hold a relation, plus ``ranking_weight`` times :func:`ranking_loss`."""
         hiddens, attentions = encode_windowed(self.encoder, input_ids, lengths.tolist(),
                                               self.special, self.window, self.pad_token_id)
         logits, type_logits = [], []
@@ -227,13 +246,15 @@ class RCPModel(nn.Module):
         if type_logits:
             result["type_logits"] = torch.cat(type_logits)
         if labels is not None:
-            result["loss"] = self._loss(result, labels, type_labels)
+            result["loss"] = self._loss(result, labels, type_labels, ranking_weight)
         return result
 
     def _loss(self, result: dict[str, torch.Tensor], labels: torch.Tensor,
-              type_labels: torch.Tensor | None) -> torch.Tensor:
+              type_labels: torch.Tensor | None, ranking_weight: float) -> torch.Tensor:
         labels = labels.to(result["logits"].device).float()
         loss = nn.functional.binary_cross_entropy_with_logits(result["logits"].float(), labels)
+        if ranking_weight:
+            loss = loss + ranking_weight * ranking_loss(result["logits"].float(), labels)
         positive = labels > 0
         if "type_logits" in result and type_labels is not None and positive.any():
             targets = type_labels.to(labels.device)[positive]

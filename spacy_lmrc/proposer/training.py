@@ -72,6 +72,7 @@ class TrainSettings:
     max_steps: int | None = None
     max_minutes: float | None = None
     group_by_length: bool = True
+    ranking_weight: float = 0.0
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainSettings:
@@ -80,6 +81,9 @@ class TrainSettings:
         if settings.mixed_precision not in MIXED_PRECISION:
             raise InputError(f"must be one of {MIXED_PRECISION}, got "
                              f"{settings.mixed_precision!r}", field="training.mixed_precision")
+        if settings.ranking_weight < 0:
+            raise InputError(f"must be >= 0, got {settings.ranking_weight!r}",
+                             field="training.ranking_weight")
         return settings
 
 
@@ -320,7 +324,7 @@ def _train_epoch(run: _Run, state: dict[str, Any], epoch: int) -> tuple[list[flo
     bar = tqdm(run.loader, desc=f"epoch {epoch}/{settings.epochs}", disable=not run.main)
     for batch in bar:
         with bf16_autocast(run.accelerator.device, run.bf16):
-            loss = model(**batch)["loss"]
+            loss = model(**batch, ranking_weight=settings.ranking_weight)["loss"]
         run.accelerator.backward(loss)
         if settings.max_grad_norm:
             run.accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
