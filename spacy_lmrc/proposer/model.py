@@ -251,10 +251,11 @@ class RCPModel(nn.Module):
 
     def _loss(self, result: dict[str, torch.Tensor], labels: torch.Tensor,
               type_labels: torch.Tensor | None, ranking_weight: float) -> torch.Tensor:
-        labels = labels.to(result["logits"].device).float()
-        loss = nn.functional.binary_cross_entropy_with_logits(result["logits"].float(), labels)
+        logits = result["logits"].float()
+        labels = labels.to(logits.device).float()
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
         if ranking_weight:
-            loss = loss + ranking_weight * ranking_loss(result["logits"].float(), labels)
+            loss = loss + ranking_weight * ranking_loss(logits, labels)
         positive = labels > 0
         if "type_logits" in result and type_labels is not None and positive.any():
             targets = type_labels.to(labels.device)[positive]
