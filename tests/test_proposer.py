@@ -15,7 +15,13 @@ from transformers import AutoTokenizer
 
 from spacy_lmrc.proposer.encoder import encode_windowed, encoder_window, plan_windows
 from spacy_lmrc.proposer.features import MARKER, SpecialTokens, featurize
-from spacy_lmrc.proposer.model import RCPModel, RCPSettings, is_rcp_folder, ranking_loss
+from spacy_lmrc.proposer.model import (
+    RCPModel,
+    RCPSettings,
+    evidence_loss,
+    is_rcp_folder,
+    ranking_loss,
+)
 from spacy_lmrc.proposer.threshold import (
     best_f1_threshold,
     kept_fraction_threshold,
@@ -219,6 +225,66 @@ def test_ranking_weight_adds_the_ranking_term(tiny_model, toy_doc):
         ranked = tiny_model(**batch, ranking_weight=0.5)
     expected = plain["loss"] + 0.5 * ranking_loss(plain["logits"], batch["labels"])
     torch.testing.assert_close(ranked["loss"], expected)
+
+
+def test_features_place_sentences_and_evidence(toy_doc, tokenizer):
+    feats = featurize(toy_doc, tokenizer, with_labels=True)
+    assert len(feats.sentence_starts) == 3 and feats.sentence_starts[0] == 1  # after [CLS]
+    marker_id = tokenizer(MARKER, add_special_tokens=False)["input_ids"][0]
+    # sentence 1 opens with the marker of "She", sentence 2 with that of "Babbage"
+    assert feats.input_ids[feats.sentence_starts[1]] == marker_id
+    assert feats.entity_pos[0][1] == feats.sentence_starts[1]
+    assert feats.entity_pos[2][1] == feats.sentence_starts[2]
+    evidence = dict(zip(feats.pairs, feats.pair_evidence))
+    assert evidence[(0, 1)] == [0] and evidence[(3, 2)] == [2] and evidence[(0, 2)] == [1]
+    assert all(evidence[p] == [] for p, y in zip(feats.pairs, feats.labels) if y == 0)
+
+
+def test_evidence_loss_is_the_kl_to_the_evidence_sentences():
+    # 6 wordpieces in sentences starting at 0, 2 and 4; three pairs, the first without evidence
+    attention = torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0, 0.0],
+                              [0.1, 0.1, 0.2, 0.2, 0.2, 0.2],
+                              [0.0, 0.0, 0.5, 0.5, 0.0, 0.0]])
+    total, count = evidence_loss(attention, [0, 2, 4], [[], [1, 2], [1]])
+    assert count == 2
+    # pair 1: target (0, 1/2, 1/2) against mass (0.2, 0.4, 0.4); pair 2: all mass on sentence 1
+    expected = 2 * 0.5 * np.log(0.5 / 0.4) + 0.0
+    assert total.item() == pytest.approx(expected, abs=1e-6)
+    none, zero = evidence_loss(attention, [0, 2, 4], [[], [], []])
+    assert zero == 0 and none.item() == 0
+
+
+def test_evidence_weight_adds_the_mean_evidence_term(tiny_model, toy_doc):
+    feats = tiny_model.featurize(toy_doc, with_labels=True)
+    batch = tiny_model.collate([feats])
+    assert batch["evidence"] == [(feats.sentence_starts, feats.pair_evidence)]
+    tiny_model.eval()
+    with torch.no_grad():
+        plain = tiny_model(**batch)
+        guided = tiny_model(**batch, evidence_weight=0.5)
+    term = (guided["loss"] - plain["loss"]) / 0.5
+    assert term.item() > 0  # an untrained attention is spread beyond the evidence
+    torch.testing.assert_close(plain["logits"], guided["logits"])
+
+
+def test_evidence_term_moves_the_attention_onto_the_evidence(tiny_model, toy_doc):
+    feats = tiny_model.featurize(toy_doc, with_labels=True)
+    batch = tiny_model.collate([feats])
+
+    def evidence_term() -> float:
+        with torch.no_grad():
+            plain = tiny_model(**batch)["loss"]
+            return (tiny_model(**batch, evidence_weight=1.0)["loss"] - plain).item()
+
+    before = evidence_term()
+    optimizer = torch.optim.AdamW(tiny_model.parameters(), lr=3e-3)
+    tiny_model.train()
+    for _ in range(20):
+        tiny_model(**batch, evidence_weight=1.0)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    tiny_model.eval()
+    assert evidence_term() < 0.5 * before
 
 
 def test_save_pretrained_round_trip(tiny_model, toy_doc, tmp_path):

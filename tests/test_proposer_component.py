@@ -185,6 +185,8 @@ def test_train_settings_reject_unknown_keys():
         TrainSettings.from_config({"mixed_precision": "fp8"})
     with pytest.raises(ValueError, match="ranking_weight"):
         TrainSettings.from_config({"ranking_weight": -1.0})
+    with pytest.raises(ValueError, match="evidence_weight"):
+        TrainSettings.from_config({"evidence_weight": -0.1})
 
 
 def test_train_proposer_cli_with_overrides(tiny_encoder_dir, toy_record, tmp_path):

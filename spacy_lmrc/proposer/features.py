@@ -40,9 +40,11 @@ class DocFeatures:
     """One document ready for the model.
 
     ``entity_pos[e]`` lists the wordpiece positions (in ``input_ids``, special tokens included)
-    of the opening markers of entity ``e``'s mentions; ``pairs`` are all ordered entity pairs,
-    ``labels[i]`` is 1.0 when ``pairs[i]`` holds any relation and ``pair_relations[i]`` its
-    relation labels (both only when built with labels).
+    of the opening markers of entity ``e``'s mentions; ``sentence_starts[k]`` is the wordpiece
+    position where sentence ``k`` begins; ``pairs`` are all ordered entity pairs, ``labels[i]``
+    is 1.0 when ``pairs[i]`` holds any relation, ``pair_relations[i]`` its relation labels and
+    ``pair_evidence[i]`` the evidence sentences of those relations (all three only when built
+    with labels).
     """
 
     input_ids: list[int]
@@ -51,6 +53,8 @@ class DocFeatures:
     labels: list[float] | None = None
     title: str | None = None
     pair_relations: list[list[str]] | None = None
+    sentence_starts: list[int] | None = None
+    pair_evidence: list[list[int]] | None = None
 
 
 def featurize(doc: Doc, tokenizer, special: SpecialTokens | None = None, *,
@@ -75,11 +79,14 @@ def featurize(doc: Doc, tokenizer, special: SpecialTokens | None = None, *,
     input_ids = list(special.start)
     # marker position of each (mention start token) -> wordpiece index of its opening marker
     open_pos: dict[int, int] = {}
+    sentence_starts: list[int] = []
     for i, word in enumerate(words + [None]):
         for _ in range(ends.get(i, 0)):
             input_ids += marker_ids
         if word is None:
             break
+        if i == 0 or doc[i].is_sent_start:
+            sentence_starts.append(len(input_ids))
         if i in starts:
             open_pos[i] = len(input_ids)
             input_ids += marker_ids * starts[i]
@@ -87,12 +94,17 @@ def featurize(doc: Doc, tokenizer, special: SpecialTokens | None = None, *,
     input_ids += special.end
     entity_pos = [[open_pos[m["start"]] for m in ent["mentions"]] for ent in entities]
     pairs = list(ordered_pairs(doc))
-    labels = pair_relations = None
+    labels = pair_relations = pair_evidence = None
     if with_labels:
         by_pair: dict[tuple[int, int], list[str]] = {}
+        evidence: dict[tuple[int, int], set[int]] = {}
         for rel in doc._.relations:
-            by_pair.setdefault((rel["head"], rel["tail"]), []).append(rel["label"])
+            pair = (rel["head"], rel["tail"])
+            by_pair.setdefault(pair, []).append(rel["label"])
+            evidence.setdefault(pair, set()).update(rel.get("evidence", []))
         pair_relations = [sorted(set(by_pair.get(pair, []))) for pair in pairs]
         labels = [1.0 if relations else 0.0 for relations in pair_relations]
+        pair_evidence = [sorted(evidence.get(pair, ())) for pair in pairs]
     return DocFeatures(input_ids=input_ids, entity_pos=entity_pos, pairs=pairs, labels=labels,
-                       title=doc._.title, pair_relations=pair_relations)
+                       title=doc._.title, pair_relations=pair_relations,
+                       sentence_starts=sentence_starts, pair_evidence=pair_evidence)

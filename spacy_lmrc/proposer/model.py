@@ -10,7 +10,9 @@ writes Eq. 6 for P(NA) = 1 - P(relation), which is the same classifier with the 
 Beyond LMRC, an optional *relation-type hints* head (``relation_types`` set) scores every
 relation type of a pair from ``[z_s; z_o; z_s * z_o]`` (multi-label, binary cross-entropy on the
 pairs that hold a relation, trained jointly); the component stores each kept pair's top types, so
-the LLM stage can narrow its answer space.
+the LLM stage can narrow its answer space. Also beyond LMRC, an optional *evidence* term
+(DREEAM's idea, Ma et al. 2023) trains each related pair's localized-context attention to fall
+on the sentences the corpus names as its evidence (:func:`evidence_loss`).
 
 Saved folders hold ``encoder/`` (the fine-tuned encoder and its tokenizer, a regular Hugging
 Face model folder), ``head.safetensors`` and ``rcp.json`` (settings, threshold, trained flag).
@@ -100,6 +102,8 @@ def collate(features: list[DocFeatures], pad_token_id: int = 0,
         batch["labels"] = torch.tensor([x for f in features for x in f.labels], dtype=torch.float)
         if type_index:
             batch["type_labels"] = _multi_hot(features, type_index)
+        if all(f.pair_evidence is not None and f.sentence_starts is not None for f in features):
+            batch["evidence"] = [(f.sentence_starts, f.pair_evidence) for f in features]
     return batch
 
 
@@ -130,6 +134,31 @@ def ranking_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return logits.new_zeros(())
     margins = logits[~positive][None, :] - logits[positive][:, None]  # [related, unrelated]
     return nn.functional.softplus(margins).mean()
+
+
+def evidence_loss(attention: torch.Tensor, sentence_starts: list[int],
+                  pair_evidence: list[list[int]]) -> tuple[torch.Tensor, int]:
+    """The summed KL divergence, over one document's pairs that have evidence sentences, from
+    the uniform distribution over those sentences to the pair's localized-context attention
+    (``attention``, ``[pairs, wordpieces]``, rows summing to 1) gathered per sentence; and how
+    many pairs it sums over.
+
+    The attention picks the context a pair is scored with; pointing it at the sentences that
+    state the relation is supervision the corpus gives and the binary label does not.
+    """
+    rows = [i for i, evidence in enumerate(pair_evidence) if evidence]
+    if not rows:
+        return attention.new_zeros((), dtype=torch.float), 0
+    starts = torch.tensor(sentence_starts, device=attention.device)
+    positions = torch.arange(attention.shape[1], device=attention.device)
+    sentence = (torch.bucketize(positions, starts, right=True) - 1).clamp(min=0)
+    mass = attention.new_zeros((len(rows), len(sentence_starts)), dtype=torch.float)
+    mass = mass.index_add(1, sentence, attention[rows].float())
+    target = torch.zeros_like(mass)
+    for row, i in enumerate(rows):
+        target[row, pair_evidence[i]] = 1.0 / len(pair_evidence[i])
+    log_ratio = target.clamp_min(1e-12).log() - mass.clamp_min(1e-8).log()
+    return (target * log_ratio).sum(), len(rows)
 
 
 class RCPModel(nn.Module):
@@ -227,26 +256,40 @@ class RCPModel(nn.Module):
                 entity_pos: list[list[list[int]]], pairs: list[torch.Tensor],
                 labels: torch.Tensor | None = None,
                 type_labels: torch.Tensor | None = None,
-                ranking_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                evidence: list[tuple[list[int], list[list[int]]]] | None = None,
+                ranking_weight: float = 0.0,
+                evidence_weight: float = 0.0) -> dict[str, torch.Tensor]:
         """Logits of every pair of every document, concatenated (``type_logits`` too with a
         hints head); with labels, the loss: binary cross-entropy, plus the hints head's on
-        the pairs that hold a relation, plus ``ranking_weight`` times :func:`ranking_loss`."""
+        the pairs that hold a relation, plus ``ranking_weight`` times :func:`ranking_loss`,
+        plus ``evidence_weight`` times the mean :func:`evidence_loss` (``evidence``: each
+        document's sentence starts and pair evidence, as :func:`collate` gives them)."""
         hiddens, attentions = encode_windowed(self.encoder, input_ids, lengths.tolist(),
                                               self.special, self.window, self.pad_token_id)
+        evidence = evidence if evidence_weight and evidence else [None] * len(pairs)
         logits, type_logits = [], []
-        for seq, att, pos, doc_pairs in zip(hiddens, attentions, entity_pos, pairs):
+        evidence_terms: list[tuple[torch.Tensor, int]] = []
+        for seq, att, pos, doc_pairs, doc_evidence in zip(hiddens, attentions, entity_pos,
+                                                          pairs, evidence):
             if len(doc_pairs) == 0:
                 continue
-            z_s, z_o = self._pair_embeddings(seq, att, pos, doc_pairs.to(seq.device))
+            z_s, z_o, context_attention = self._pair_embeddings(seq, att, pos,
+                                                                doc_pairs.to(seq.device))
             logits.append(self.grouped_bilinear(z_s, z_o))
             if self.type_head is not None:
                 type_logits.append(self.type_head(torch.cat([z_s, z_o, z_s * z_o], dim=-1)))
+            if doc_evidence is not None:
+                evidence_terms.append(evidence_loss(context_attention, *doc_evidence))
         result = {"logits": torch.cat(logits) if logits
                   else input_ids.new_zeros((0,), dtype=torch.float)}
         if type_logits:
             result["type_logits"] = torch.cat(type_logits)
         if labels is not None:
             result["loss"] = self._loss(result, labels, type_labels, ranking_weight)
+            pairs_with_evidence = sum(count for _, count in evidence_terms)
+            if pairs_with_evidence:
+                total = torch.stack([term for term, _ in evidence_terms]).sum()
+                result["loss"] = result["loss"] + evidence_weight * total / pairs_with_evidence
         return result
 
     def _loss(self, result: dict[str, torch.Tensor], labels: torch.Tensor,
@@ -264,8 +307,9 @@ class RCPModel(nn.Module):
         return loss
 
     def _pair_embeddings(self, seq: torch.Tensor, att: torch.Tensor, pos: list[list[int]],
-                         pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``z_s`` and ``z_o`` of each pair: entity embeddings with their localized context."""
+                         pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``z_s`` and ``z_o`` of each pair: entity embeddings with their localized context;
+        and the context's attention over the wordpieces (``[pairs, L]``, rows summing to 1)."""
         n_ent, n_max = len(pos), max(len(p) for p in pos)
         index = torch.zeros((n_ent, n_max), dtype=torch.long, device=seq.device)
         mask = torch.zeros((n_ent, n_max), dtype=torch.bool, device=seq.device)
@@ -284,7 +328,7 @@ class RCPModel(nn.Module):
         context = q.to(seq.dtype) @ seq  # [P, d]
         z_s = torch.tanh(self.head_extractor(torch.cat([ent_emb[hs], context], dim=-1)))
         z_o = torch.tanh(self.tail_extractor(torch.cat([ent_emb[ts], context], dim=-1)))
-        return z_s, z_o
+        return z_s, z_o, q
 
     def grouped_bilinear(self, z_s: torch.Tensor, z_o: torch.Tensor) -> torch.Tensor:
         """ATLOP's grouped bilinear ``Linear(vec(b1 outer b2 per block))`` without materialising
@@ -318,8 +362,8 @@ class RCPModel(nn.Module):
             indices = order[i:i + batch_size]
             chunk = [features[k] for k in indices]
             batch = self.collate(chunk)
-            batch.pop("labels", None)
-            batch.pop("type_labels", None)
+            for target in ("labels", "type_labels", "evidence"):
+                batch.pop(target, None)
             batch = {key: (value.to(device) if isinstance(value, torch.Tensor) else value)
                      for key, value in batch.items()}
             with bf16_autocast(device, bf16):

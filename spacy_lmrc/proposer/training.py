@@ -73,6 +73,7 @@ class TrainSettings:
     max_minutes: float | None = None
     group_by_length: bool = True
     ranking_weight: float = 0.0
+    evidence_weight: float = 0.0
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainSettings:
@@ -81,9 +82,10 @@ class TrainSettings:
         if settings.mixed_precision not in MIXED_PRECISION:
             raise InputError(f"must be one of {MIXED_PRECISION}, got "
                              f"{settings.mixed_precision!r}", field="training.mixed_precision")
-        if settings.ranking_weight < 0:
-            raise InputError(f"must be >= 0, got {settings.ranking_weight!r}",
-                             field="training.ranking_weight")
+        for name in ("ranking_weight", "evidence_weight"):
+            if getattr(settings, name) < 0:
+                raise InputError(f"must be >= 0, got {getattr(settings, name)!r}",
+                                 field=f"training.{name}")
         return settings
 
 
@@ -324,7 +326,8 @@ def _train_epoch(run: _Run, state: dict[str, Any], epoch: int) -> tuple[list[flo
     bar = tqdm(run.loader, desc=f"epoch {epoch}/{settings.epochs}", disable=not run.main)
     for batch in bar:
         with bf16_autocast(run.accelerator.device, run.bf16):
-            loss = model(**batch, ranking_weight=settings.ranking_weight)["loss"]
+            loss = model(**batch, ranking_weight=settings.ranking_weight,
+                         evidence_weight=settings.evidence_weight)["loss"]
         run.accelerator.backward(loss)
         if settings.max_grad_norm:
             run.accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
