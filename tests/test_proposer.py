@@ -240,6 +240,12 @@ def test_features_place_sentences_and_evidence(toy_doc, tokenizer):
     assert all(evidence[p] == [] for p, y in zip(feats.pairs, feats.labels) if y == 0)
 
 
+def test_evidence_outside_the_sentences_names_the_document(toy_doc, tokenizer):
+    toy_doc._.relations = [dict(toy_doc._.relations[0], evidence=[0, 5])]
+    with pytest.raises(ValueError, match=r"relations\[0\]\.evidence.*Ada Lovelace"):
+        featurize(toy_doc, tokenizer, with_labels=True)
+
+
 def test_evidence_loss_is_the_kl_to_the_evidence_sentences():
     # 6 wordpieces in sentences starting at 0, 2 and 4; three pairs, the first without evidence
     attention = torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0, 0.0],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from spacy.tokens import Doc
 
 from ..doc import ordered_pairs
+from ..errors import InputError
 
 MARKER = "*"
 
@@ -98,13 +99,26 @@ def featurize(doc: Doc, tokenizer, special: SpecialTokens | None = None, *,
     if with_labels:
         by_pair: dict[tuple[int, int], list[str]] = {}
         evidence: dict[tuple[int, int], set[int]] = {}
-        for rel in doc._.relations:
+        for k, rel in enumerate(doc._.relations):
             pair = (rel["head"], rel["tail"])
             by_pair.setdefault(pair, []).append(rel["label"])
-            evidence.setdefault(pair, set()).update(rel.get("evidence", []))
+            evidence.setdefault(pair, set()).update(
+                _evidence(rel, k, len(sentence_starts), doc._.title))
         pair_relations = [sorted(set(by_pair.get(pair, []))) for pair in pairs]
         labels = [1.0 if relations else 0.0 for relations in pair_relations]
         pair_evidence = [sorted(evidence.get(pair, ())) for pair in pairs]
     return DocFeatures(input_ids=input_ids, entity_pos=entity_pos, pairs=pairs, labels=labels,
                        title=doc._.title, pair_relations=pair_relations,
                        sentence_starts=sentence_starts, pair_evidence=pair_evidence)
+
+
+def _evidence(relation: dict, k: int, n_sentences: int, title: str | None) -> list[int]:
+    """The relation's evidence sentences, checked against the Doc's sentences (a Doc
+    re-segmented after reading may have fewer than its corpus record named)."""
+    evidence = list(relation.get("evidence", []))
+    outside = [s for s in evidence if not 0 <= s < n_sentences]
+    if outside:
+        raise InputError(f"evidence sentences {outside} of document {title!r} lie outside its "
+                         f"{n_sentences} sentences", title=title,
+                         field=f"relations[{k}].evidence")
+    return evidence

@@ -285,15 +285,14 @@ class RCPModel(nn.Module):
         if type_logits:
             result["type_logits"] = torch.cat(type_logits)
         if labels is not None:
-            result["loss"] = self._loss(result, labels, type_labels, ranking_weight)
-            pairs_with_evidence = sum(count for _, count in evidence_terms)
-            if pairs_with_evidence:
-                total = torch.stack([term for term, _ in evidence_terms]).sum()
-                result["loss"] = result["loss"] + evidence_weight * total / pairs_with_evidence
+            result["loss"] = self._loss(result, labels, type_labels, ranking_weight,
+                                        evidence_terms, evidence_weight)
         return result
 
     def _loss(self, result: dict[str, torch.Tensor], labels: torch.Tensor,
-              type_labels: torch.Tensor | None, ranking_weight: float) -> torch.Tensor:
+              type_labels: torch.Tensor | None, ranking_weight: float,
+              evidence_terms: list[tuple[torch.Tensor, int]],
+              evidence_weight: float) -> torch.Tensor:
         logits = result["logits"].float()
         labels = labels.to(logits.device).float()
         loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
@@ -304,6 +303,10 @@ class RCPModel(nn.Module):
             targets = type_labels.to(labels.device)[positive]
             loss = loss + nn.functional.binary_cross_entropy_with_logits(
                 result["type_logits"][positive].float(), targets)
+        pairs_with_evidence = sum(count for _, count in evidence_terms)
+        if pairs_with_evidence:
+            total = torch.stack([term for term, _ in evidence_terms]).sum()
+            loss = loss + evidence_weight * total.to(loss.device) / pairs_with_evidence
         return loss
 
     def _pair_embeddings(self, seq: torch.Tensor, att: torch.Tensor, pos: list[list[int]],
