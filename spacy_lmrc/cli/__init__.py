@@ -10,8 +10,10 @@ from . import (  # noqa: F401
     finetune_classifier,
     predict,
     score,
+    split,
     stats,
     train_proposer,
+    tune_fusion,
 )
 from ._app import app
 

@@ -34,7 +34,7 @@ from ..metrics import (
     score_labels,
     train_facts_from_docs,
 )
-from ..metrics.classification import top1_accuracy
+from ..metrics.classification import multi_relation_scores, top1_accuracy
 from ..proposer.model import is_rcp_folder
 from ._app import app
 from ._util import (
@@ -273,6 +273,7 @@ def score_documents(gold_docs: list[Doc], pred_docs: list[Doc], train_facts: Any
     and the predictions as DocRED ``result.json``."""
     result = docs_to_result(pred_docs)
     scores = score_docred([gold_from_doc(d) for d in gold_docs], result, train_facts)
+    scores["multi_relation"] = multi_relation_scores(pred_docs, gold_docs)
     if gold_pairs:
         scores["top1"] = top1_accuracy(pred_docs, gold_docs)
     elif PROPOSER in components or any(d._.relation_candidates for d in pred_docs):

