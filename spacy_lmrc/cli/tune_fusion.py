@@ -96,20 +96,22 @@ def tune_fusion_cli(
     task.fusion = LLMScore(0.0)  # keep every relation the LLM decoded, with its scores
     pred_docs, seconds = predict_docs(nlp, gold_docs, gold_pairs=False, batch_size=1)
     items, gold_per_doc = scored_relations(pred_docs, gold_docs)
-    if not items:
-        task.fusion = stored
-        raise InputError("the pipeline predicted no relation on these documents: nothing to "
-                         "fit a fusion on", path=data)
-    best, rows = tune_fusion(items, gold_per_doc, [k.strip() for k in kinds.split(",")])
-    task.fusion = best
-    print(fusion_table(rows, best.kind))
-    nlp.to_disk(output)
     described = describe_slice(data, first, last)
+    rows: list[dict[str, Any]] = []
+    if items:
+        task.fusion, rows = tune_fusion(items, gold_per_doc,
+                                        [k.strip() for k in kinds.split(",")])
+        print(fusion_table(rows, task.fusion.kind))
+    else:
+        task.fusion = stored
+        info(f"warning: the pipeline predicted no relation on {described}: nothing to fit a "
+             f"fusion on, its {stored.kind} fusion is kept as it was")
+    nlp.to_disk(output)
     write_outputs([(report, json.dumps({"data": described, "documents": len(gold_docs),
                                         "relations_scored": len(items),
                                         "gold_facts": sum(gold_per_doc.values()),
                                         "predict_seconds": seconds, "fusions": rows,
-                                        "stored": best.config()}, indent=2) + "\n")])
-    info(f"stored the {best.kind} fusion (threshold {best.threshold:.4f}) in {output}; fitted "
-         f"on {len(items)} relations of {len(gold_docs)} documents of {described} in "
-         f"{time.perf_counter() - started:.1f} s")
+                                        "stored": task.fusion.config()}, indent=2) + "\n")])
+    info(f"stored the {task.fusion.kind} fusion (threshold {task.fusion.threshold:.4f}) in "
+         f"{output}; fitted on {len(items)} relations of {len(gold_docs)} documents of "
+         f"{described} in {time.perf_counter() - started:.1f} s")

@@ -11,7 +11,7 @@ same tokens.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -33,6 +33,10 @@ class DecodeState:
     scores: list[float] = field(default_factory=list)
     decoded: int = 0  # names closed so far, repeats included (bounds the answer's length)
     done: bool = False
+
+    def copy(self) -> DecodeState:
+        """A state that advances independently of this one: a fork of the answer."""
+        return replace(self, names=list(self.names), scores=list(self.scores))
 
 
 class AnswerSpace:

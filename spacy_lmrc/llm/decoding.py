@@ -26,13 +26,24 @@ valid. Only choices need logits: where the trie allows a single token (the rest 
 its first tokens tell it apart, the end after a name that cannot be continued), the token is
 taken with probability 1 without a forward call, and a pair's forced tokens are fed together,
 so a forward call is spent only where some pair has a choice to make.
+
+With a threshold τ (``RelationRequest.min_probability``) a query is decoded by *branches*: its
+greedy answer, decoded as without a threshold, and branches searching the trie of first
+names. In a first name a branch forks at every token whose path probability (the product of
+the renormalised probabilities of its tokens) is still at least τ, and records the name it
+stands on when that name's probability (path times stopping after it) is at least τ. A
+prefix's probability bounds that of every name under it, so this finds exactly the names
+with P >= τ. Each branch has its own tokens in the tree (several hang under one query); the
+open branches of every query advance in the same forward calls, as extra rows of logits
+rather than extra calls, and a branch whose name cannot go on stops without one.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
-from math import exp
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from math import exp, inf, log
 from typing import Any
 
 from .constraints import AnswerSpace, DecodeState
@@ -43,6 +54,53 @@ from .sequences import ROOT, EncodedRequest, TokenTree
 Owner = tuple[int, int]
 #: the queries a group decodes: (request index, its query indices) per request
 Group = list[tuple[int, range]]
+
+
+@dataclass
+class QueryDecoding:
+    """One query's answer in the making.
+
+    greedy: the state of its greedy answer, always decoded to its end.
+    log_threshold: log of the request's ``min_probability``; None: the greedy answer only.
+    found: first names whose log-probability reached the threshold, by name.
+    """
+
+    space: AnswerSpace
+    log_threshold: float | None
+    greedy: DecodeState
+    found: dict[str, float] = field(default_factory=dict)
+
+    def record(self, closed: DecodeState) -> None:
+        """Keep the first name of ``closed`` (a branch ended right after it) if probable enough."""
+        name, logprob = closed.names[0], closed.scores[0]
+        if logprob >= self.log_threshold and logprob > self.found.get(name, -inf):
+            self.found[name] = logprob
+
+    def answer(self) -> Answer:
+        """The greedy answer as decoded; with a threshold, merged with the names found (each
+        once, at its highest probability), best first."""
+        greedy = list(zip(self.greedy.names, self.greedy.scores))
+        if self.log_threshold is None:
+            return [(name, exp(score)) for name, score in greedy]
+        best = dict(self.found)
+        for name, score in greedy:
+            best[name] = max(score, best.get(name, -inf))
+        ranked = sorted(best.items(), key=lambda item: -item[1])
+        return [(name, exp(score)) for name, score in ranked]
+
+
+@dataclass
+class Branch:
+    """An open path of a query's answer: its state, and its last token in the tree (whose
+    logits choose the next one). The greedy branch holds the query's greedy state."""
+
+    query: QueryDecoding
+    state: DecodeState
+    tip: int
+
+    @property
+    def greedy(self) -> bool:
+        return self.state is self.query.greedy
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -129,18 +187,36 @@ class PackedDecoder:
         self._root_ids = list(root)
         return self._cache
 
-    def decode(self, encoded: EncodedRequest, spaces: Sequence[AnswerSpace]) -> list[Answer]:
+    def decode(self, encoded: EncodedRequest, spaces: Sequence[AnswerSpace],
+               min_probability: float | None = None) -> list[Answer]:
         """One answer per query of one request: its relation names with their probabilities."""
-        return self.decode_many([encoded], [spaces])[0]
+        return self.decode_many([encoded], [spaces], [min_probability])[0]
 
     def decode_many(self, requests: Sequence[EncodedRequest],
-                    spaces: Sequence[Sequence[AnswerSpace]]) -> list[list[Answer]]:
+                    spaces: Sequence[Sequence[AnswerSpace]],
+                    min_probabilities: Sequence[float | None] | None = None
+                    ) -> list[list[Answer]]:
         """One answer per query of every request, in order; ``spaces[i][j]`` constrains query
-        ``j`` of request ``i``. Consecutive short requests are decoded together."""
+        ``j`` of request ``i``. Consecutive short requests are decoded together.
+
+        ``min_probabilities[i]`` (default: all None) is request ``i``'s threshold τ: None
+        decodes greedily; a value also answers every first name with P >= τ (see the module
+        docstring). A query then has at most ceil(1/τ) open branches at a time (the paths of
+        open branches are disjoint events, and all but the greedy one have P >= τ), so the
+        extra work is bounded by that many rows per forward call, and the number of calls
+        by the longer of the greedy answer and the longest name.
+        """
         import torch
 
         if len(spaces) != len(requests):
             raise ValueError(f"{len(spaces)} answer-space lists for {len(requests)} requests")
+        if min_probabilities is None:
+            min_probabilities = [None] * len(requests)
+        if len(min_probabilities) != len(requests):
+            raise ValueError(f"{len(min_probabilities)} thresholds for {len(requests)} requests")
+        if any(tau is not None and not 0.0 < tau <= 1.0 for tau in min_probabilities):
+            raise ValueError(f"thresholds must be None or in (0, 1]: {list(min_probabilities)}")
+        log_thresholds = [None if tau is None else log(tau) for tau in min_probabilities]
         for encoded, request_spaces in zip(requests, spaces):
             if len(request_spaces) != len(encoded.query_ids):
                 raise ValueError(f"{len(request_spaces)} answer spaces for "
@@ -148,7 +224,8 @@ class PackedDecoder:
         answers: list[list[Answer]] = [[[] for _ in encoded.query_ids] for encoded in requests]
         with torch.inference_mode():
             for group in self.groups(requests):
-                for (i, j), answer in self._decode_group(requests, spaces, group).items():
+                decoded = self._decode_group(requests, spaces, log_thresholds, group)
+                for (i, j), answer in decoded.items():
                     answers[i][j] = answer
         return answers
 
@@ -194,39 +271,39 @@ class PackedDecoder:
         return groups
 
     def _decode_group(self, requests: Sequence[EncodedRequest],
-                      spaces: Sequence[Sequence[AnswerSpace]], group: Group
+                      spaces: Sequence[Sequence[AnswerSpace]],
+                      log_thresholds: Sequence[float | None], group: Group
                       ) -> dict[Owner, Answer]:
         """Answers to the queries of ``group``: root from the cache, the requests' remaining
-        prefixes and queries as one tree, then the answer steps of all queries together."""
+        prefixes and queries as one tree, then the answer steps of all branches together."""
         prefixes = [requests[index].prefix_ids for index, _ in group]
         root_len = common_prefix_length(prefixes)
         cache = self._root_cache(list(prefixes[0][:root_len]))
         tree = TokenTree(root_len)
-        tips: dict[Owner, int] = {}
-        for index, queries in group:
+        branches: list[Branch] = []
+        queries: dict[Owner, QueryDecoding] = {}
+        for index, members in group:
             encoded = requests[index]
             # token sequences are a trie: equal tokens under the same parent are the same
             # computation, whichever request they belong to
             start = tree.add(ROOT, encoded.prefix_ids[root_len:], share=True)
-            for j in queries:
-                tips[index, j] = tree.add(start, encoded.query_ids[j], share=True)
-        owners = list(tips)
-        group_spaces = {owner: spaces[owner[0]][owner[1]] for owner in owners}
-        states = {owner: group_spaces[owner].start() for owner in owners}
-        logits = self._forward_tree(tree, 0, cache, [tips[owner] for owner in owners])
-        rows = {owner: row for row, owner in enumerate(owners)}
-        while True:
-            feed = self._choose(states, group_spaces, logits, rows)
-            if not feed:
-                break
+            for j in members:
+                space = spaces[index][j]
+                query = queries[index, j] = QueryDecoding(space, log_thresholds[index],
+                                                          space.start())
+                tip = tree.add(start, encoded.query_ids[j], share=True)
+                branches.append(Branch(query, query.greedy, tip))
+        first = 0
+        while branches:
+            logits = self._forward_tree(tree, first, cache, [branch.tip for branch in branches])
+            feed = [fed for row, branch in enumerate(branches)
+                    for fed in self._step(branch, logits[row])]
             first = len(tree)
-            for owner, tokens in feed:
-                tips[owner] = tree.add(tips[owner], tokens)
-            logits = self._forward_tree(tree, first, cache, [tips[owner] for owner, _ in feed])
-            rows = {owner: row for row, (owner, _) in enumerate(feed)}
+            for branch, tokens in feed:
+                branch.tip = tree.add(branch.tip, tokens)
+            branches = [branch for branch, _ in feed]
         self._truncate(cache, root_len)
-        return {owner: [(name, exp(score)) for name, score in
-                        zip(states[owner].names, states[owner].scores)] for owner in owners}
+        return {owner: query.answer() for owner, query in queries.items()}
 
     def _forward_tree(self, tree: TokenTree, first: int, cache: Any, keep: list[int]) -> Any:
         """Feed the tree's nodes from ``first`` on; logits at the nodes ``keep``."""
@@ -235,28 +312,65 @@ class PackedDecoder:
         return self._forward([tree.ids[node] for node in nodes], tree.positions(nodes), mask,
                              cache, [node - first for node in keep])
 
-    @staticmethod
-    def _choose(states: Mapping[Owner, DecodeState], spaces: Mapping[Owner, AnswerSpace],
-                logits: Any, rows: Mapping[Owner, int]) -> list[tuple[Owner, list[int]]]:
-        """Advance every pair that has logits by its best allowed token, then through the
-        tokens it is forced to take; return each unfinished pair's tokens to feed.
-        """
+    @classmethod
+    def _step(cls, branch: Branch, logits: Any) -> list[tuple[Branch, list[int]]]:
+        """Move ``branch`` on by its row of ``logits``: in a first name with a threshold, record
+        the name it stands on and fork its probable continuations; the greedy branch takes its
+        best allowed token, then the tokens it is forced to take. Returns the open branches
+        with the tokens to feed them."""
         import torch
 
-        feed = []
-        for owner, row in rows.items():
-            state, space = states[owner], spaces[owner]
-            allowed = space.allowed(state)
-            logprobs = torch.log_softmax(logits[row, allowed].float(), dim=-1)
-            best = int(torch.argmax(logprobs))
-            stops = [i for i, token in enumerate(allowed)
-                     if token in (space.end_id, space.separator_id)]
-            stop = float(torch.logsumexp(logprobs[stops], dim=0)) if stops else None
-            space.advance(state, allowed[best], float(logprobs[best]), stop)
-            tokens = [allowed[best]]
-            while not state.done and len(allowed := space.allowed(state)) == 1:
-                space.advance(state, allowed[0], 0.0)
-                tokens.append(allowed[0])
-            if not state.done:
-                feed.append((owner, tokens))
-        return feed
+        query, state = branch.query, branch.state
+        space = query.space
+        allowed = space.allowed(state)
+        logprobs = torch.log_softmax(logits[allowed].float(), dim=-1)
+        best = int(torch.argmax(logprobs))
+        stops = [i for i, token in enumerate(allowed)
+                 if token in (space.end_id, space.separator_id)]
+        stop = float(torch.logsumexp(logprobs[stops], dim=0)) if stops else None
+        forks = []
+        if query.log_threshold is not None and state.decoded == 0:
+            taken = allowed[best] if branch.greedy else None
+            forks = cls._explore(branch, dict(zip(allowed, logprobs.tolist())), stop, taken)
+        if not branch.greedy:  # its continuations are its forks
+            return forks
+        space.advance(state, allowed[best], float(logprobs[best]), stop)
+        tokens = [allowed[best]] + cls._forced(space, state)
+        return forks if state.done else [(branch, tokens), *forks]
+
+    @classmethod
+    def _explore(cls, branch: Branch, logprobs: dict[int, float], stop: float | None,
+                 taken: int | None) -> list[tuple[Branch, list[int]]]:
+        """Record the first name ``branch`` stands on (``stop``: log-probability of ending it)
+        if probable enough, and fork every continuation but ``taken`` (the greedy token) whose
+        path probability stays above the threshold; return the forks still open."""
+        query, state = branch.query, branch.state
+        space = query.space
+        if stop is not None:
+            closed = state.copy()
+            space.advance(closed, space.end_id, stop, stop)
+            query.record(closed)
+        forks = []
+        for token, logprob in logprobs.items():
+            if (token not in state.node.children or token == taken
+                    or state.logprob + logprob < query.log_threshold):
+                continue
+            fork = Branch(query, state.copy(), branch.tip)
+            space.advance(fork.state, token, logprob)
+            tokens = [token] + cls._forced(space, fork.state)
+            if not fork.state.done and not fork.state.node.children:
+                space.advance(fork.state, space.end_id, 0.0)  # nothing but stopping is allowed
+            if fork.state.done:
+                query.record(fork.state)
+            else:
+                forks.append((fork, tokens))
+        return forks
+
+    @staticmethod
+    def _forced(space: AnswerSpace, state: DecodeState) -> list[int]:
+        """Take the tokens ``state`` is forced to (the only one allowed) with probability 1."""
+        tokens = []
+        while not state.done and len(allowed := space.allowed(state)) == 1:
+            space.advance(state, allowed[0], 0.0)
+            tokens.append(allowed[0])
+        return tokens

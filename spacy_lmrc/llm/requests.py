@@ -38,6 +38,12 @@ class RelationRequest:
     multi_label: whether one pair may get several relations.
     examples: retrieved or few-shot examples (``{"text", "head", "tail", "label"}``) shown in
         the prefix.
+    min_probability: None answers each query greedily (the names as the model writes them,
+        separator-joined). A value τ in (0, 1] also lists every name whose probability as
+        the answer's first name is at least τ (the ``none_answer`` too), merged with the
+        greedy answer, best first, so a pair can get several relations and P(none_answer)
+        is known even where greedy decoding stops at another name. Only backends that
+        constrain decoding (``HFBackend``) use it; text-only backends ignore it.
     """
 
     text: str
@@ -46,6 +52,11 @@ class RelationRequest:
     none_answer: str | None = None
     multi_label: bool = True
     examples: list[dict[str, Any]] = field(default_factory=list)
+    min_probability: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_probability is not None and not 0.0 < self.min_probability <= 1.0:
+            raise ValueError(f"min_probability must be in (0, 1], not {self.min_probability}")
 
     def space_of(self, query: PairQuery) -> list[str]:
         """The names ``query`` may be answered with (the ``none_answer`` included)."""
