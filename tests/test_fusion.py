@@ -238,3 +238,37 @@ def test_the_proposed_corpus_scores_every_pair_of_the_reference_docs(tiny_encode
     task = make_lmrc_task_v4(labels=LABELS, train_negatives=1.0)
     request, targets = task.training_request(example.reference)
     assert len(request.queries) == 6 and targets.count(["None"]) == 3
+
+
+def test_tune_fusion_stores_the_chosen_fusion_in_the_pipeline(tiny_encoder_dir, tiny_llama,
+                                                              toy_record, tmp_path):
+    import spacy
+    from typer.testing import CliRunner
+
+    from spacy_lmrc.cli import app
+    from spacy_lmrc.proposer.model import RCPModel
+
+    proposer = RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16)
+    proposer.settings.trained = True
+    proposer.settings.threshold = 0.0
+    proposer.save_pretrained(tmp_path / "proposer")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("lmrc_candidate_proposer", config={"model": str(tmp_path / "proposer")})
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.LMRCTask.v4", "labels": LABELS, "min_probability": 0.05},
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": tiny_llama}})
+    nlp.to_disk(tmp_path / "untuned")
+    second = {**toy_record, "title": "Charles Babbage"}
+    (tmp_path / "dev.json").write_text(json.dumps([toy_record, second]))
+    result = CliRunner().invoke(app, [
+        "tune-fusion", str(tmp_path / "untuned"), str(tmp_path / "dev.json"),
+        "-o", str(tmp_path / "tuned"), "--report", str(tmp_path / "fusion.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "fusion.json").read_text())
+    assert report["documents"] == 2 and report["gold_facts"] == 6
+    assert report["relations_scored"] >= 12  # every candidate pair has a greedy answer
+    assert {row["fusion"] for row in report["fusions"]} == {"llm", "product", "logistic"}
+    tuned = spacy.load(tmp_path / "tuned")
+    stored = tuned.get_pipe("llm_relation_classifier").task.fusion.config()
+    assert stored["@misc"] == report["stored"]["@misc"]
+    assert stored["threshold"] == pytest.approx(report["stored"]["threshold"])
