@@ -165,7 +165,8 @@ class ScoredRelation:
 def best_threshold(scores: Sequence[float], correct: Sequence[bool], gold: int
                    ) -> tuple[float, dict[str, float]]:
     """The threshold that maximises F1 when the relations scoring at least it are kept, and
-    P/R/F1 there; ``gold`` counts every gold fact (also those never predicted)."""
+    P/R/F1 there; ``gold`` counts every gold fact (also those never predicted). Where no
+    relation is right, the threshold keeps none."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     best = (0.0, math.inf, 0, 0)  # f1, threshold, kept, true positives
     tp = 0
@@ -178,6 +179,8 @@ def best_threshold(scores: Sequence[float], correct: Sequence[bool], gold: int
         if f1 > best[0]:
             best = (f1, scores[i], kept, tp)
     f1, threshold, kept, tp = best
+    if not kept:  # nothing right to keep: a threshold just above every score keeps nothing
+        threshold = math.nextafter(max(scores, default=1.0), math.inf)
     return threshold, {"p": tp / kept if kept else 0.0, "r": tp / gold if gold else 0.0,
                        "f1": f1, "kept": kept}
 

@@ -58,6 +58,9 @@ def test_the_threshold_maximises_f1_counting_gold_facts_never_predicted():
     assert threshold == 0.2 and metrics["f1"] == pytest.approx(0.75)
     threshold, metrics = best_threshold(scores, correct, gold=10)
     assert threshold == 0.2 and metrics["kept"] == 4  # F1 = 6/14 beats 4/12
+    # nothing right: keep nothing, with a finite threshold a pipeline can store
+    threshold, metrics = best_threshold([0.4, 0.3], [False, False], gold=3)
+    assert 0.4 < threshold < 0.41 and metrics["kept"] == 0 and metrics["f1"] == 0.0
     # tied scores are kept or dropped together
     threshold, metrics = best_threshold([0.5, 0.5, 0.1], [True, False, False], gold=1)
     assert threshold == 0.5 and metrics["kept"] == 2
