@@ -92,13 +92,14 @@ def make_lmrc_task_v3(
     string needs to match an entity of the document. ``hint_top_m``: narrow each candidate's
     answer space to the proposer's best relation-type hints (None: the whole set).
     """
-    return LMRCTask(labels=labels, labels_path=labels_path, template=template,
-                    pair_source=pair_source, allow_none=False,
-                    pairs_per_prompt=pairs_per_prompt, tokens_per_pair=tokens_per_pair,
-                    fuzzy_cutoff=fuzzy_cutoff, relation_theta=relation_theta,
-                    embedding_model=embedding_model, examples=load_examples(examples_path),
-                    prompt_format=prompt_format or CompactFormat(), fusion=LLMScore(threshold),
-                    hint_top_m=hint_top_m)
+    return make_lmrc_task_v4(labels_path=labels_path, labels=labels,
+                             prompt_format=prompt_format, pair_source=pair_source,
+                             allow_none=False, fusion=LLMScore(threshold), min_probability=None,
+                             train_negatives=None, negative_source="random", template=template,
+                             pairs_per_prompt=pairs_per_prompt, tokens_per_pair=tokens_per_pair,
+                             fuzzy_cutoff=fuzzy_cutoff, relation_theta=relation_theta,
+                             embedding_model=embedding_model, examples_path=examples_path,
+                             hint_top_m=hint_top_m)
 
 
 @registry.misc("spacy_lmrc.LMRCBaselineTask.v3")
