@@ -1,8 +1,10 @@
-"""Benchmark of the LMRC candidate proposer (RCP) on redocred-small.
+"""Benchmark of the LMRC candidate proposer (RCP) on redocred-medium (or redocred-small).
 
 Two steps, each in its own process so peak memory is measured per step:
 
-    # train (train = first 400 docs of dev_revised.json, dev = last 100), keep the best epoch,
+    # the training split first (configs/proposer.cfg reads corpus/docred_train.json):
+    spacy-lmrc split medium corpus/docred_train.json --data-dir ../shared/data/redocred
+    # train (dev = last 100 docs of dev_revised.json), keep the best epoch,
     # choose the threshold on dev; writes <output>/model-best, metrics.json, bench_train.json
     python bench/bench_proposer.py train --output ../models/proposer-minilm-run \\
         --training.epochs 3 --training.encoder_lr 5e-5

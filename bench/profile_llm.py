@@ -197,7 +197,8 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
     for dtype in args.dtypes.split(","):
         run_settings = replace(settings, dtype=dtype, max_steps=args.steps,
                                save_every=args.steps + 1, max_minutes=None)
-        with tempfile.TemporaryDirectory() as out, forward_call_lengths() as lengths:
+        with tempfile.TemporaryDirectory() as scratch, forward_call_lengths() as lengths:
+            out = Path(args.keep) / dtype if args.keep else Path(scratch)
             summary = finetune(task, docs, out, run_settings, resume=False)
         seconds, tokens = summary["train_seconds"], summary["train_tokens"]
         model_flop, attn_flop = 6.0 * body * tokens, attention_flops(config, lengths)
@@ -409,6 +410,8 @@ def main() -> dict[str, Any]:
     train.add_argument("--steps", type=int, default=150)
     train.add_argument("--dtypes", default="float32,bfloat16",
                        help="finetune.dtype values, comma-separated, run in this order")
+    train.add_argument("--keep", default=None,
+                       help="save each run's model under KEEP/<dtype> (default: not kept)")
     train.add_argument("--docs", type=int, default=None,
                        help="first N training documents (default: as many as the steps take)")
     prof = command("profile", "one training step profiled; attention, AdamW")

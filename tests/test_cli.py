@@ -47,6 +47,15 @@ def test_convert_then_stats(tmp_path, toy_record):
     assert stats["na_pairs"] == 9 and stats["triples"] == 3
 
 
+def test_document_counts_take_null_as_weasel_writes_it(tmp_path, toy_record):
+    src = _write(tmp_path, "docs.json", [toy_record, dict(toy_record, title="second")])
+    result = runner.invoke(app, ["stats", str(src), "--json", "--first", "null", "--last", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["docs"] == 1
+    result = runner.invoke(app, ["stats", str(src), "--first", "-2"])
+    assert result.exit_code != 0 and "a number of documents or null" in result.output
+
+
 def test_bad_input_is_one_line_not_a_traceback(tmp_path, toy_record):
     toy_record["labels"][0]["h"] = 99
     src = _write(tmp_path, "bad.json", [toy_record])

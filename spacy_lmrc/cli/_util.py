@@ -123,6 +123,21 @@ def load_docs(
     return docs, report
 
 
+def count_or_null(value: str) -> int | None:
+    """A ``--first`` / ``--last`` value: a count, or ``null`` / ``none`` for all (as weasel
+    writes a project variable set to null)."""
+    if value.strip().lower() in ("null", "none", ""):
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a number of documents or null, not {value!r}"
+                                 ) from None
+    if count < 0:
+        raise typer.BadParameter(f"expected a number of documents or null, not {value}")
+    return count
+
+
 def relation_set_option(path: Path | None) -> set[str] | None:
     """The relation ids of a ``--relation-set`` file, or None when not given."""
     return set(load_relation_set(path)) if path is not None else None

@@ -18,6 +18,7 @@ from ..util import DEFAULT_ENCODER
 from ._app import app
 from ._util import (
     atomic_folder,
+    count_or_null,
     describe_slice,
     detect_format,
     friendly_errors,
@@ -66,8 +67,10 @@ def build_index_cli(
         None, "--negative-label", help="Label of sentences without relation "
         "(default: Other for SemEval, no_relation for TACRED)"),
     fmt: str = typer.Option("auto", "--format", help="auto, spacy, semeval or tacred"),
-    first: int | None = typer.Option(None, "--first", help="Only the first N sentences"),
-    last: int | None = typer.Option(None, "--last", help="Then only the last N sentences"),
+    first: int | None = typer.Option(None, "--first", parser=count_or_null,
+                                     help="Only the first N sentences"),
+    last: int | None = typer.Option(None, "--last", parser=count_or_null,
+                                    help="Then only the last N sentences"),
     relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
     label_names: Path | None = typer.Option(None, "--label-names",
                                             help="SemEval label names (relations.json)"),

@@ -10,6 +10,7 @@ from spacy.tokens import DocBin
 from ._app import app
 from ._util import (
     check_output,
+    count_or_null,
     describe_slice,
     friendly_errors,
     info,
@@ -27,8 +28,10 @@ def convert_cli(
     input_path: Path = typer.Argument(..., help="DocRED/Re-DocRED, SemEval or TACRED JSON file"),
     output_path: Path = typer.Argument(..., help="Output .spacy file"),
     fmt: str = typer.Option("auto", "--format", help="auto, docred, semeval or tacred"),
-    first: int | None = typer.Option(None, "--first", help="Keep the first N documents"),
-    last: int | None = typer.Option(None, "--last", help="Then keep the last N documents"),
+    first: int | None = typer.Option(None, "--first", parser=count_or_null,
+                                     help="Keep the first N documents"),
+    last: int | None = typer.Option(None, "--last", parser=count_or_null,
+                                    help="Then keep the last N documents"),
     relations: Path | None = typer.Option(
         None, "--relations", help="SemEval: labels parallel to a list of sentences"),
     label_names: Path | None = typer.Option(

@@ -39,6 +39,7 @@ from ..proposer.model import is_rcp_folder
 from ._app import app
 from ._util import (
     check_output,
+    count_or_null,
     describe_slice,
     friendly_errors,
     info,
@@ -115,11 +116,15 @@ def _pipe_stats(nlp) -> dict[str, Any]:
 def evaluate_cli(
     pipeline: str = typer.Argument(..., help="Pipeline folder or installed package"),
     data: Path = typer.Argument(..., help="Gold corpus: DocRED JSON, SemEval/TACRED JSON, .spacy"),
-    first: int | None = typer.Option(None, "--first", help="Only the first N documents"),
-    last: int | None = typer.Option(None, "--last", help="Then only the last N documents"),
+    first: int | None = typer.Option(None, "--first", parser=count_or_null,
+                                     help="Only the first N documents"),
+    last: int | None = typer.Option(None, "--last", parser=count_or_null,
+                                    help="Then only the last N documents"),
     train: Path | None = typer.Option(None, "--train", help="Training split for Ign F1"),
-    train_first: int | None = typer.Option(None, "--train-first", help="Train: first N docs"),
-    train_last: int | None = typer.Option(None, "--train-last", help="Train: then last N docs"),
+    train_first: int | None = typer.Option(None, "--train-first", parser=count_or_null,
+                                           help="Train: first N docs"),
+    train_last: int | None = typer.Option(None, "--train-last", parser=count_or_null,
+                                          help="Train: then last N docs"),
     sentence_level: bool = typer.Option(
         False, "--sentence-level", help="One-pair sentence Docs: micro P/R/F1 of labels"),
     negative_label: str = typer.Option("Other", "--negative-label", help="Sentence level: NA"),
@@ -219,7 +224,8 @@ def print_caveats(data: Path, train: Path | None, sentence_level: bool,
     if not sentence_level and not train and components != [PROPOSER]:
         info("no --train: Ign F1 not computed")
     if "dev_revised" in data.name:
-        info("note: redocred-small figures are not comparable with published Re-DocRED results")
+        info("note: figures on redocred-small or redocred-medium (dev = documents of "
+             "dev_revised.json) are not comparable with published Re-DocRED results")
 
 
 def write_outputs(outputs: list[tuple[Path | None, str]]) -> list[str]:

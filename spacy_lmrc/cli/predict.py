@@ -23,6 +23,7 @@ from ..metrics.sentence import score_labels
 from ._app import app
 from ._util import (
     check_output,
+    count_or_null,
     describe_slice,
     detect_format,
     friendly_errors,
@@ -50,8 +51,10 @@ def predict_cli(
     score: bool = typer.Option(False, "--score",
                                help="Sentence level: print micro P/R/F1 against the input labels"),
     fmt: str = typer.Option("auto", "--format", help="auto, spacy, docred, semeval or tacred"),
-    first: int | None = typer.Option(None, "--first", help="Only the first N documents"),
-    last: int | None = typer.Option(None, "--last", help="Then only the last N documents"),
+    first: int | None = typer.Option(None, "--first", parser=count_or_null,
+                                     help="Only the first N documents"),
+    last: int | None = typer.Option(None, "--last", parser=count_or_null,
+                                    help="Then only the last N documents"),
     relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
     label_names: Path | None = typer.Option(None, "--label-names",
                                             help="SemEval label names (relations.json)"),

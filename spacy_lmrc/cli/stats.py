@@ -9,7 +9,14 @@ import typer
 
 from ..stats import corpus_stats
 from ._app import app
-from ._util import describe_slice, friendly_errors, info, load_docs, relation_set_option
+from ._util import (
+    count_or_null,
+    describe_slice,
+    friendly_errors,
+    info,
+    load_docs,
+    relation_set_option,
+)
 
 
 @app.command("stats")
@@ -17,8 +24,10 @@ from ._util import describe_slice, friendly_errors, info, load_docs, relation_se
 def stats_cli(
     path: Path = typer.Argument(..., help="DocRED JSON, SemEval/TACRED JSON or a .spacy file"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
-    first: int | None = typer.Option(None, "--first", help="Only the first N documents"),
-    last: int | None = typer.Option(None, "--last", help="Then only the last N documents"),
+    first: int | None = typer.Option(None, "--first", parser=count_or_null,
+                                     help="Only the first N documents"),
+    last: int | None = typer.Option(None, "--last", parser=count_or_null,
+                                    help="Then only the last N documents"),
     fmt: str = typer.Option("auto", "--format", help="auto, spacy, docred, semeval or tacred"),
     relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
     label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),

@@ -21,7 +21,15 @@ from spacy.tokens import Doc
 from ..errors import InputError
 from ..fusion import FUSION_KINDS, LLMScore, RelationScores, ScoredRelation, tune_fusion
 from ._app import app
-from ._util import check_output, describe_slice, friendly_errors, info, load_docs, timed
+from ._util import (
+    check_output,
+    count_or_null,
+    describe_slice,
+    friendly_errors,
+    info,
+    load_docs,
+    timed,
+)
 from .evaluate import predict_docs, write_outputs
 from .extract import load_pipeline
 
@@ -72,8 +80,10 @@ def tune_fusion_cli(
     pipeline: str = typer.Argument(..., help="Pipeline folder (proposer + relation classifier)"),
     data: Path = typer.Argument(..., help="Dev corpus with gold relations (DocRED JSON, .spacy)"),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the tuned pipeline"),
-    first: int | None = typer.Option(None, "--first", help="Only the first N documents"),
-    last: int | None = typer.Option(None, "--last", help="Then only the last N documents"),
+    first: int | None = typer.Option(None, "--first", parser=count_or_null,
+                                     help="Only the first N documents"),
+    last: int | None = typer.Option(None, "--last", parser=count_or_null,
+                                    help="Then only the last N documents"),
     report: Path | None = typer.Option(None, "--report", help="Write the table as JSON"),
     kinds: str = typer.Option(",".join(FUSION_KINDS), "--fusions",
                               help="Fusions to compare, comma-separated"),
