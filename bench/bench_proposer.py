@@ -124,6 +124,35 @@ def run_predict(model: Path, batch_size: int, out: Path | None) -> dict:
     return result
 
 
+def run_curve(model: Path, fractions: list[float], recalls: list[float]) -> dict:
+    """Dev pair recall at kept fractions of the candidate space, and the kept fraction each
+    target recall needs: every pair of the 100 dev documents scored (threshold 0), ranked."""
+    import numpy as np
+    import spacy
+
+    from spacy_lmrc.corpus import read_docred
+    from spacy_lmrc.corpus.readers import input_copy
+    from spacy_lmrc.doc import ordered_pairs, relation_pairs
+
+    nlp = spacy.blank("en")
+    refs = list(read_docred(DATA, nlp.vocab, last=100))
+    nlp.add_pipe("lmrc_candidate_proposer", config={"model": str(model), "threshold": 0.0,
+                                                    "hint_top_m": 0})
+    scores, labels = [], []
+    for doc, ref in zip(nlp.pipe([input_copy(d) for d in refs]), refs):
+        by_pair = {(c["head"], c["tail"]): c["score"] for c in doc._.relation_candidates}
+        gold = relation_pairs(ref)
+        for pair in ordered_pairs(ref):
+            scores.append(by_pair.get(pair, 0.0))
+            labels.append(pair in gold)
+    order = np.argsort(-np.array(scores), kind="stable")
+    found = np.cumsum(np.array(labels)[order]) / max(1, sum(labels))
+    n = len(scores)
+    return {"model": str(model), "dev_docs": len(refs), "pairs": n, "related": int(sum(labels)),
+            "recall_at_kept": {f: float(found[max(0, round(f * n) - 1)]) for f in fractions},
+            "kept_for_recall": {r: float((np.searchsorted(found, r) + 1) / n) for r in recalls}}
+
+
 #: (name, bf16 autocast, length-grouped batches, attention dropout, SDPA but the last layer)
 LEVERS = [
     ("the previous recipe: fp32, eager attention, attention dropout 0.1, random batches",
@@ -270,11 +299,16 @@ def main() -> None:
     rep = sub.add_parser("report")
     rep.add_argument("--train", type=Path, required=True)
     rep.add_argument("--predict", type=Path, required=True)
+    curve = sub.add_parser("curve", help="dev pair recall at kept fractions, and the reverse")
+    curve.add_argument("--model", type=Path, required=True)
     levers = sub.add_parser("levers")
     levers.add_argument("--out", type=Path, default=None)
     args, rest = parser.parse_known_args()
     if args.step == "report":
         print(report(args.train, args.predict))
+        return
+    if args.step == "curve":
+        print(json.dumps(run_curve(args.model, [0.033, 0.15, 0.2], [0.85, 0.9]), indent=2))
         return
     if args.step == "levers":
         print(levers_report(run_levers(args.out)))
