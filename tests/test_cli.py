@@ -52,7 +52,7 @@ def test_document_counts_take_null_as_weasel_writes_it(tmp_path, toy_record):
     result = runner.invoke(app, ["stats", str(src), "--json", "--first", "null", "--last", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["docs"] == 1
-    result = runner.invoke(app, ["stats", str(src), "--first", "-2"])
+    result = runner.invoke(app, ["stats", str(src), "--first", "two"])
     assert result.exit_code != 0 and "a number of documents or null" in result.output
 
 

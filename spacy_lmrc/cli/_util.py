@@ -124,18 +124,15 @@ def load_docs(
 
 
 def count_or_null(value: str) -> int | None:
-    """A ``--first`` / ``--last`` value: a count, or ``null`` / ``none`` for all (as weasel
-    writes a project variable set to null)."""
+    """A ``--first`` / ``--last`` value: a number of documents, or ``null`` / ``none`` for all
+    (as weasel writes a project variable set to null). Its range is checked where it is used."""
     if value.strip().lower() in ("null", "none", ""):
         return None
     try:
-        count = int(value)
+        return int(value)
     except ValueError:
         raise typer.BadParameter(f"expected a number of documents or null, not {value!r}"
                                  ) from None
-    if count < 0:
-        raise typer.BadParameter(f"expected a number of documents or null, not {value}")
-    return count
 
 
 def relation_set_option(path: Path | None) -> set[str] | None:
