@@ -53,5 +53,5 @@ def compare_cli(
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    print("(scores in %; redocred-small figures are not comparable with published Re-DocRED "
-          "results)" if not sentence else "(scores in %, the negative label excluded)")
+    print("(scores in %; redocred-small or -medium figures are not comparable with published "
+          "Re-DocRED results)" if not sentence else "(scores in %, the negative label excluded)")

@@ -213,7 +213,8 @@ def evaluate_from_text(
     if "losses" in scores and train is None:
         info("no --train: Ign F1 not computed")
     if "dev_revised" in data.name:
-        info("note: redocred-small figures are not comparable with published Re-DocRED results")
+        info("note: redocred-small or -medium figures are not comparable with published "
+             "Re-DocRED results")
     written = []
     for path, content in ((output, json.dumps(scores, indent=2) + "\n"),
                           (predictions, json.dumps(result))):
