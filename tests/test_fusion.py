@@ -147,6 +147,14 @@ def test_candidate_negatives_without_candidates_is_an_error_naming_the_document(
         task.training_request(toy_doc)
 
 
+def test_a_document_without_pairs_needs_no_candidates(toy_doc):
+    single = toy_doc.copy()
+    single._.entities = toy_doc._.entities[:1]
+    single._.relations = []
+    request, targets = make_lmrc_task_v4(labels=LABELS).training_request(single)
+    assert request.queries == [] and targets == []
+
+
 def test_random_negatives_are_a_seeded_sample(toy_doc):
     task = LMRCTask(labels=LABELS, allow_none=True, train_negatives=1.0)
     first, _ = task.training_request(toy_doc, random.Random(3))

@@ -393,7 +393,7 @@ class LMRCTask(StructuredTask):
         wanted = (None if self.train_negatives is None
                   else round(self.train_negatives * max(1, len(gold))))
         if self.negative_source == "candidates":
-            if not doc._.relation_candidates:
+            if not doc._.relation_candidates and len(doc._.entities) > 1:
                 raise InputError(f"document {doc._.title!r} has no proposer candidates to draw "
                                  "training negatives from: read the training corpus through "
                                  "spacy_lmrc.ProposedCorpus.v1, or set negative_source = "
