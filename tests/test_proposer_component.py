@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import spacy
@@ -106,6 +107,47 @@ def test_candidates_threshold_pipe_and_disk_round_trip(tiny_encoder_dir, toy_doc
     again = loaded(input_copy(toy_doc))._.relation_candidates
     assert again == kept
     assert loaded.get_pipe("lmrc_candidate_proposer").threshold == median
+
+
+def test_bytes_round_trip_carries_weights_threshold_and_settings(tiny_encoder_dir, toy_doc,
+                                                                   tmp_path):
+    model = RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16,
+                                  relation_types=["P19", "P170", "P1327"])
+    model.settings.trained = True
+    model.settings.threshold = 0.0
+    model.save_pretrained(tmp_path / "rcp")
+    nlp = make_nlp(str(tmp_path / "rcp"), hint_top_m=2, batch_size=3)
+    cands = nlp(input_copy(toy_doc))._.relation_candidates
+    median = sorted(c["score"] for c in cands)[6]
+    nlp.get_pipe("lmrc_candidate_proposer").threshold_override = median
+    kept = nlp(input_copy(toy_doc))._.relation_candidates
+    data = nlp.to_bytes()
+    shutil.rmtree(tmp_path / "rcp")  # the bytes carry the weights, not a path to them
+
+    # a proposer over the untrained tiny encoder takes the trained one's model and settings
+    loaded = make_nlp(str(tiny_encoder_dir)).from_bytes(data)
+    proposer = loaded.get_pipe("lmrc_candidate_proposer")
+    assert proposer.is_trained and proposer.threshold == median
+    assert proposer.batch_size == 3 and proposer.hint_top_m == 2
+    assert proposer.rcp.settings.relation_types == ["P19", "P170", "P1327"]
+    again = loaded(input_copy(toy_doc))._.relation_candidates
+    assert [(c["head"], c["tail"], [h["label"] for h in c["hints"]]) for c in again] == [
+        (c["head"], c["tail"], [h["label"] for h in c["hints"]]) for c in kept]
+    assert [c["score"] for c in again] == pytest.approx([c["score"] for c in kept], rel=1e-6)
+
+
+def test_bytes_exclude_keeps_the_excluded_part(tiny_encoder_dir):
+    def proposer(threshold):
+        return make_nlp(str(tiny_encoder_dir), threshold=threshold).get_pipe(
+            "lmrc_candidate_proposer")
+
+    source = proposer(0.25)
+    settings_only = proposer(0.75).from_bytes(source.to_bytes(exclude=["model"]))
+    assert settings_only.threshold_override == 0.25 and settings_only._model is None
+    model_only = proposer(0.75).from_bytes(source.to_bytes(), exclude=["cfg"])
+    assert model_only.threshold_override == 0.75 and model_only._model is not None
+    with pytest.raises(ValueError, match="no proposer model"):
+        model_only.from_bytes(srsly.msgpack_dumps({"model": {"config.json": b"{}"}}))
 
 
 def test_stored_threshold_is_used_when_config_has_none(tiny_encoder_dir, toy_doc, tmp_path):

@@ -34,7 +34,7 @@ from spacy import util
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import SimpleFrozenList
+from spacy.util import SimpleFrozenList, make_tempdir
 
 from ..doc import Candidate, ordered_pairs
 from ..errors import InputError
@@ -266,6 +266,40 @@ class CandidateProposer(BatchedPipe):
         util.from_disk(path, {CFG_FILE: lambda p: self.cfg.update(json.loads(p.read_text())),
                               MODEL_DIR: read_model}, exclude)
         return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = SimpleFrozenList()) -> bytes:
+        """What :meth:`to_disk` writes, as bytes (for ``nlp.to_bytes()``): the settings and
+        the model folder's files as ``{relative path: contents}``; ``exclude`` may name
+        ``"cfg"`` and ``"model"``, as for :meth:`to_disk`."""
+        return util.to_bytes({CFG_FILE: lambda: json.dumps(self.cfg),
+                              MODEL_DIR: lambda: _folder_bytes(self.rcp.save_pretrained)},
+                             exclude)
+
+    def from_bytes(self, bytes_data: bytes, *,
+                   exclude: Iterable[str] = SimpleFrozenList()) -> CandidateProposer:
+        """Read back what :meth:`to_bytes` wrote."""
+
+        def read_model(files: dict[str, bytes]) -> None:
+            with make_tempdir() as tmp:
+                for name, content in files.items():
+                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / name).write_bytes(content)
+                if not is_rcp_folder(tmp):
+                    raise ValueError(f"{self.name}: the serialized component holds no proposer "
+                                     f"model (its {MODEL_DIR!r} files are {sorted(files)})")
+                self._model = RCPModel.from_pretrained(tmp, device=self.device)
+
+        util.from_bytes(bytes_data, {CFG_FILE: lambda s: self.cfg.update(json.loads(s)),
+                                     MODEL_DIR: read_model}, exclude)
+        return self
+
+
+def _folder_bytes(save: Callable[[Path], None]) -> dict[str, bytes]:
+    """The files ``save`` writes into an empty folder, as ``{relative path: contents}``."""
+    with make_tempdir() as tmp:
+        save(tmp)
+        return {p.relative_to(tmp).as_posix(): p.read_bytes()
+                for p in sorted(tmp.rglob("*")) if p.is_file()}
 
 
 def _top_types(probs: np.ndarray, labels: list[str], top_m: int) -> list[dict[str, Any]]:
