@@ -491,3 +491,20 @@ def test_old_checkpoint_metrics_become_fractions():
         {"dev_p": 0.4, "dev_r": 0.8, "dev_f1": 0.5, "dev_kept_fraction": 0.1,
          "dev_f1_tuned": 0.6, "dev_threshold_tuned": 0.3, "loss": 0.7})
     assert in_fractions(json.loads(json.dumps(state))) == state  # converted once only
+
+
+def test_model_best_selection_key_is_recall_at_the_kept_budget_when_set():
+    """With ``select_kept_fraction`` the epoch keeping most related pairs within the budget
+    wins, even at a lower pair F1; without it pair F1 at 0.5 decides (LMRC's rule)."""
+    from spacy_lmrc.errors import InputError
+    from spacy_lmrc.proposer.training import TrainSettings
+
+    earlier = {"dev_f1": 0.60, "dev_f1_tuned": 0.62, "dev_recall_at_kept": {"0.15": 0.86}}
+    later = {"dev_f1": 0.58, "dev_f1_tuned": 0.61, "dev_recall_at_kept": {"0.15": 0.87}}
+    by_f1 = TrainSettings()
+    by_recall = TrainSettings.from_config({"select_kept_fraction": 0.15})
+    assert by_f1.selection_key(earlier) > by_f1.selection_key(later)
+    assert by_recall.selection_key(later) > by_recall.selection_key(earlier)
+    assert by_recall.selection_key(later) > [-1.0, -1.0]  # the untrained state's key
+    with pytest.raises(InputError, match="select_kept_fraction"):
+        TrainSettings.from_config({"select_kept_fraction": 1.5})

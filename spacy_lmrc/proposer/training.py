@@ -3,7 +3,9 @@
 The recipe of LMRC / ATLOP: AdamW with one learning rate for the encoder and another for the
 new layers, linear warmup over the first ``warmup_ratio`` of the steps then linear decay,
 gradient clipping, early stopping on dev pair-level F1 (at threshold 0.5, the paper's rule;
-ties, as in early epochs where no pair passes 0.5, are broken by the F1 at the best threshold).
+ties, as in early epochs where no pair passes 0.5, are broken by the F1 at the best threshold),
+or with ``select_kept_fraction`` on dev pair recall at that kept fraction (the proposer is used
+as a ranking cut, so the epoch that keeps most related pairs within the budget is the best).
 Batches group documents of similar length (less padding), and bf16 autocast runs where the
 hardware computes bf16 (``mixed_precision = "auto"``: a bf16 GPU, or a CPU with AMX or
 AVX512-BF16); ``max_minutes`` stops before an epoch that would not finish in the budget.
@@ -74,6 +76,7 @@ class TrainSettings:
     group_by_length: bool = True
     ranking_weight: float = 0.0
     evidence_weight: float = 0.0
+    select_kept_fraction: float | None = None
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainSettings:
@@ -86,7 +89,20 @@ class TrainSettings:
             if getattr(settings, name) < 0:
                 raise InputError(f"must be >= 0, got {getattr(settings, name)!r}",
                                  field=f"training.{name}")
+        kept = settings.select_kept_fraction
+        if kept is not None and not 0 < kept <= 1:
+            raise InputError(f"must be in (0, 1] or null, got {kept!r}",
+                             field="training.select_kept_fraction")
         return settings
+
+    def selection_key(self, record: dict[str, Any]) -> list[float]:
+        """What ranks an epoch's dev record for ``model-best`` (larger is better): pair F1 at
+        0.5 then at the best threshold, or, with ``select_kept_fraction``, the pair recall at
+        that kept fraction first."""
+        key = [record["dev_f1"], record["dev_f1_tuned"]]
+        if self.select_kept_fraction is None:
+            return key
+        return [record["dev_recall_at_kept"][str(self.select_kept_fraction)], *key]
 
 
 def _docs(reader, nlp) -> list:
@@ -342,12 +358,20 @@ def _train_epoch(run: _Run, state: dict[str, Any], epoch: int) -> tuple[list[flo
     return losses, time.perf_counter() - started
 
 
+def _kept_fractions(settings: TrainSettings) -> tuple[float, ...]:
+    """The kept fractions each epoch reports the recall at: :data:`REPORT_KEPT` and the
+    selection's own."""
+    extra = settings.select_kept_fraction
+    return REPORT_KEPT if extra is None or extra in REPORT_KEPT else (*REPORT_KEPT, extra)
+
+
 def _evaluate_epoch(run: _Run, state: dict[str, Any], epoch: int, losses: list[float],
                     train_seconds: float, provenance: dict[str, Any]) -> None:
     """Dev pair metrics of the epoch into the history; ``model-best`` when it is the best.
 
-    Dev pair F1 at 0.5 decides; while it ties (early epochs: nothing above 0.5 yet), the F1
-    at the best threshold does.
+    :meth:`TrainSettings.selection_key` decides: dev pair F1 at 0.5, and while it ties (early
+    epochs: nothing above 0.5 yet) the F1 at the best threshold; or first the recall at
+    ``select_kept_fraction``.
     """
     unwrapped = run.accelerator.unwrap_model(run.model)
     started = time.perf_counter()
@@ -362,13 +386,14 @@ def _evaluate_epoch(run: _Run, state: dict[str, Any], epoch: int, losses: list[f
               "dev_threshold_tuned": tuned["threshold"],
               "dev_recall_at_kept": {
                   str(f): pair_prf(probs, labels, kept_fraction_threshold(probs, f))["recall"]
-                  for f in REPORT_KEPT},
+                  for f in _kept_fractions(run.settings)},
               "dev_hint_recall": {str(m): r for m, r in hint_recall(
                   run.dev_feats, scores, unwrapped.settings.relation_types).items()}}
     state["history"].append(record)
     run.accelerator.print(_epoch_line(record, train_seconds))
-    if [dev["f1"], tuned["f1"]] > state["best"]:
-        state.update(best=[dev["f1"], tuned["f1"]], best_epoch=epoch, bad_epochs=0)
+    key = run.settings.selection_key(record)
+    if key > state["best"]:
+        state.update(best=key, best_epoch=epoch, bad_epochs=0)
         if run.main:
             unwrapped.settings.trained = True
             unwrapped.settings.training = {**provenance, "epoch": epoch, "dev": dev}
