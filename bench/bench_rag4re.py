@@ -44,7 +44,7 @@ import spacy_lmrc  # noqa: E402,F401
 from spacy_lmrc.corpus import read_semeval, sentence_label  # noqa: E402
 from spacy_lmrc.corpus.readers import input_copy  # noqa: E402
 from spacy_lmrc.metrics.sentence import score_labels  # noqa: E402
-from spacy_lmrc.retrieval import EmbeddingIndex, SentenceEmbedder, unit_rows  # noqa: E402
+from spacy_lmrc.rag4re import EmbeddingIndex, SentenceEmbedder, unit_rows  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "semeval2010"
 NEGATIVE = "Other"
@@ -89,7 +89,7 @@ def bench_retrieval(args: argparse.Namespace) -> None:
     embedder = SentenceEmbedder(index.embedder)
     embedder.encode(["warm up"])
     start = time.perf_counter()
-    queries = embedder.encode([d.text for d in dev])
+    queries = embedder.encode([index.representation(d) for d in dev])
     embed_s = time.perf_counter() - start
     start = time.perf_counter()
     ids, scores = index.search(queries, k=1)

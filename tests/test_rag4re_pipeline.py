@@ -18,10 +18,7 @@ from typer.testing import CliRunner
 from spacy_lmrc.cli import app
 from spacy_lmrc.corpus import read_tacred, sentence_label
 from spacy_lmrc.corpus.readers import input_copy
-from spacy_lmrc.pipeline import (
-    rag_retriever,  # noqa: F401  (registers the factory)
-    relation_classifier,  # noqa: F401
-)
+from spacy_lmrc.pipeline import relation_classifier  # noqa: F401
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TACRED_LABELS = ["org:founded_by", "per:employee_of", "per:city_of_birth", "no_relation"]

@@ -9,8 +9,7 @@ from spacy.training import Example
 
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.corpus.sentence import semeval_sentence_to_doc
-from spacy_lmrc.pipeline import rag_retriever  # noqa: F401  (registers the factory)
-from spacy_lmrc.retrieval import EmbeddingIndex, SentenceEmbedder, topk_chunked, unit_rows
+from spacy_lmrc.rag4re import EmbeddingIndex, SentenceEmbedder, topk_chunked, unit_rows
 
 TRAIN = [
     ("The <e1>child</e1> was carefully wrapped and bound into the <e2>cradle</e2> by means of "

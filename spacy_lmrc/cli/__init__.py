@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     split,
     stats,
     train_proposer,
+    train_retriever,
     tune_fusion,
 )
 from ._app import app

@@ -13,7 +13,9 @@ from ..corpus.io import select_records
 from ..corpus.readers import read_docbin
 from ..corpus.sentence import SEMEVAL_NEGATIVE, TACRED_NEGATIVE
 from ..errors import InputError, SkipReport
-from ..retrieval import META_FILE, EmbeddingIndex, SentenceEmbedder, doc_record
+from ..rag4re.embedder import SentenceEmbedder, training_record
+from ..rag4re.representation import Representation
+from ..rag4re.retrieval import META_FILE, EmbeddingIndex
 from ..util import DEFAULT_ENCODER
 from ._app import app
 from ._util import (
@@ -42,7 +44,7 @@ def sentence_docs(path: Path, first: int | None, last: int | None, skip_invalid:
             docs.append(doc)
             continue
         err = InputError(f"expected a one-pair sentence Doc with 2 entities, got "
-                         f"{len(doc._.entities)} (build-index takes sentence-level corpora)",
+                         f"{len(doc._.entities)} (the retriever takes sentence-level corpora)",
                          path=path, index=index, title=doc._.title, field="entities",
                          kind="expected 2 entities")
         if not skip_invalid:
@@ -53,14 +55,68 @@ def sentence_docs(path: Path, first: int | None, last: int | None, skip_invalid:
     return docs
 
 
+def read_training_sentences(
+    path: Path, fmt: str, first: int | None, last: int | None, skip_invalid: bool,
+    relations: Path | None, label_names: Path | None, negative_label: str | None,
+) -> tuple[list[Doc], SkipReport, str]:
+    """The one-pair sentence Docs of a SemEval / TACRED JSON or ``.spacy`` file, the report of
+    skipped records, and the negative label (given, or the corpus's)."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "docred":
+        raise InputError("is a DocRED document file; the retriever takes a sentence-level "
+                         "corpus (SemEval, TACRED, or a .spacy file of one-pair sentences)",
+                         path=path)
+    negative = negative_label or (TACRED_NEGATIVE if fmt == "tacred" else SEMEVAL_NEGATIVE)
+    if fmt == "spacy":
+        report = SkipReport()
+        docs = sentence_docs(path, first, last, skip_invalid, report)
+    else:
+        docs, report = load_docs(path, fmt=fmt, first=first, last=last,
+                                 skip_invalid=skip_invalid, relations_path=relations,
+                                 label_names_path=label_names)
+    if not docs:
+        raise InputError("no valid sentence in the selection", path=path)
+    return docs, report, negative
+
+
+def check_representation(value: str | None) -> str | None:
+    """Typer callback: a representation spec the retriever knows, or a usage error."""
+    if value is not None:
+        try:
+            Representation.parse(value)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+    return value
+
+
+def index_representation(embedder: str, representation: str | None) -> Representation:
+    """The representation to embed in: the one asked for, else the one ``embedder`` was
+    trained with (``train-retriever``), else ``sentence``. Asking a trained embedder for
+    another one is an error: its vectors would not mean what it learnt."""
+    trained = training_record(embedder)
+    learnt = Representation.parse(trained["representation"]) if trained else None
+    if representation is None:
+        return learnt or Representation()
+    wanted = Representation.parse(representation)
+    if learnt is not None and wanted != learnt:
+        raise InputError(f"the embedder was trained on the {learnt} representation, not "
+                         f"{wanted}; leave --representation out", path=Path(embedder))
+    return wanted
+
+
 @app.command("build-index")
 @friendly_errors
 @timed
 def build_index_cli(
     input_path: Path = typer.Argument(..., help="SemEval or TACRED JSON, or a .spacy file"),
     output_path: Path = typer.Argument(..., help="Index folder to write"),
-    embedder: str = typer.Option(DEFAULT_ENCODER, "--embedder",
-                                 help="sentence-transformers model name or local path"),
+    embedder: str = typer.Option(
+        DEFAULT_ENCODER, "--embedder", help="sentence-transformers model name or local path "
+        "(a folder from 'spacy-lmrc train-retriever' is copied into the index)"),
+    representation: str | None = typer.Option(
+        None, "--representation", callback=check_representation,
+        help="What is embedded: sentence, marked, span[:N] or pair (default: the one the "
+        "embedder was trained with, else sentence)"),
     batch_size: int = typer.Option(64, "--batch-size", help="Sentences per embedding batch"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
     negative_label: str | None = typer.Option(
@@ -76,34 +132,24 @@ def build_index_cli(
                                             help="SemEval label names (relations.json)"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records"),
 ) -> None:
-    """Embed the training sentences (markup stripped, normalised) for rag4re_retriever.
+    """Embed the training sentences (normalised) for rag4re_retriever.
 
-    SemEval train split used here: --first 7000 (the dev split is the last 1000). The index
-    folder is written atomically: a failed run leaves the previous index (or none).
+    The index records the embedder (name or bundled folder, and its weights' fingerprint) and
+    the representation; the retriever embeds its queries the same way and refuses another
+    embedder. SemEval train split used here: --first 7000 (the dev split is the last 1000).
+    The index folder is written atomically: a failed run leaves the previous index (or none).
     """
-    fmt = detect_format(input_path) if fmt == "auto" else fmt
-    if fmt == "docred":
-        raise InputError("is a DocRED document file; build-index takes a sentence-level corpus "
-                         "(SemEval, TACRED, or a .spacy file of one-pair sentences)",
-                         path=input_path)
+    view = index_representation(embedder, representation)
     with atomic_folder(output_path, marker=META_FILE) as folder:
-        negative = negative_label or (TACRED_NEGATIVE if fmt == "tacred" else SEMEVAL_NEGATIVE)
-        if fmt == "spacy":
-            report = SkipReport()
-            docs = sentence_docs(input_path, first, last, skip_invalid, report)
-        else:
-            docs, report = load_docs(input_path, fmt=fmt, first=first, last=last,
-                                     skip_invalid=skip_invalid, relations_path=relations,
-                                     label_names_path=label_names)
-        records = [doc_record(doc, negative) for doc in docs]
-        if not records:
-            raise InputError("no valid sentence to index", path=input_path)
+        docs, report, negative = read_training_sentences(
+            input_path, fmt, first, last, skip_invalid, relations, label_names, negative_label)
         start = time.perf_counter()
-        index = EmbeddingIndex.build(records, SentenceEmbedder(embedder, device=device,
-                                                               batch_size=batch_size),
-                                     show_progress=True)
+        index = EmbeddingIndex.build(docs, SentenceEmbedder(embedder, device=device,
+                                                            batch_size=batch_size),
+                                     view, negative, show_progress=True)
         seconds = time.perf_counter() - start
         index.to_disk(folder)
     info(f"indexed {len(index)} sentences of {describe_slice(input_path, first, last)} "
-         f"(skipped {len(report)} invalid) with {embedder} in {seconds:.1f} s "
+         f"(skipped {len(report)} invalid) with {embedder} (fingerprint {index.fingerprint}, "
+         f"{'bundled, ' if index.bundled else ''}representation {view}) in {seconds:.1f} s "
          f"-> {output_path}")

@@ -13,7 +13,9 @@ from spacy.language import Language
 from spacy.training import Example
 from spacy.util import minibatch, registry
 
-from ..corpus.sentence import SEMEVAL_NEGATIVE
+from ..corpus.readers import to_examples
+from ..corpus.sentence import SEMEVAL_NEGATIVE, read_sentence_corpus
+from .retriever import RagRetriever
 
 
 @registry.readers("spacy_lmrc.RetrievedSentenceCorpus.v1")
@@ -31,12 +33,10 @@ def create_retrieved_sentence_corpus(
     """A sentence corpus whose reference Docs carry ``doc._.rag_examples`` from ``index_path``.
 
     For fine-tuning on RAG4RE prompts (``spacy-lmrc finetune-classifier``): each training
-    sentence retrieves its neighbours from the training index with rows of identical text
-    excluded, so no prompt shows its own sentence as the example.
+    sentence retrieves its neighbours from the training index, embedded as the index was, with
+    rows of the same text excluded, so no prompt shows its own sentence (or a duplicate of it)
+    as the example.
     """
-    from ..corpus.readers import to_examples
-    from ..corpus.sentence import read_sentence_corpus
-    from .rag_retriever import RagRetriever
 
     def reader(nlp: Language) -> Iterator[Example]:
         docs = list(read_sentence_corpus(

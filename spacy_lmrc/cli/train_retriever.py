@@ -1,0 +1,88 @@
+"""``spacy-lmrc train-retriever``: fine-tune the RAG4RE retriever's embedder on labelled data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..rag4re.embedder import TRAINING_FILE
+from ..rag4re.training import LOSSES, EmbedderSettings, train_embedder
+from ..util import DEFAULT_ENCODER
+from ._app import app
+from ._util import atomic_folder, count_or_null, describe_slice, friendly_errors, info, timed
+from .build_index import check_representation, read_training_sentences
+
+
+def check_loss(value: str) -> str:
+    """Typer callback: one of the supported losses, or a usage error."""
+    if value not in LOSSES:
+        raise typer.BadParameter(f"expected one of {', '.join(LOSSES)}")
+    return value
+
+
+@app.command("train-retriever")
+@friendly_errors
+@timed
+def train_retriever_cli(
+    input_path: Path = typer.Argument(..., help="SemEval or TACRED JSON, or a .spacy file"),
+    output_path: Path = typer.Argument(..., help="Folder for the fine-tuned embedder"),
+    base_model: str = typer.Option(DEFAULT_ENCODER, "--base-model",
+                                   help="sentence-transformers model name or local path"),
+    representation: str = typer.Option(
+        "marked", "--representation", callback=check_representation,
+        help="What is embedded: sentence, marked, span[:N] or pair"),
+    loss: str = typer.Option("batch_all", "--loss", callback=check_loss,
+                             help=f"Batch triplet loss over the labels: {', '.join(LOSSES)}"),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training sentences"),
+    max_steps: int | None = typer.Option(None, "--max-steps", parser=count_or_null,
+                                         help="Stop after this many optimiser steps"),
+    batch_size: int = typer.Option(64, "--batch-size",
+                                   help="Sentences per step (even, at least 4)"),
+    learning_rate: float = typer.Option(5e-5, "--learning-rate", help="AdamW learning rate"),
+    warmup_ratio: float = typer.Option(0.1, "--warmup-ratio",
+                                       help="Share of the steps with a linear warmup"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the batches and the initialisation"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+    negative_label: str | None = typer.Option(
+        None, "--negative-label", help="Label of sentences without relation, a class of its "
+        "own (default: Other for SemEval, no_relation for TACRED)"),
+    fmt: str = typer.Option("auto", "--format", help="auto, spacy, semeval or tacred"),
+    first: int | None = typer.Option(None, "--first", parser=count_or_null,
+                                     help="Only the first N sentences"),
+    last: int | None = typer.Option(None, "--last", parser=count_or_null,
+                                    help="Then only the last N sentences"),
+    relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
+    label_names: Path | None = typer.Option(None, "--label-names",
+                                            help="SemEval label names (relations.json)"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records"),
+) -> None:
+    """Fine-tune a sentence-transformers embedder so that a sentence's nearest training
+    sentences hold the same relation (labels as classes, a batch triplet loss, label-grouped
+    batches; sentence-transformers' own trainer).
+
+    Use only the training split (SemEval here: --first 7000). Then
+    ``spacy-lmrc build-index ... --embedder OUTPUT`` embeds the index with it, in the
+    representation it was trained on, and bundles it with the index. The folder is written
+    atomically.
+    """
+    settings = EmbedderSettings(
+        base_model=base_model, representation=representation, loss=loss, epochs=epochs,
+        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio, seed=seed, device=device)
+    try:
+        settings.check()
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    with atomic_folder(output_path, marker=TRAINING_FILE) as folder:
+        docs, report, negative = read_training_sentences(
+            input_path, fmt, first, last, skip_invalid, relations, label_names, negative_label)
+        source = describe_slice(input_path, first, last)
+        info(f"training the embedder {base_model} on {len(docs)} sentences of {source} "
+             f"(skipped {len(report)} invalid), representation {representation}, loss {loss}")
+        summary = train_embedder(docs, folder, settings, negative, source=source)
+    left_out = summary["labels_left_out"]
+    info(f"{summary['steps']} steps in {summary['train_seconds']:.0f} s, loss "
+         f"{summary['train_loss']:.4f}"
+         + (f"; labels with one sentence left out: {', '.join(left_out)}" if left_out else "")
+         + f" -> {output_path}")

@@ -1,0 +1,141 @@
+"""Fine-tuning the retriever's embedder so that neighbours share a relation, not a topic.
+
+sentence-transformers' own training (``SentenceTransformerTrainer``) with the relation labels as
+classes: every training sentence is embedded in a :mod:`.representation` view (``marked`` by
+default: the direction of the relation is in the text), batches are drawn by
+``GroupByLabelBatchSampler`` (at least two sentences of each label in a batch) and a batch
+triplet loss pulls sentences of one label together and pushes the others apart:
+
+``batch_all``               ``BatchAllTripletLoss``: every valid triplet of the batch;
+``batch_hard_soft_margin``  ``BatchHardSoftMarginTripletLoss``: the hardest positive and
+                            negative of each anchor, no margin to set.
+
+The negative label (``Other``) is a class like the others. The model is written as a
+sentence-transformers folder with ``rag4re_embedder.json`` (how it was trained), which
+``build-index`` and ``rag4re_retriever`` read to embed in the same representation.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import srsly
+from spacy.tokens import Doc
+
+from ..corpus.sentence import sentence_label
+from ..util import DEFAULT_ENCODER, resolve_device, resolve_model_name
+from .embedder import TRAINING_FILE, canonical_name
+from .representation import Representation
+
+LOSSES = ("batch_all", "batch_hard_soft_margin")
+
+
+@dataclass
+class EmbedderSettings:
+    """How ``train-retriever`` fine-tunes the embedder (see the module docstring)."""
+
+    base_model: str = DEFAULT_ENCODER
+    representation: str = "marked"
+    loss: str = "batch_all"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 64
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+
+    def check(self) -> None:
+        """Reject settings the trainer would fail on later, naming the setting."""
+        Representation.parse(self.representation)
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+        if self.batch_size < 4 or self.batch_size % 2:
+            raise ValueError(f"batch_size {self.batch_size}: the label-grouped batches need an "
+                             f"even size of at least 4")
+        if self.epochs <= 0 and not self.max_steps:
+            raise ValueError(f"epochs {self.epochs}: expected more than 0 (or max_steps)")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio {self.warmup_ratio}: expected 0 <= ratio < 1")
+
+
+def _loss(name: str, model: Any) -> Any:
+    from sentence_transformers.sentence_transformer import losses
+
+    if name == "batch_all":
+        return losses.BatchAllTripletLoss(model)
+    return losses.BatchHardSoftMarginTripletLoss(model)
+
+
+def train_embedder(docs: Sequence[Doc], output: str | Path, settings: EmbedderSettings,
+                   negative_label: str, source: str = "") -> dict[str, Any]:
+    """Fine-tune ``settings.base_model`` on one-pair sentence Docs and save it to ``output``.
+
+    Labels with a single sentence cannot form a positive pair: they are counted and left out
+    of the batches (the sampler's rule). Returns the summary also written to
+    ``rag4re_embedder.json``.
+    """
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    settings.check()
+    representation = Representation.parse(settings.representation)
+    labels = [sentence_label(doc, negative_label) for doc in docs]
+    classes = sorted(set(labels))
+    counts = Counter(labels)
+    if sum(1 for c in counts.values() if c >= 2) < 2:
+        raise ValueError(f"training the embedder needs at least 2 labels with 2 sentences each; "
+                         f"got {dict(counts)}")
+    dataset = Dataset.from_dict({
+        "text": [representation(doc) for doc in docs],
+        "label": [classes.index(label) for label in labels],
+    })
+    device = resolve_device(settings.device)
+    model = SentenceTransformer(resolve_model_name(canonical_name(settings.base_model)),
+                                device=str(device))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rag4re_embedder_run_") as run_dir:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=run_dir,
+            num_train_epochs=settings.epochs,
+            max_steps=settings.max_steps or -1,
+            per_device_train_batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            warmup_steps=settings.warmup_ratio,
+            batch_sampler=BatchSamplers.GROUP_BY_LABEL,
+            seed=settings.seed,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=10,
+            use_cpu=device.type == "cpu",
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
+                                             loss=_loss(settings.loss, model))
+        result = trainer.train()
+    seconds = time.perf_counter() - start
+    losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history
+              if "loss" in entry]
+    output = Path(output)
+    model.save_pretrained(str(output))
+    summary = {
+        **asdict(settings), "representation": str(representation),
+        "base_model": canonical_name(settings.base_model),
+        "negative_label": negative_label, "source": source, "sentences": len(docs),
+        "labels": {label: counts[label] for label in classes},
+        "labels_left_out": sorted(label for label in classes if counts[label] < 2),
+        "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 1),
+        "train_loss": float(result.training_loss), "loss_curve": losses,
+    }
+    srsly.write_json(output / TRAINING_FILE, summary)
+    return summary
