@@ -1,0 +1,221 @@
+"""Blocked attention of packed training sequences: the same outputs and gradients as SDPA over
+the dense mask, and transformers' own SDPA wherever a call is not a packed sequence."""
+
+from __future__ import annotations
+
+import pytest
+
+from spacy_lmrc.llm import (
+    AnswerSpace,
+    CompactFormat,
+    PairQuery,
+    RelationRequest,
+    SentenceFormat,
+    concat_sequences,
+    encode_request,
+    pack_training_sequence,
+)
+from spacy_lmrc.llm import attention as attention_module
+from spacy_lmrc.llm.attention import (
+    PACKED_SDPA,
+    PackedLayout,
+    blocked_attention,
+    packed_sdpa_attention,
+    use_packed_attention,
+)
+
+torch = pytest.importorskip("torch")
+
+LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport",
+          "P17": "country"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_llama):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama)
+
+
+@pytest.fixture
+def document_sequence(tokenizer):
+    """A document packed by the package's own builder: its text as the prefix, then pair
+    queries that share their head entity's tokens, each with its answer."""
+    names = list(LABELS.values())
+    text = ("Ada Lovelace was born in London. She worked with Charles Babbage in London. "
+            "Babbage designed the Analytical Engine, which Lovelace described in her notes. "
+            "The engine was never built in England during their lifetimes.")
+    entities = [("Ada Lovelace", "PER"), ("London", "LOC"), ("Charles Babbage", "PER"),
+                ("Analytical Engine", "MISC"), ("England", "LOC")]
+    queries = [PairQuery(h, t, ht, tt) for h, ht in entities for t, tt in entities if h != t]
+    encoded = encode_request(tokenizer, CompactFormat(), RelationRequest(text, queries, names))
+    space = AnswerSpace(tokenizer, names, separator=CompactFormat().separator)
+    answers = [space.encode(names[i % len(names):][:1 + i % 2]) for i in range(len(queries))]
+    return pack_training_sequence(encoded, answers)
+
+
+@pytest.fixture
+def sentence_batch(tokenizer):
+    """Three one-sentence packed sequences concatenated into one forward call."""
+    names = list(LABELS.values())
+    space = AnswerSpace(tokenizer, names, multi_label=False)
+    sequences = []
+    for text, pairs in (("Ada Lovelace was born in London.", [("Ada Lovelace", "London")]),
+                        ("Babbage designed the Analytical Engine.",
+                         [("Analytical Engine", "Babbage"), ("Babbage", "Analytical Engine")]),
+                        ("Paris.", [("Paris", "France")])):
+        request = RelationRequest(text, [PairQuery(h, t) for h, t in pairs], names,
+                                  multi_label=False)
+        encoded = encode_request(tokenizer, SentenceFormat(), request)
+        sequences.append(pack_training_sequence(encoded, [space.encode([names[0]])] * len(pairs)))
+    return concat_sequences(sequences)
+
+
+def _llama(tiny_llama, implementation):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="sdpa")
+    if implementation == PACKED_SDPA:
+        assert use_packed_attention(model)
+    return model.train()
+
+
+def _dense(query, key, value, mask, dropout=0.0):
+    """transformers' SDPA attention over the whole mask: the reference."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.num_key_value_groups = query.shape[1] // key.shape[1]
+    return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout)[0]
+
+
+def _grads(fn, tensors, seed=0):
+    """Output of ``fn`` and the gradients of a fixed random projection of it."""
+    for t in tensors:
+        t.grad = None
+    out = fn()
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    (out.float() * weights).sum().backward()
+    return out.detach().float(), [t.grad.float().clone() for t in tensors]
+
+
+def test_a_packed_sequence_never_sees_later_tokens(document_sequence, sentence_batch):
+    """The property blocked attention relies on, of the builder's real output."""
+    for seq in (document_sequence, sentence_batch):
+        assert not seq.visible().triu(1).any()
+    assert PackedLayout.of(document_sequence).lengths == (len(document_sequence),)
+    assert PackedLayout.of(sentence_batch).lengths == tuple(
+        len(s) for s in sentence_batch.sequences)
+    assert len(PackedLayout.of(sentence_batch)) == len(sentence_batch)
+    assert len(document_sequence.tree) > 20 and len(sentence_batch.sequences) == 3
+
+
+@pytest.mark.parametrize("block", [1, 7, 32, 256])
+@pytest.mark.parametrize("layout", ["document", "sentences"])
+def test_blocked_attention_equals_dense_sdpa(document_sequence, sentence_batch, layout, block):
+    seq = document_sequence if layout == "document" else sentence_batch
+    n = len(seq)
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 4, n, 8, generator=gen, requires_grad=True)
+    k = torch.randn(1, 2, n, 8, generator=gen, requires_grad=True)
+    v = torch.randn(1, 2, n, 8, generator=gen, requires_grad=True)
+    mask = seq.mask(torch.float32)
+    lengths = PackedLayout.of(seq).lengths
+    dense, dense_grads = _grads(lambda: _dense(q, k, v, mask), [q, k, v])
+    blocked, blocked_grads = _grads(
+        lambda: blocked_attention(q, k, v, mask, lengths, block=block), [q, k, v])
+    assert blocked.shape == dense.shape == (1, n, 4, 8)
+    torch.testing.assert_close(blocked, dense, atol=1e-5, rtol=1e-5)
+    for ours, reference in zip(blocked_grads, dense_grads):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_blocked_attention_under_bf16_autocast_matches_dense(document_sequence):
+    """As in bf16 training: queries and keys fp32 (rotary), values bf16, a bf16 mask."""
+    n = len(document_sequence)
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(1, 4, n, 16, generator=gen, requires_grad=True)
+    k = torch.randn(1, 2, n, 16, generator=gen, requires_grad=True)
+    v = torch.randn(1, 2, n, 16, generator=gen).bfloat16().requires_grad_()
+    mask = document_sequence.mask(torch.bfloat16)
+    lengths = PackedLayout.of(document_sequence).lengths
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dense, dense_grads = _grads(lambda: _dense(q, k, v, mask), [q, k, v])
+        blocked, blocked_grads = _grads(
+            lambda: blocked_attention(q, k, v, mask, lengths, block=16), [q, k, v])
+    torch.testing.assert_close(blocked, dense, atol=2e-2, rtol=2e-2)
+    for ours, reference in zip(blocked_grads, dense_grads):
+        torch.testing.assert_close(ours, reference, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("layout", ["document", "sentences"])
+def test_a_model_on_packed_attention_trains_as_on_sdpa(tiny_llama, document_sequence,
+                                                      sentence_batch, layout, monkeypatch):
+    """The whole model, as fine-tuning calls it: the same logits, loss and weight gradients."""
+    monkeypatch.setattr(attention_module, "BLOCK_ROWS", 8)  # several blocks per sequence
+    seq = document_sequence if layout == "document" else sentence_batch
+    results = {}
+    for implementation in ("sdpa", PACKED_SDPA):
+        model = _llama(tiny_llama, implementation)
+        extra = {"packed_layout": PackedLayout.of(seq)} if implementation == PACKED_SDPA else {}
+        out = model(input_ids=torch.tensor([seq.input_ids]),
+                    position_ids=torch.tensor([seq.position_ids]),
+                    attention_mask=seq.mask(torch.float32), use_cache=False,
+                    logits_to_keep=torch.tensor(seq.target_index), **extra)
+        loss = torch.nn.functional.cross_entropy(out.logits[0], torch.tensor(seq.target_ids))
+        loss.backward()
+        results[implementation] = (out.logits.detach(), {
+            name: p.grad.clone() for name, p in model.named_parameters()})
+    (logits, grads), (packed_logits, packed_grads) = results["sdpa"], results[PACKED_SDPA]
+    torch.testing.assert_close(packed_logits, logits, atol=1e-5, rtol=1e-5)
+    assert packed_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_calls_without_a_layout_run_sdpa_unchanged(tiny_llama):
+    """A padded batch (2D mask) and decoding with a KV cache, on a switched model."""
+    ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
+    padding = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    outputs = {}
+    for implementation in ("sdpa", PACKED_SDPA):
+        model = _llama(tiny_llama, implementation).eval()
+        with torch.no_grad():
+            padded = model(input_ids=ids, attention_mask=padding).logits
+            first = model(input_ids=ids[:1, :3], use_cache=True)
+            step = model(input_ids=ids[:1, 3:], cache=first.cache).logits
+        outputs[implementation] = (padded, step)
+    for ours, reference in zip(outputs[PACKED_SDPA], outputs["sdpa"]):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_a_layout_that_does_not_fit_the_call_is_an_error(tiny_llama, document_sequence):
+    model = _llama(tiny_llama, PACKED_SDPA)
+    seq = document_sequence
+    inputs = {"input_ids": torch.tensor([seq.input_ids]),
+              "position_ids": torch.tensor([seq.position_ids]), "use_cache": False}
+    with pytest.raises(ValueError, match=f"covers {len(seq) + 1} tokens"):
+        model(attention_mask=seq.mask(torch.float32),
+              packed_layout=PackedLayout((len(seq), 1)), **inputs)
+    q = torch.zeros(1, 4, len(seq), 8)
+    k = torch.zeros(1, 2, len(seq), 8)
+    with pytest.raises(ValueError, match="needs the dense 4D attention_mask"):
+        packed_sdpa_attention(model.model.layers[0].self_attn, q, k, k, None,
+                              packed_layout=PackedLayout.of(seq))
+
+
+def test_only_sdpa_models_are_switched(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from spacy_lmrc.llm.loading import peft_wrapping
+
+    eager = AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="eager")
+    assert not use_packed_attention(eager)
+    assert eager.config._attn_implementation == "eager"
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="sdpa")
+    with peft_wrapping():
+        lora = get_peft_model(base, LoraConfig(r=2, target_modules="all-linear",
+                                               task_type="CAUSAL_LM"))
+    assert use_packed_attention(lora)
+    assert base.config._attn_implementation == PACKED_SDPA
