@@ -1,10 +1,12 @@
 import json
 
+import pytest
 import spacy
 from typer.testing import CliRunner
 
 from spacy_lmrc.cli import app
-from spacy_lmrc.cli.extract import read_texts
+from spacy_lmrc.errors import InputError
+from spacy_lmrc.extraction import DocumentSource
 from spacy_lmrc.pipeline import entity_grouper  # noqa: F401  (registers the factory)
 from spacy_lmrc.render import format_table, relation_records, render_html
 
@@ -36,15 +38,18 @@ def test_records_table_and_html(nlp):
     assert html.startswith("<!DOCTYPE html>") and "place of birth" in html and "London" in html
 
 
-def test_read_texts(tmp_path):
+def test_document_source_ids_and_texts(tmp_path, nlp):
     txt = tmp_path / "a.txt"
     txt.write_text("First doc.\n\nSecond doc.\n")
-    assert read_texts(txt, by_line=False) == [("a", "First doc.\n\nSecond doc.\n")]
-    assert [t for _, t in read_texts(txt, by_line=True)] == ["First doc.", "Second doc."]
+    assert [(d.id, d.title, d.content) for d in DocumentSource(txt, nlp.vocab)] == \
+        [("a.txt", "a", "First doc.\n\nSecond doc.\n")]
+    by_line = DocumentSource(txt, nlp.vocab, lines=True)
+    assert [(d.id, d.content) for d in by_line] == [("0", "First doc."), ("1", "Second doc.")]
+    assert by_line.size() == 2
     jsonl = tmp_path / "b.jsonl"
     jsonl.write_text('{"text": "Hello there.", "id": 7}\n{"nope": 1}\n')
-    result = runner.invoke(app, ["extract", str(tmp_path), str(jsonl)])
-    assert result.exit_code == 1 and "document 1" in result.output and "'text'" in result.output
+    with pytest.raises(InputError, match=r"b.jsonl, document 1, field 'text': expected a non-"):
+        list(DocumentSource(jsonl, nlp.vocab))
 
 
 def test_extract_cli_on_a_saved_pipeline(tmp_path):
@@ -61,7 +66,8 @@ def test_extract_cli_on_a_saved_pipeline(tmp_path):
     result = runner.invoke(app, ["extract", str(tmp_path / "pipeline"), str(text), "--lines",
                                  "--html", str(html)])
     assert result.exit_code == 0, result.output
-    assert result.stdout == ""  # entities but no relation component: no relation lines
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["id"], r["relations"]) for r in records] == [("0", []), ("1", [])]
     assert "0 relations in 2 document(s), 3 entities" in result.output
     assert "Ada Lovelace" in html.read_text()
 
@@ -83,7 +89,7 @@ def _saved_pipeline(path, tiny_encoder_dir, *, threshold=0.0, answer=""):
 
 
 def test_explain_names_the_stage_that_emptied_the_stream(nlp):
-    from spacy_lmrc.cli.extract import Stages, explain, explanation_line
+    from spacy_lmrc.extraction import Stages, explain, explanation_line
 
     doc = _doc_with_relation(nlp)
     full = Stages("lmrc_entity_grouper", proposer=None, classifier=None)
@@ -106,7 +112,10 @@ def test_extract_says_why_for_every_document(tmp_path, tiny_encoder_dir):
                             answer="(Ada Lovelace| place of birth| London)")
     result = runner.invoke(app, ["extract", str(named), str(text), "--lines"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout.splitlines()[0])["relation"] == "place of birth"
+    first = json.loads(result.stdout.splitlines()[0])
+    assert first["relations"][0]["relation"] == "place of birth"
+    assert first["counts"] == {"mentions": 2, "entities": 2, "pairs": 2, "candidates": 2,
+                               "relations": 1, "classified": 2, "why": None}
     lines = result.output.splitlines()
     assert "document 0: 2 mentions, 2 entities, 2 pairs, 2 proposed, 1 relations" in lines
     assert "document 1: 1 mentions, 1 entities, 0 pairs, 0 proposed, 0 relations: 1 entity: " \
@@ -133,11 +142,12 @@ def test_extract_on_a_text_without_entities_and_on_an_empty_file(tmp_path, tiny_
     assert result.exit_code == 0, result.output
     assert "plain: 0 mentions, 0 entities, 0 pairs, 0 proposed, 0 relations: 0 entities" \
         in result.output
-    assert result.stdout == "" and "no relations" in html.read_text()
+    assert json.loads(result.stdout)["relations"] == []
+    assert "It rained all day" in html.read_text()
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     result = runner.invoke(app, ["extract", str(pipeline), str(empty), "--html", str(html)])
     assert result.exit_code == 0, result.output
-    assert "the file is empty (no text): 0 documents, 0 relations" in result.output
+    assert "no documents (no text): 0 documents, 0 relations" in result.output
     assert "0 relations in 0 document(s), 0 entities" in result.output
     assert "no documents" in html.read_text()
