@@ -159,7 +159,7 @@ def test_packaged_configs_assemble(name, files, tmp_path):
 
 @pytest.mark.integration
 def test_semeval_train_index_retrieval(shared_data, tmp_path):
-    """SemEval: a training sentence retrieves itself, and not with exclude_identical."""
+    """SemEval: a training sentence retrieves itself only with the leakage guard off."""
     from spacy_lmrc.corpus import read_semeval
 
     data = shared_data / "semeval2010"
@@ -170,9 +170,9 @@ def test_semeval_train_index_retrieval(shared_data, tmp_path):
     retriever = nlp.add_pipe("rag4re_retriever")
     retriever.initialize(lambda: [Example(input_copy(d), d) for d in docs])
     queries = [input_copy(d) for d in docs[:20]]
-    retriever.retrieve(queries)
+    retriever.retrieve(queries, exclude_identical=False)
     assert [q._.rag_examples[0]["text"] for q in queries] == [d.text for d in docs[:20]]
-    retriever.retrieve(queries, exclude_identical=True)
+    retriever.retrieve(queries)  # the guard is the default
     assert all(q._.rag_examples[0]["text"] != d.text for q, d in zip(queries, docs))
     assert all(-1.0 <= q._.rag_examples[0]["similarity"] <= 1.0 for q in queries)
 
