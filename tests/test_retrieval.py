@@ -62,10 +62,8 @@ def test_chunked_topk_excludes_rows_and_pads():
 
 def test_identical_query_is_retrieved_first(nlp, embedder):
     docs = sentence_docs(nlp, TRAIN)
-    index = EmbeddingIndex.build([
-        {"text": d.text, "head": "h", "tail": "t", "label": label}
-        for d, (_, label) in zip(docs, TRAIN)], embedder)
-    queries = embedder.encode([TRAIN[2][0]])  # with markup: stripped before embedding
+    index = EmbeddingIndex.build(docs, embedder, "sentence", "Other")
+    queries = embedder.encode([index.representation(docs[2])])
     ids, scores = index.search(queries, k=2)
     assert ids[0, 0] == 2
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-4)
@@ -73,6 +71,7 @@ def test_identical_query_is_retrieved_first(nlp, embedder):
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
     assert index.embeddings.dtype == np.float32
     assert "<e1>" not in index.records[0]["text"]
+    assert [r["label"] for r in index.records] == [label for _, label in TRAIN]
     ids, _ = index.search(queries, k=1, exclude=[index.ids_with_text(TRAIN[2][0])])
     assert ids[0, 0] != 2
 
@@ -80,11 +79,14 @@ def test_identical_query_is_retrieved_first(nlp, embedder):
 def test_index_save_load_identity(tmp_path):
     rng = np.random.default_rng(2)
     records = [{"text": f"s{i}", "head": "a", "tail": "b", "label": "L"} for i in range(20)]
-    index = EmbeddingIndex(unit_rows(rng.normal(size=(20, 8))), records, "my-embedder")
+    index = EmbeddingIndex(unit_rows(rng.normal(size=(20, 8))), records, "my-embedder",
+                           fingerprint="abc", representation="span:2")
     index.to_disk(tmp_path / "idx")
     loaded = EmbeddingIndex.from_disk(tmp_path / "idx")
     np.testing.assert_array_equal(np.asarray(loaded.embeddings), index.embeddings)
     assert loaded.records == records and loaded.embedder == "my-embedder"
+    assert (loaded.fingerprint, str(loaded.representation)) == ("abc", "span:2")
+    assert loaded.bundled is None
     queries = unit_rows(rng.normal(size=(5, 8)))
     for a, b in zip(index.search(queries, k=3), loaded.search(queries, k=3)):
         np.testing.assert_array_equal(a, b)
@@ -103,14 +105,17 @@ def test_retriever_component_roundtrip(tmp_path, nlp):
     out = nlp(query)
     assert [set(ex) for ex in out._.rag_examples] == [
         {"text", "head", "tail", "label", "similarity"}] * 2
-    first = out._.rag_examples[0]
-    assert first["label"] == "Cause-Effect(e2,e1)" and first["head"] == "burst"
-    assert first["similarity"] >= out._.rag_examples[1]["similarity"]
+    # the leakage guard is on by default: never the query's own sentence
+    assert all(ex["text"] != docs[1].text for ex in out._.rag_examples)
+    assert out._.rag_examples[0]["similarity"] >= out._.rag_examples[1]["similarity"]
     retriever = nlp.get_pipe("rag4re_retriever")
-    retriever.retrieve([query], exclude_identical=True)
-    assert query._.rag_examples[0]["text"] != docs[1].text
+    retriever.retrieve([query], exclude_identical=False)
+    first = query._.rag_examples[0]
+    assert first["label"] == "Cause-Effect(e2,e1)" and first["head"] == "burst"
+    assert first["text"] == docs[1].text
     nlp.to_disk(tmp_path / "pipe")
     loaded = spacy.load(tmp_path / "pipe")
+    loaded.get_pipe("rag4re_retriever").cfg["exclude_identical"] = False
     again = list(loaded.pipe([input_copy(d) for d in docs]))
     assert [d._.rag_examples[0]["text"] for d in again] == [d.text for d in docs]
     scores = loaded.evaluate([Example(d, ref) for d, ref in zip(again, docs)])
@@ -140,6 +145,8 @@ def test_build_index_cli_and_initialize_from_it(tmp_path, nlp):
     nlp.initialize()
     assert len(nlp.get_pipe("rag4re_retriever").index) == len(TRAIN)
     doc = nlp(input_copy(sentence_docs(nlp, TRAIN[:1])[0]))
+    assert doc._.rag_examples[0]["text"] != doc.text  # the leakage guard
+    nlp.get_pipe("rag4re_retriever").retrieve([doc], exclude_identical=False)
     assert doc._.rag_examples[0]["label"] == TRAIN[0][1]
 
 
@@ -189,10 +196,8 @@ def test_training_reader_never_retrieves_the_sentence_itself(tmp_path, nlp, embe
 
     data = tmp_path / "train.json"
     data.write_text(json.dumps([{"sentence": s, "relation": r} for s, r in TRAIN]))
-    docs = sentence_docs(nlp, TRAIN)
-    EmbeddingIndex.build([{"text": d.text, "head": "h", "tail": "t", "label": label}
-                          for d, (_, label) in zip(docs, TRAIN)],
-                         embedder).to_disk(tmp_path / "idx")
+    EmbeddingIndex.build(sentence_docs(nlp, TRAIN), embedder, "sentence",
+                         "Other").to_disk(tmp_path / "idx")
     reader = registry.readers.get("spacy_lmrc.RetrievedSentenceCorpus.v1")(
         path=data, index_path=tmp_path / "idx", k=k)
     examples = list(reader(nlp))
