@@ -28,13 +28,13 @@ ANSWER = "(Ada Lovelace| place of birth| London)"
 
 @Language.factory("test_fail_after", default_config={"after": 0})
 def make_fail_after(nlp: Language, name: str, after: int):
-    """Raises at the ``after``-th document it sees: an interruption at a known point."""
+    """Raises KeyboardInterrupt at the ``after``-th document it sees: Ctrl-C at a known point."""
     seen = Counter()
 
     def fail_after(doc):
         seen["docs"] += 1
         if seen["docs"] == after:
-            raise RuntimeError(f"interrupted at document {after}")
+            raise KeyboardInterrupt
         return doc
 
     return fail_after
@@ -74,8 +74,10 @@ def test_interrupted_extract_resumes_with_every_document_once(tmp_path):
     output = tmp_path / "out.jsonl"
     args = [str(corpus), "-o", str(output), "--batch-size", "8", "--quiet"]
     first = runner.invoke(app, ["extract", str(failing), *args])
-    assert isinstance(first.exception, RuntimeError), first.output
     written = _ids(output)
+    assert first.exit_code == 130, first.output
+    assert f"interrupted after {len(written)} document(s); run the same command again to " \
+           f"resume" in first.output
     assert 0 < len(written) < 117 and max(written.values()) == 1
     # an interruption in the middle of a write leaves an incomplete last line
     partial = '{"id": "doc-1000", "title": null, "relat'

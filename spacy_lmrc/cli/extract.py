@@ -82,7 +82,7 @@ def extract_cli(
     docs, table, counts = [], [], {"documents": 0, "relations": 0, "entities": 0}
     try:
         for doc, record in extract(nlp, source, write, done=done, batch_size=batch_size,
-                                   n_process=n_process, progress=not quiet):
+                                   n_process=n_process):
             counts["documents"] += 1
             counts["relations"] += len(record["relations"])
             counts["entities"] += record["counts"]["entities"]
@@ -92,6 +92,10 @@ def extract_cli(
                 tqdm.write(explanation_line(display_name(record), record["counts"]),
                            file=sys.stderr)
                 table += [{"doc": display_name(record), **r} for r in record["relations"]]
+    except KeyboardInterrupt:
+        again = "; run the same command again to resume" if output is not None else ""
+        info(f"interrupted after {counts['documents']} document(s){again}")
+        raise typer.Exit(130) from None
     finally:
         if writer is not None:
             writer.close()
