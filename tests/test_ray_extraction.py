@@ -45,9 +45,9 @@ def test_ray_gives_the_records_of_one_process_and_resumes(tmp_path, ray_runtime,
 
     shards = tmp_path / "shards"
     run = extract_on_ray(str(pipeline), DocumentSource(corpus, Vocab()), shards, actors=2,
-                         batch_size=4)
+                         batch_size=4, shard_size=8)
     assert (run.written, run.done_before, run.total) == (40, 0, 40)
-    assert len(list(shards.glob("*.jsonl"))) > 1
+    assert len(list(shards.glob("*.jsonl"))) == 5
     assert _shard_lines(shards) == sorted(single.read_text().splitlines())
 
     # a lost shard and an incomplete last line in another: only their documents are redone
@@ -58,7 +58,7 @@ def test_ray_gives_the_records_of_one_process_and_resumes(tmp_path, ray_runtime,
     second.write_text("\n".join(kept[:-1]) + "\n" + kept[-1][:20])
     lost.add(json.loads(kept[-1])["id"])
     result = runner.invoke(app, ["extract-ray", str(pipeline), str(corpus), str(shards),
-                                 "--batch-size", "4"])
+                                 "--batch-size", "4", "--shard-size", "8"])
     assert result.exit_code == 0, result.output
     assert f"wrote {len(lost)} documents to {shards} ({40 - len(lost)} done before, 40 in its " \
            f"shards)" in result.output

@@ -133,6 +133,8 @@ def extract_ray_cli(
     cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", help="CPUs each actor holds"),
     gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="GPUs each actor holds"),
     batch_size: int = typer.Option(8, "--batch-size", help="Documents per actor call"),
+    shard_size: int = typer.Option(1000, "--shard-size",
+                                   help="Documents per block of work and per output shard"),
     encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the input texts"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid",
                                       help="Skip and count bad documents instead of failing"),
@@ -145,7 +147,7 @@ def extract_ray_cli(
                             encoding=encoding, skip_invalid=skip_invalid)
     result = extract_on_ray(pipeline, source, output_dir, address=address, actors=actors,
                             cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-                            batch_size=batch_size)
+                            batch_size=batch_size, shard_size=shard_size)
     _report_skips(source.report)
     info(f"wrote {result.written} documents to {output_dir} ({result.done_before} done before, "
          f"{result.total} in its shards)"
