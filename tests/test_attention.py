@@ -1,9 +1,10 @@
-"""Blocked attention of packed training sequences: the same outputs and gradients as SDPA over
+"""Planned attention of packed training sequences: the same outputs and gradients as SDPA over
 the dense mask, and transformers' own SDPA wherever a call is not a packed sequence."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from spacy_lmrc.llm import (
     AnswerSpace,
@@ -15,16 +16,13 @@ from spacy_lmrc.llm import (
     encode_request,
     pack_training_sequence,
 )
-from spacy_lmrc.llm import attention as attention_module
 from spacy_lmrc.llm.attention import (
     PACKED_SDPA,
-    PackedLayout,
-    blocked_attention,
+    AttentionPlan,
     packed_sdpa_attention,
+    planned_attention,
     use_packed_attention,
 )
-
-torch = pytest.importorskip("torch")
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport",
           "P17": "country"}
@@ -99,20 +97,34 @@ def _grads(fn, tensors, seed=0):
     return out.detach().float(), [t.grad.float().clone() for t in tensors]
 
 
-def test_a_packed_sequence_never_sees_later_tokens(document_sequence, sentence_batch):
-    """The property blocked attention relies on, of the builder's real output."""
+def test_a_plan_lists_every_key_its_rows_see(document_sequence, sentence_batch):
     for seq in (document_sequence, sentence_batch):
-        assert not seq.visible().triu(1).any()
-    assert PackedLayout.of(document_sequence).lengths == (len(document_sequence),)
-    assert PackedLayout.of(sentence_batch).lengths == tuple(
-        len(s) for s in sentence_batch.sequences)
-    assert len(PackedLayout.of(sentence_batch)) == len(sentence_batch)
-    assert len(document_sequence.tree) > 20 and len(sentence_batch.sequences) == 3
+        visible = seq.visible()
+        plan = AttentionPlan.of(seq, block=16)
+        assert plan.length == len(seq)
+        assert [b.start for b in plan.blocks[1:]] == [b.end for b in plan.blocks[:-1]]
+        assert plan.blocks[0].start == 0 and plan.blocks[-1].end == len(seq)
+        for block in plan.blocks:
+            listed = torch.zeros(len(seq), dtype=torch.bool)
+            listed[block.keys] = True
+            assert not (visible[block.start:block.end] & ~listed).any()
+        assert plan.scores < len(seq) ** 2
+    prefix = len(document_sequence.prefix_ids)
+    blocks = AttentionPlan.of(document_sequence, block=16).blocks
+    assert all(isinstance(b.keys, slice) and b.keys == slice(0, b.end)
+               for b in blocks if b.end <= prefix)  # the prefix: causal
+    assert any(not isinstance(b.keys, slice) for b in blocks)  # a tree block gathers
+    starts = [0]
+    for seq in sentence_batch.sequences:
+        starts.append(starts[-1] + len(seq))
+    for block in AttentionPlan.of(sentence_batch, block=16).blocks:  # within one sentence
+        sentence = max(i for i, start in enumerate(starts) if start <= block.start)
+        assert block.end <= starts[sentence + 1]
 
 
 @pytest.mark.parametrize("block", [1, 7, 32, 256])
 @pytest.mark.parametrize("layout", ["document", "sentences"])
-def test_blocked_attention_equals_dense_sdpa(document_sequence, sentence_batch, layout, block):
+def test_planned_attention_equals_dense_sdpa(document_sequence, sentence_batch, layout, block):
     seq = document_sequence if layout == "document" else sentence_batch
     n = len(seq)
     gen = torch.Generator().manual_seed(1)
@@ -120,17 +132,16 @@ def test_blocked_attention_equals_dense_sdpa(document_sequence, sentence_batch, 
     k = torch.randn(1, 2, n, 8, generator=gen, requires_grad=True)
     v = torch.randn(1, 2, n, 8, generator=gen, requires_grad=True)
     mask = seq.mask(torch.float32)
-    lengths = PackedLayout.of(seq).lengths
+    plan = AttentionPlan.of(seq, block=block)
     dense, dense_grads = _grads(lambda: _dense(q, k, v, mask), [q, k, v])
-    blocked, blocked_grads = _grads(
-        lambda: blocked_attention(q, k, v, mask, lengths, block=block), [q, k, v])
-    assert blocked.shape == dense.shape == (1, n, 4, 8)
-    torch.testing.assert_close(blocked, dense, atol=1e-5, rtol=1e-5)
-    for ours, reference in zip(blocked_grads, dense_grads):
+    planned, planned_grads = _grads(lambda: planned_attention(q, k, v, mask, plan), [q, k, v])
+    assert planned.shape == dense.shape == (1, n, 4, 8)
+    torch.testing.assert_close(planned, dense, atol=1e-5, rtol=1e-5)
+    for ours, reference in zip(planned_grads, dense_grads):
         torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
-def test_blocked_attention_under_bf16_autocast_matches_dense(document_sequence):
+def test_planned_attention_under_bf16_autocast_matches_dense(document_sequence):
     """As in bf16 training: queries and keys fp32 (rotary), values bf16, a bf16 mask."""
     n = len(document_sequence)
     gen = torch.Generator().manual_seed(2)
@@ -138,26 +149,26 @@ def test_blocked_attention_under_bf16_autocast_matches_dense(document_sequence):
     k = torch.randn(1, 2, n, 16, generator=gen, requires_grad=True)
     v = torch.randn(1, 2, n, 16, generator=gen).bfloat16().requires_grad_()
     mask = document_sequence.mask(torch.bfloat16)
-    lengths = PackedLayout.of(document_sequence).lengths
+    plan = AttentionPlan.of(document_sequence, block=16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         dense, dense_grads = _grads(lambda: _dense(q, k, v, mask), [q, k, v])
-        blocked, blocked_grads = _grads(
-            lambda: blocked_attention(q, k, v, mask, lengths, block=16), [q, k, v])
-    torch.testing.assert_close(blocked, dense, atol=2e-2, rtol=2e-2)
-    for ours, reference in zip(blocked_grads, dense_grads):
+        planned, planned_grads = _grads(lambda: planned_attention(q, k, v, mask, plan),
+                                        [q, k, v])
+    torch.testing.assert_close(planned, dense, atol=2e-2, rtol=2e-2)
+    for ours, reference in zip(planned_grads, dense_grads):
         torch.testing.assert_close(ours, reference, atol=5e-2, rtol=5e-2)
 
 
 @pytest.mark.parametrize("layout", ["document", "sentences"])
 def test_a_model_on_packed_attention_trains_as_on_sdpa(tiny_llama, document_sequence,
-                                                      sentence_batch, layout, monkeypatch):
+                                                      sentence_batch, layout):
     """The whole model, as fine-tuning calls it: the same logits, loss and weight gradients."""
-    monkeypatch.setattr(attention_module, "BLOCK_ROWS", 8)  # several blocks per sequence
     seq = document_sequence if layout == "document" else sentence_batch
     results = {}
     for implementation in ("sdpa", PACKED_SDPA):
         model = _llama(tiny_llama, implementation)
-        extra = {"packed_layout": PackedLayout.of(seq)} if implementation == PACKED_SDPA else {}
+        extra = ({"attention_plan": AttentionPlan.of(seq, block=8)}
+                 if implementation == PACKED_SDPA else {})
         out = model(input_ids=torch.tensor([seq.input_ids]),
                     position_ids=torch.tensor([seq.position_ids]),
                     attention_mask=seq.mask(torch.float32), use_cache=False,
@@ -173,7 +184,7 @@ def test_a_model_on_packed_attention_trains_as_on_sdpa(tiny_llama, document_sequ
         torch.testing.assert_close(packed_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_calls_without_a_layout_run_sdpa_unchanged(tiny_llama):
+def test_calls_without_a_plan_run_sdpa_unchanged(tiny_llama):
     """A padded batch (2D mask) and decoding with a KV cache, on a switched model."""
     ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
     padding = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
@@ -189,19 +200,23 @@ def test_calls_without_a_layout_run_sdpa_unchanged(tiny_llama):
         torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
-def test_a_layout_that_does_not_fit_the_call_is_an_error(tiny_llama, document_sequence):
+def test_a_plan_that_does_not_fit_the_call_is_an_error(tiny_llama, document_sequence,
+                                                      sentence_batch):
     model = _llama(tiny_llama, PACKED_SDPA)
     seq = document_sequence
-    inputs = {"input_ids": torch.tensor([seq.input_ids]),
-              "position_ids": torch.tensor([seq.position_ids]), "use_cache": False}
-    with pytest.raises(ValueError, match=f"covers {len(seq) + 1} tokens"):
-        model(attention_mask=seq.mask(torch.float32),
-              packed_layout=PackedLayout((len(seq), 1)), **inputs)
-    q = torch.zeros(1, 4, len(seq), 8)
-    k = torch.zeros(1, 2, len(seq), 8)
+    with pytest.raises(ValueError, match=f"covers {len(sentence_batch)} tokens"):
+        model(input_ids=torch.tensor([seq.input_ids]),
+              position_ids=torch.tensor([seq.position_ids]), use_cache=False,
+              attention_mask=seq.mask(torch.float32),
+              attention_plan=AttentionPlan.of(sentence_batch))
+    attention = model.model.layers[0].self_attn
+    plan = AttentionPlan.of(seq)
+    q, k = torch.zeros(1, 4, len(seq), 8), torch.zeros(1, 2, len(seq), 8)
     with pytest.raises(ValueError, match="needs the dense 4D attention_mask"):
-        packed_sdpa_attention(model.model.layers[0].self_attn, q, k, k, None,
-                              packed_layout=PackedLayout.of(seq))
+        packed_sdpa_attention(attention, q, k, k, None, attention_plan=plan)
+    with pytest.raises(ValueError, match="describes one packed row"):
+        packed_sdpa_attention(attention, q.expand(2, -1, -1, -1), k, k, seq.mask(torch.float32),
+                              attention_plan=plan)
 
 
 def test_only_sdpa_models_are_switched(tiny_llama):

@@ -2,21 +2,25 @@
 
 A packed training sequence (:mod:`spacy_lmrc.llm.sequences`) is a document's text as a causal
 prefix, then a tree of pair queries and answers whose tokens see the prefix and their own
-ancestors. Every token sees only tokens before it (a tree node is added after its parent),
-and in a :class:`~spacy_lmrc.llm.sequences.PackedBatch` only tokens of its own sequence: the
-dense mask is lower-triangular and block-diagonal. SDPA given that mask still computes all
-L x L scores (CPU flash attention skips nothing for a mask, and for ``is_causal`` only whole
-512-key blocks, so splitting off the prefix as ``is_causal`` skips little at a 600-token
-prefix). :func:`blocked_attention` gives each block of :data:`BLOCK_ROWS` query rows only the
-keys from its sequence's start to the block's last row, with the same slice of the same mask:
-the same attention over about half the scores of one sequence, and over a fraction of a
-batch of sentences.
+ancestors only; a :class:`~spacy_lmrc.llm.sequences.PackedBatch` lays several such sequences
+end to end, none seeing another. SDPA given the dense mask computes all L x L scores, nearly
+all of them masked out: CPU flash attention skips nothing for a mask, and for ``is_causal``
+only whole 512-key blocks, so even a causal prefix of a few hundred tokens costs its square.
+
+An :class:`AttentionPlan` splits each sequence's query rows into blocks of
+:data:`BLOCK_ROWS` and lists the keys that some row of a block sees: the prefix up to the
+block's last row for the prefix's blocks (a slice), the prefix plus the block's own rows and
+their ancestors for the tree's (gathered). :func:`planned_attention` runs SDPA once per block
+over those keys only, with the same slice of the same mask: the scores it leaves out are the
+masked ones, so outputs and gradients are those of SDPA over the dense mask, from about a
+third of the scores for a 946-token document and a small fraction for a batch of sentences.
 
 The attention function is registered with transformers' ``AttentionInterface`` under
 :data:`PACKED_SDPA`; :func:`use_packed_attention` switches a model to it. A forward call opts
-in by passing ``packed_layout=PackedLayout.of(seq)`` beside the dense 4D ``attention_mask``
-(transformers forwards unknown keyword arguments to the attention function); a call without
-it, or with a KV cache, runs transformers' own SDPA attention unchanged.
+in by passing ``attention_plan=AttentionPlan.of(seq)`` beside the dense 4D
+``attention_mask`` (transformers forwards unknown keyword arguments to the attention
+function); a call without a plan, a padded batch or decoding with a KV cache, runs
+transformers' own SDPA attention unchanged.
 """
 
 from __future__ import annotations
@@ -29,55 +33,87 @@ from .sequences import PackedBatch, PackedSequence
 #: the attention implementation's name in transformers' AttentionInterface
 PACKED_SDPA = "lmrc_packed_sdpa"
 
-#: query rows per SDPA call: fewer rows compute fewer masked scores, but each call costs a
-#: kernel launch and 128 rows or fewer make CPU flash attention use smaller, slower tiles
-BLOCK_ROWS = 256
+#: query rows per SDPA call: fewer rows see fewer keys they do not need, but each call costs a
+#: kernel launch and very short blocks make CPU flash attention's tiles inefficient
+BLOCK_ROWS = 128
 
 
 @dataclass(frozen=True)
-class PackedLayout:
-    """The lengths of the packed sequences laid end to end in one forward call.
+class AttentionBlock:
+    """Query rows ``start:end`` of a forward call and the keys any of them sees: a slice of
+    the sequence, or the positions to gather (a LongTensor) where they are not contiguous."""
 
-    Every token of a sequence may see only tokens of the same sequence at or before its own
-    position; which of those it sees is the attention mask's business.
-    """
+    start: int
+    end: int
+    keys: slice | Any
 
-    lengths: tuple[int, ...]
+    @property
+    def n_keys(self) -> int:
+        keys = self.keys
+        return keys.stop - keys.start if isinstance(keys, slice) else int(keys.numel())
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """Which keys each block of query rows of one packed forward call attends to."""
+
+    length: int
+    blocks: tuple[AttentionBlock, ...]
 
     @classmethod
-    def of(cls, seq: PackedSequence | PackedBatch) -> PackedLayout:
-        """The layout of a packed sequence or of a concatenation of them."""
+    def of(cls, seq: PackedSequence | PackedBatch, block: int = BLOCK_ROWS,
+           device: Any = None) -> AttentionPlan:
+        """The plan of a packed sequence (or a concatenation of them), ``block`` query rows
+        per block, each block within one sequence; gather indices on ``device``."""
         sequences = seq.sequences if isinstance(seq, PackedBatch) else [seq]
-        return cls(tuple(len(s) for s in sequences))
+        blocks = []
+        offset = 0
+        for sequence in sequences:
+            visible = sequence.visible()
+            for start in range(0, len(sequence), block):
+                end = min(start + block, len(sequence))
+                keys = visible[start:end].any(dim=0).nonzero()[:, 0]
+                first, last = int(keys[0]), int(keys[-1])
+                if last - first + 1 == len(keys):
+                    where: slice | Any = slice(offset + first, offset + last + 1)
+                else:
+                    where = (keys + offset).to(device)
+                blocks.append(AttentionBlock(offset + start, offset + end, where))
+            offset += len(sequence)
+        return cls(offset, tuple(blocks))
 
-    def __len__(self) -> int:
-        return sum(self.lengths)
+    @property
+    def scores(self) -> int:
+        """Query-key scores per head that the plan computes (SDPA over the dense mask:
+        ``length`` squared)."""
+        return sum((b.end - b.start) * b.n_keys for b in self.blocks)
 
     def check(self, query: Any, key: Any, mask: Any) -> None:
-        """Raise ValueError unless ``query`` and ``key`` hold exactly this layout's tokens (no
-        KV cache) and ``mask`` is the 4D mask over them."""
-        length = len(self)
-        if query.shape[2] != length or key.shape[2] != length:
+        """Raise ValueError unless ``query`` and ``key`` are one row of exactly this plan's
+        tokens (no KV cache) and ``mask`` is the 4D mask over them."""
+        if query.shape[0] != 1:
             raise ValueError(
-                f"packed_layout covers {length} tokens ({len(self.lengths)} sequences) but the "
-                f"attention got {query.shape[2]} queries over {key.shape[2]} keys: pass "
-                "packed_layout only to a forward call over exactly its tokens, without a cache")
-        if mask is None or mask.dim() != 4 or tuple(mask.shape[-2:]) != (length, length):
+                f"an attention_plan describes one packed row, but the batch has "
+                f"{query.shape[0]} rows: concatenate the sequences (concat_sequences) instead")
+        if query.shape[2] != self.length or key.shape[2] != self.length:
+            raise ValueError(
+                f"attention_plan covers {self.length} tokens but the attention got "
+                f"{query.shape[2]} queries over {key.shape[2]} keys: pass attention_plan only "
+                "to a forward call over exactly its tokens, without a cache")
+        if mask is None or mask.dim() != 4 or tuple(mask.shape[-2:]) != (self.length,) * 2:
             shape = None if mask is None else tuple(mask.shape)
             raise ValueError(
-                f"packed_layout needs the dense 4D attention_mask of its {length} tokens, "
-                f"(batch or 1, 1, {length}, {length}); got {shape}")
+                f"attention_plan needs the dense 4D attention_mask of its {self.length} "
+                f"tokens, (1, 1, {self.length}, {self.length}); got {shape}")
 
 
-def blocked_attention(query: Any, key: Any, value: Any, mask: Any, lengths: tuple[int, ...], *,
-                      block: int = BLOCK_ROWS, scaling: float | None = None,
-                      dropout: float = 0.0) -> Any:
-    """Masked attention of packed sequences, computing only the scores of earlier tokens.
+def planned_attention(query: Any, key: Any, value: Any, mask: Any, plan: AttentionPlan,
+                      scaling: float | None = None, dropout: float = 0.0) -> Any:
+    """SDPA over ``mask`` computing only the keys ``plan`` lists for each block of rows.
 
-    ``query`` is (batch, heads, tokens, dim), ``key`` and ``value`` (batch, kv_heads, tokens,
-    dim) with grouped heads, ``mask`` the additive or bool mask (..., tokens, tokens) of
-    sequences of ``lengths`` laid end to end, in which no token sees a later one or another
-    sequence's. Returns (batch, tokens, heads, dim), as SDPA with the whole mask would.
+    ``query`` is (1, heads, tokens, dim), ``key`` and ``value`` (1, kv_heads, tokens, dim)
+    with grouped heads, ``mask`` the additive or bool mask (1, 1, tokens, tokens) the plan was
+    made for. Returns (1, tokens, heads, dim), as transformers' attention functions do.
     """
     import torch
     import torch.nn.functional as F
@@ -87,44 +123,43 @@ def blocked_attention(query: Any, key: Any, value: Any, mask: Any, lengths: tupl
         dtype = torch.get_autocast_dtype(device)
         query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
     groups = query.shape[1] // key.shape[1]
-    # CPU flash attention reads grouped key heads in place; elsewhere SDPA may only do that
-    # without a mask, so the key and value heads are repeated as transformers does
+    # CPU flash attention reads grouped key heads in place; elsewhere SDPA may do that only
+    # without a mask, so the key and value heads are repeated, as transformers does
     gqa = groups > 1 and device == "cpu"
     if groups > 1 and not gqa:
         key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
     outputs = []
-    start = 0
-    for length in lengths:
-        end = start + length
-        for first in range(start, end, block):
-            last = min(first + block, end)
-            out = F.scaled_dot_product_attention(
-                query[:, :, first:last], key[:, :, start:last], value[:, :, start:last],
-                attn_mask=mask[..., first:last, start:last], dropout_p=dropout, scale=scaling,
-                enable_gqa=gqa)
-            outputs.append(out.transpose(1, 2))
-        start = end
+    for block in plan.blocks:
+        rows, keys = slice(block.start, block.end), block.keys
+        if isinstance(keys, slice):
+            k, v, m = key[:, :, keys], value[:, :, keys], mask[..., rows, keys]
+        else:
+            k, v = key.index_select(2, keys), value.index_select(2, keys)
+            m = mask[..., rows, :].index_select(-1, keys)
+        out = F.scaled_dot_product_attention(query[:, :, rows], k, v, attn_mask=m,
+                                             dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+        outputs.append(out.transpose(1, 2))
     return torch.cat(outputs, dim=1)
 
 
 def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any,
                           attention_mask: Any, dropout: float = 0.0,
                           scaling: float | None = None,
-                          packed_layout: PackedLayout | None = None,
+                          attention_plan: AttentionPlan | None = None,
                           **kwargs: Any) -> tuple[Any, None]:
-    """transformers' attention function signature: :func:`blocked_attention` where the call
-    passes a ``packed_layout``, transformers' SDPA attention otherwise."""
+    """An attention function for transformers' AttentionInterface: :func:`planned_attention`
+    where the forward call passes an ``attention_plan``, transformers' SDPA otherwise."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if packed_layout is None:
+    if attention_plan is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     if kwargs.get("softcap") is not None or kwargs.get("position_bias") is not None:
         raise ValueError(f"{PACKED_SDPA} attention has no softcap or position bias: run "
-                         "this model without packed_layout")
-    packed_layout.check(query, key, attention_mask)
-    return blocked_attention(query, key, value, attention_mask, packed_layout.lengths,
-                             block=BLOCK_ROWS, scaling=scaling, dropout=dropout), None
+                         "this model without attention_plan")
+    attention_plan.check(query, key, attention_mask)
+    return planned_attention(query, key, value, attention_mask, attention_plan,
+                             scaling=scaling, dropout=dropout), None
 
 
 def register_packed_attention() -> str:
