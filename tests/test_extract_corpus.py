@@ -251,3 +251,13 @@ def test_repeated_ids_and_foreign_output_files(tmp_path, nlp):
     with pytest.raises(InputError, match="line 2 is not a record of spacy-lmrc extract"):
         ResumableJsonl(foreign)
     assert completed_ids(tmp_path / "missing.jsonl") == (set(), 0)
+
+
+def test_extract_ray_without_ray_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    monkeypatch.delitem(sys.modules, "spacy_lmrc.ray_extraction", raising=False)
+    corpus = _corpus(tmp_path / "c.jsonl", 2)
+    result = runner.invoke(app, ["extract-ray", "pipeline", str(corpus), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Ray Data is not installed" in result.output
+    assert "pip install 'spacy-lmrc[ray]'" in result.output
