@@ -39,7 +39,7 @@ def train_retriever_cli(
                                          help="Stop after this many optimiser steps"),
     batch_size: int = typer.Option(64, "--batch-size",
                                    help="Sentences per step (even, at least 4)"),
-    learning_rate: float = typer.Option(5e-5, "--learning-rate", help="AdamW learning rate"),
+    learning_rate: float = typer.Option(1e-4, "--learning-rate", help="AdamW learning rate"),
     warmup_ratio: float = typer.Option(0.1, "--warmup-ratio",
                                        help="Share of the steps with a linear warmup"),
     seed: int = typer.Option(0, "--seed", help="Seed of the batches and the initialisation"),

@@ -46,7 +46,7 @@ class EmbedderSettings:
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 64
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
     seed: int = 0
     device: str = "cpu"
