@@ -34,8 +34,6 @@ from .corpus.io import record_format
 from .errors import InputError, SkipReport
 from .render import relation_records
 
-RECORD_SUFFIXES = (".jsonl", ".json")
-
 
 def load_pipeline(name: str | Path) -> Language:
     """``spacy.load`` with an actionable error for a name that is neither package nor folder."""
@@ -234,12 +232,6 @@ class ResumableJsonl:
         os.fsync(self._handle.fileno())
         self._handle.close()
 
-    def __enter__(self) -> ResumableJsonl:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def completed_ids(path: Path) -> tuple[set[str], int]:
     """The ids of the records in the JSONL file ``path`` (none if it does not exist), and the
@@ -254,9 +246,6 @@ def completed_ids(path: Path) -> tuple[set[str], int]:
         raise InputError("is a folder; expected an output .jsonl file", path=path)
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(end)
     done = set()
     for lineno, line in enumerate(data[:end].splitlines(), start=1):
         try:
@@ -268,6 +257,9 @@ def completed_ids(path: Path) -> tuple[set[str], int]:
                              f"object with a string 'id'); give a new output path, or remove "
                              f"the file to start over", path=path)
         done.add(record["id"])
+    if end < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(end)
     return done, len(data) - end
 
 

@@ -247,9 +247,10 @@ def test_repeated_ids_and_foreign_output_files(tmp_path, nlp):
     assert [d.id for d in source] == ["a", "2"] and len(source.report) == 1
 
     foreign = tmp_path / "foreign.jsonl"
-    foreign.write_text('{"id": "a"}\n[1, 2]\n')
+    foreign.write_text('{"id": "a"}\n[1, 2]\nno newline')
     with pytest.raises(InputError, match="line 2 is not a record of spacy-lmrc extract"):
         ResumableJsonl(foreign)
+    assert foreign.read_text().endswith("no newline")  # a file not ours is left as it was
     assert completed_ids(tmp_path / "missing.jsonl") == (set(), 0)
 
 
