@@ -46,11 +46,10 @@ import spacy  # noqa: E402
 from spacy.tokens import Doc  # noqa: E402
 
 import spacy_lmrc  # noqa: E402,F401
-from spacy_lmrc.cli.build_index import index_representation  # noqa: E402
 from spacy_lmrc.corpus import read_semeval, sentence_label  # noqa: E402
 from spacy_lmrc.metrics.sentence import score_labels  # noqa: E402
 from spacy_lmrc.rag4re import EmbeddingIndex, SentenceEmbedder  # noqa: E402
-from spacy_lmrc.rag4re.embedder import training_record  # noqa: E402
+from spacy_lmrc.rag4re.embedder import representation_for, training_record  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "semeval2010"
 NEGATIVE = "Other"
@@ -134,7 +133,7 @@ def evaluate(index: EmbeddingIndex, embedder: SentenceEmbedder, dev: Sequence[Do
 def bench_retriever(name: str, embedder_name: str, representation: str | None,
                     train: Sequence[Doc], dev: Sequence[Doc], k: int,
                     batch_size: int) -> dict[str, Any]:
-    view = index_representation(embedder_name, representation)
+    view = representation_for(embedder_name, representation)
     embedder = SentenceEmbedder(embedder_name, batch_size=batch_size)
     start = time.perf_counter()
     embedder.encode(["warm up"])

@@ -255,3 +255,8 @@ def test_component_builds_an_index_in_the_trained_embedders_representation(train
     nlp.initialize(lambda: [Example(input_copy(d), d) for d in docs])
     index = nlp.get_pipe("rag4re_retriever").index
     assert str(index.representation) == "marked" and index.bundled == trained
+    other = spacy.blank("en")
+    other.add_pipe("rag4re_retriever", config={"embedder": str(trained),
+                                               "representation": "sentence"})
+    with pytest.raises(ValueError, match="trained on the marked representation, not sentence"):
+        other.initialize(lambda: [Example(input_copy(d), d) for d in docs])

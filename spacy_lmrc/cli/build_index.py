@@ -13,7 +13,7 @@ from ..corpus.io import select_records
 from ..corpus.readers import read_docbin
 from ..corpus.sentence import SEMEVAL_NEGATIVE, TACRED_NEGATIVE
 from ..errors import InputError, SkipReport
-from ..rag4re.embedder import SentenceEmbedder, training_record
+from ..rag4re.embedder import SentenceEmbedder, representation_for
 from ..rag4re.representation import Representation
 from ..rag4re.retrieval import META_FILE, EmbeddingIndex
 from ..util import DEFAULT_ENCODER
@@ -90,18 +90,11 @@ def check_representation(value: str | None) -> str | None:
 
 
 def index_representation(embedder: str, representation: str | None) -> Representation:
-    """The representation to embed in: the one asked for, else the one ``embedder`` was
-    trained with (``train-retriever``), else ``sentence``. Asking a trained embedder for
-    another one is an error: its vectors would not mean what it learnt."""
-    trained = training_record(embedder)
-    learnt = Representation.parse(trained["representation"]) if trained else None
-    if representation is None:
-        return learnt or Representation()
-    wanted = Representation.parse(representation)
-    if learnt is not None and wanted != learnt:
-        raise InputError(f"the embedder was trained on the {learnt} representation, not "
-                         f"{wanted}; leave --representation out", path=Path(embedder))
-    return wanted
+    """:func:`~spacy_lmrc.rag4re.embedder.representation_for`, its refusal as an input error."""
+    try:
+        return representation_for(embedder, representation)
+    except ValueError as err:
+        raise InputError(f"{err}; leave --representation out", path=Path(embedder)) from None
 
 
 @app.command("build-index")

@@ -19,6 +19,7 @@ import numpy as np
 import srsly
 
 from ..util import DEFAULT_ENCODER, resolve_device, resolve_model_name
+from .representation import Representation
 
 TRAINING_FILE = "rag4re_embedder.json"
 ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -62,6 +63,21 @@ def training_record(name: str) -> dict[str, Any] | None:
     """What ``train-retriever`` recorded about the model at ``name`` (None for other models)."""
     path = Path(resolve_model_name(canonical_name(name))) / TRAINING_FILE
     return dict(srsly.read_json(path)) if path.is_file() else None
+
+
+def representation_for(embedder: str, requested: str | None = None) -> Representation:
+    """The representation to embed in with ``embedder``: ``requested``, else the one it was
+    trained with (``train-retriever``), else ``sentence``. Requesting another one than a
+    trained embedder learnt is an error: its vectors would not mean what it learnt."""
+    trained = training_record(embedder)
+    learnt = Representation.parse(trained["representation"]) if trained else None
+    if requested is None:
+        return learnt or Representation()
+    wanted = Representation.parse(requested)
+    if learnt is not None and wanted != learnt:
+        raise ValueError(f"the embedder {embedder} was trained on the {learnt} "
+                         f"representation, not {wanted}")
+    return wanted
 
 
 class SentenceEmbedder:

@@ -41,7 +41,7 @@ from ..corpus.sentence import SEMEVAL_NEGATIVE
 from ..doc import RagExample
 from ..pipeline.batched import BatchedPipe
 from ..util import DEFAULT_ENCODER
-from .embedder import SentenceEmbedder, canonical_name, training_record
+from .embedder import SentenceEmbedder, canonical_name, representation_for
 from .representation import Representation
 from .retrieval import EmbeddingIndex
 
@@ -155,17 +155,12 @@ class RagRetriever(BatchedPipe):
             raise ValueError("rag4re_retriever: no training Doc with two entities to index")
         name = self.cfg["embedder"] or DEFAULT_ENCODER
         embedder = SentenceEmbedder(name, device=self.device, batch_size=self.cfg["batch_size"])
-        index = EmbeddingIndex.build(kept, embedder, self._build_representation(name),
+        index = EmbeddingIndex.build(kept, embedder,
+                                     representation_for(name, self.cfg["representation"]),
                                      self.cfg["negative_label"], show_progress=show_progress,
                                      use_faiss=self.cfg["use_faiss"])
         self.set_index(index, source="the initialize examples")
         return index
-
-    def _build_representation(self, embedder: str) -> Representation:
-        if self.cfg["representation"] is not None:
-            return Representation.parse(self.cfg["representation"])
-        trained = training_record(embedder)
-        return Representation.parse(trained["representation"] if trained else "sentence")
 
     def set_index(self, index: EmbeddingIndex, source: str = "the given index") -> None:
         """Search ``index`` from now on, embedding queries as it was embedded; a configured
