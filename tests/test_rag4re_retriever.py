@@ -249,12 +249,25 @@ def test_leakage_guard_in_training_and_evaluation(tmp_path, nlp):
     assert identity_text(nlp(input_copy(near))._.rag_examples[0]["text"]) == burst
 
 
-def test_component_builds_an_index_in_the_trained_embedders_representation(trained, nlp):
+def test_component_builds_an_index_in_the_trained_embedders_representation(trained, nlp,
+                                                                           tmp_path):
+    """The index bundles the configured embedder, so the saved pipeline loads and retrieves
+    where the embedder's own folder is gone."""
+    import shutil
+
+    embedder = tmp_path / "embedder"
+    shutil.copytree(trained, embedder)
     docs = docs_of(nlp, TRAIN)
-    nlp.add_pipe("rag4re_retriever", config={"embedder": str(trained)})
+    nlp.add_pipe("rag4re_retriever", config={"embedder": str(embedder)})
     nlp.initialize(lambda: [Example(input_copy(d), d) for d in docs])
     index = nlp.get_pipe("rag4re_retriever").index
-    assert str(index.representation) == "marked" and index.bundled == trained
+    assert str(index.representation) == "marked" and index.bundled == embedder
+    want = [d._.rag_examples for d in nlp.pipe([input_copy(d) for d in docs])]
+    nlp.to_disk(tmp_path / "pipe")
+    shutil.rmtree(embedder)
+    loaded = spacy.load(tmp_path / "pipe")
+    got = [d._.rag_examples for d in loaded.pipe([input_copy(d) for d in docs])]
+    assert [[e["text"] for e in row] for row in got] == [[e["text"] for e in row] for row in want]
     other = spacy.blank("en")
     other.add_pipe("rag4re_retriever", config={"embedder": str(trained),
                                                "representation": "sentence"})

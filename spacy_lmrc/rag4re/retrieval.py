@@ -119,13 +119,15 @@ class EmbeddingIndex:
     name or path queries are embedded with; ``fingerprint`` its
     :func:`~spacy_lmrc.rag4re.embedder.model_fingerprint` (None for an index written before
     fingerprints were recorded); ``bundled`` the local model folder that travels with the
-    index (None for a model from a package or the hub).
+    index (None for a model from a package or the hub); ``source`` the name or path the
+    embedder was given as when the index was built.
     """
 
     def __init__(self, embeddings: np.ndarray, records: list[dict[str, Any]], embedder: str, *,
                  fingerprint: str | None = None,
                  representation: Representation | str = "sentence",
-                 bundled: Path | None = None, use_faiss: bool = False):
+                 bundled: Path | None = None, source: str | None = None,
+                 use_faiss: bool = False):
         if len(embeddings) != len(records):
             raise ValueError(f"{len(embeddings)} embeddings but {len(records)} records")
         self.embeddings = embeddings
@@ -134,6 +136,7 @@ class EmbeddingIndex:
         self.fingerprint = fingerprint
         self.representation = Representation.parse(representation)
         self.bundled = bundled
+        self.source = canonical_name(source) if source is not None else self.embedder
         self.use_faiss = use_faiss and faiss_available()
         self._faiss_index: Any = None
         self._by_text: dict[str, list[int]] | None = None
@@ -166,7 +169,8 @@ class EmbeddingIndex:
         local = Path(embedder.name)
         bundled = local if embedder.name not in ALIASES and local.is_dir() else None
         return cls(vectors, records, embedder.name, fingerprint=embedder.fingerprint,
-                   representation=representation, bundled=bundled, use_faiss=use_faiss)
+                   representation=representation, bundled=bundled, source=embedder.name,
+                   use_faiss=use_faiss)
 
     def ids_with_text(self, text: str) -> list[int]:
         """Rows whose :func:`identity_text` equals the query's: the query itself, and its
@@ -214,7 +218,7 @@ class EmbeddingIndex:
         """How the index was built, as ``meta.json`` records it."""
         return {"embedder": EMBEDDER_DIR if self.bundled else self.embedder,
                 "embedder_bundled": self.bundled is not None,
-                "embedder_fingerprint": self.fingerprint,
+                "embedder_fingerprint": self.fingerprint, "embedder_source": self.source,
                 "representation": str(self.representation),
                 "size": len(self), "dimension": self.dimension, "normalised": True}
 
@@ -250,7 +254,7 @@ class EmbeddingIndex:
         return cls(embeddings, records, str(bundled) if bundled else meta["embedder"],
                    fingerprint=meta.get("embedder_fingerprint"),
                    representation=representation_of(meta), bundled=bundled,
-                   use_faiss=use_faiss)
+                   source=meta.get("embedder_source"), use_faiss=use_faiss)
 
     def to_bytes(self) -> bytes:
         """The index (bundled embedder included) as one msgpack byte string."""
@@ -280,7 +284,7 @@ class EmbeddingIndex:
                     str(bundled) if bundled else meta["embedder"],
                     fingerprint=meta.get("embedder_fingerprint"),
                     representation=representation_of(meta), bundled=bundled,
-                    use_faiss=use_faiss)
+                    source=meta.get("embedder_source"), use_faiss=use_faiss)
         if bundled is not None:
             weakref.finalize(index, shutil.rmtree, bundled, True)
         return index

@@ -175,14 +175,17 @@ class RagRetriever(BatchedPipe):
         embedder = SentenceEmbedder(index.embedder, device=self.device,
                                     batch_size=self.cfg["batch_size"])
         configured = self.cfg["embedder"]
-        if configured is not None:
-            mine = SentenceEmbedder(configured, device=self.device,
-                                    batch_size=self.cfg["batch_size"])
-            check_same_embedder(index, mine, source)
-            embedder = mine
+        # the name the index was built from stands for its (bundled) copy, so a saved pipeline
+        # loads where that folder is gone; any other model must have the index's fingerprint
+        other = configured is not None and canonical_name(configured) not in (
+            index.embedder, index.source)
+        if other:
+            embedder = SentenceEmbedder(configured, device=self.device,
+                                        batch_size=self.cfg["batch_size"])
+            check_same_embedder(index, embedder, source)
         self.index = index
         self.embedder = embedder
-        self._checked = configured is not None
+        self._checked = other
 
     def _query_embedder(self) -> SentenceEmbedder:
         """The embedder queries go through, checked once against the index's fingerprint."""
