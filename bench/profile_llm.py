@@ -594,7 +594,7 @@ def main() -> dict[str, Any]:
                                 "training document's forward call)")
     attention.add_argument("--prefix", type=int, default=357,
                            help="synthetic layout: text tokens before the pair queries")
-    attention.add_argument("--blocks", default="64,128,256",
+    attention.add_argument("--blocks", default="64,128,192,256",
                            help="planned attention's query rows per block, comma-separated")
     attention.add_argument("--dtypes", default="float32,bfloat16")
     attention.add_argument("--repeat", type=int, default=5, help="timed repetitions")
