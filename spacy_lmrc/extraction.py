@@ -16,6 +16,7 @@ restarted run does each remaining document once and none twice. :func:`extract` 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -65,8 +66,19 @@ def decode(data: bytes, encoding: str, *, path: str | Path, offset: int = 0,
             f"not {encoding} text: byte 0x{data[err.start]:02x} at offset {offset + err.start} "
             f"cannot be decoded; give the file's encoding (e.g. --encoding latin-1)",
             path=path, index=index, kind=f"not {encoding} text") from None
+
+
+def check_input(path: str | Path, encoding: str = "utf-8") -> Path:
+    """``path`` if it exists and ``encoding`` is known (checked before any slow work)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("not found; expected a folder of .txt files, a .txt, .jsonl or .json "
+                         "file", path=path)
+    try:
+        codecs.lookup(encoding)
     except LookupError:
         raise InputError(f"unknown encoding {encoding!r}", path=path) from None
+    return path
 
 
 @dataclass
@@ -90,11 +102,7 @@ class DocumentSource:
     report: SkipReport = field(default_factory=SkipReport)
 
     def __post_init__(self) -> None:
-        self.path = Path(self.path)
-        if not self.path.exists():
-            raise InputError("not found; expected a folder of .txt files, a .txt, .jsonl or "
-                             ".json file", path=self.path)
-        decode(b"", self.encoding, path=self.path)  # an unknown encoding fails now
+        self.path = check_input(self.path, self.encoding)
         self._json_list: list[Any] | None = None
 
     def size(self) -> int:

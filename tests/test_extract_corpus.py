@@ -262,3 +262,18 @@ def test_extract_ray_without_ray_is_a_one_line_error(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "Ray Data is not installed" in result.output
     assert "pip install 'spacy-lmrc[ray]'" in result.output
+
+
+def test_extract_checks_input_and_pipeline_before_any_work(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    result = runner.invoke(app, ["extract", "no_such_pipeline", str(missing)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: file {missing}: not found; expected a folder")
+    corpus = _corpus(tmp_path / "c.jsonl", 2)
+    result = runner.invoke(app, ["extract", "no_such_pipeline", str(corpus), "--encoding", "x"])
+    assert result.exit_code == 1 and "unknown encoding 'x'" in result.output
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'spacy-lmrc[ray]')")
+    result = runner.invoke(app, ["extract-ray", "no_such_pipeline", str(corpus),
+                                 str(tmp_path / "out")])
+    assert result.exit_code == 1 and result.output.startswith(
+        "error: file no_such_pipeline: not an installed pipeline package nor a pipeline folder")

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from spacy.util import is_package
 from spacy.vocab import Vocab
 from tqdm import tqdm
 
-from ..errors import SkipReport
+from ..errors import InputError, SkipReport
 from ..extraction import (
     DocumentSource,
     ResumableJsonl,
+    check_input,
     display_name,
     explanation_line,
     extract,
@@ -64,6 +66,7 @@ def extract_cli(
 ) -> None:
     """Extract relations: one JSONL record per document (stdout, or --output, which a rerun
     resumes), per document what each stage found (stderr), a relation table, an HTML view."""
+    check_input(input_path, encoding)
     if output is not None:
         check_output(output)
     nlp = load_pipeline(pipeline)
@@ -143,6 +146,10 @@ def extract_ray_cli(
     ``extract`` written as JSONL shards; documents already in the shards are not redone."""
     from ..ray_extraction import extract_on_ray
 
+    if not (is_package(pipeline) or Path(pipeline).is_dir()):
+        raise InputError("not an installed pipeline package nor a pipeline folder on this "
+                         "node; every node of the Ray cluster must be able to load it",
+                         path=pipeline)
     source = DocumentSource(input_path, Vocab(), lines=lines,
                             encoding=encoding, skip_invalid=skip_invalid)
     result = extract_on_ray(pipeline, source, output_dir, address=address, actors=actors,
