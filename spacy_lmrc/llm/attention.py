@@ -7,14 +7,14 @@ end to end, none seeing another. SDPA given the dense mask computes all L x L sc
 all of them masked out: CPU flash attention skips nothing for a mask, and for ``is_causal``
 only whole 512-key blocks, so even a causal prefix of a few hundred tokens costs its square.
 
-An :class:`AttentionPlan` splits each sequence's query rows into blocks of
-:data:`BLOCK_ROWS` and lists the keys that some row of a block sees: the prefix up to the
-block's last row for the prefix's blocks (a slice), the prefix plus the block's own rows and
-their ancestors for the tree's (gathered). :func:`planned_attention` runs SDPA once per block
-over those keys only, with the same slice of the same mask: the scores it leaves out are the
-masked ones, so outputs and gradients are those of SDPA over the dense mask, from 42% of its
-scores for a 946-token document (357 text tokens, 589 in the tree) and a small fraction for
-a batch of sentences.
+An :class:`AttentionPlan` splits each sequence's prefix and tree into blocks of
+:data:`BLOCK_ROWS` query rows and lists the keys that some row of a block sees: the prefix up
+to the block's last row for the prefix's blocks (a slice), the prefix plus the block's own
+rows and their ancestors for the tree's (gathered). :func:`planned_attention` runs SDPA once
+per block over those keys only, with the same slice of the same mask: the scores it leaves
+out are the masked ones, so outputs and gradients are those of SDPA over the dense mask, from
+42% of its scores for a 946-token document (357 text tokens, 589 in the tree) and a small
+fraction for a batch of sentences.
 
 The attention function is registered with transformers' ``AttentionInterface`` under
 :data:`PACKED_SDPA`; :func:`use_packed_attention` switches a model to it. A forward call opts
@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .sequences import PackedBatch, PackedSequence
+from .sequences import ROOT, PackedBatch, PackedSequence
 
 #: the attention implementation's name in transformers' AttentionInterface
 PACKED_SDPA = "lmrc_packed_sdpa"
@@ -64,22 +64,29 @@ class AttentionPlan:
     @classmethod
     def of(cls, seq: PackedSequence | PackedBatch, block: int = BLOCK_ROWS,
            device: Any = None) -> AttentionPlan:
-        """The plan of a packed sequence (or a concatenation of them), ``block`` query rows
-        per block, each block within one sequence; gather indices on ``device``."""
+        """The plan of a packed sequence (or a concatenation of them): each sequence's prefix
+        and tree in blocks of ``block`` query rows; gather indices on ``device``."""
+        import torch
+
         sequences = seq.sequences if isinstance(seq, PackedBatch) else [seq]
         blocks = []
         offset = 0
         for sequence in sequences:
-            visible = sequence.visible()
-            for start in range(0, len(sequence), block):
-                end = min(start + block, len(sequence))
-                keys = visible[start:end].any(dim=0).nonzero()[:, 0]
-                first, last = int(keys[0]), int(keys[-1])
-                if last - first + 1 == len(keys):
-                    where: slice | Any = slice(offset + first, offset + last + 1)
+            prefix, tree = len(sequence.prefix_ids), sequence.tree
+            for start in range(0, prefix, block):  # causal: the prefix up to the last row
+                end = min(start + block, prefix)
+                blocks.append(AttentionBlock(offset + start, offset + end,
+                                             slice(offset, offset + end)))
+            for start in range(0, len(tree), block):  # the prefix, the rows, their ancestors
+                end = min(start + block, len(tree))
+                nodes = _ancestors(tree.parents, range(start, end))
+                if nodes[-1] == len(nodes) - 1:  # every tree token up to the block's last
+                    keys: slice | Any = slice(offset, offset + prefix + len(nodes))
                 else:
-                    where = (keys + offset).to(device)
-                blocks.append(AttentionBlock(offset + start, offset + end, where))
+                    keys = offset + torch.cat([torch.arange(prefix),
+                                               prefix + torch.tensor(nodes)]).to(device)
+                blocks.append(AttentionBlock(offset + prefix + start, offset + prefix + end,
+                                             keys))
             offset += len(sequence)
         return cls(offset, tuple(blocks))
 
@@ -106,6 +113,16 @@ class AttentionPlan:
             raise ValueError(
                 f"attention_plan needs the dense 4D attention_mask of its {self.length} "
                 f"tokens, (1, 1, {self.length}, {self.length}); got {shape}")
+
+
+def _ancestors(parents: list[int], nodes: range) -> list[int]:
+    """``nodes`` and all their ancestors in a token tree (``parents``), in order."""
+    seen: set[int] = set()
+    for node in nodes:
+        while node != ROOT and node not in seen:
+            seen.add(node)
+            node = parents[node]
+    return sorted(seen)
 
 
 def planned_attention(query: Any, key: Any, value: Any, mask: Any, plan: AttentionPlan,
