@@ -134,7 +134,7 @@ def extract_on_ray(pipeline: str, source: DocumentSource, output_dir: str | Path
             dataset = ray.data.from_arrow_refs(refs).map_batches(
                 PipelineActor, fn_constructor_kwargs={"pipeline": pipeline,
                                                       "batch_size": batch_size},
-                batch_size=batch_size, batch_format="pyarrow", concurrency=actors,
+                batch_size=batch_size, batch_format="pyarrow", concurrency=min(actors, len(refs)),
                 num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
             dataset.write_datasink(JsonlShards(str(output_dir.resolve())))
     finally:
