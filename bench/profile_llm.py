@@ -24,11 +24,12 @@ Five subcommands, each printing JSON (and writing it with ``--json OUT``) that n
   training sequence at the model's shapes, per dtype (bf16 as under training's autocast):
   SDPA over the dense mask (what training runs today), the prefix as ``is_causal`` with the
   tree's rows over every key (``split``), and :func:`spacy_lmrc.llm.attention.planned_attention`
-  for each ``--blocks`` size; seconds per layer and per step (x layers), scores computed, and
-  the largest difference of output and gradients to the dense path (relative to its largest
-  magnitude). The layout is a real
-  document's with ``--config`` (the first forward call ``profile`` times), else synthetic:
-  ``--prefix`` text tokens and pair queries sharing their head entity up to ``--tokens``.
+  for each ``--blocks`` size (under bf16 also computed in fp32: ``planned_<rows>_fp32``);
+  seconds per layer and per step (x layers), scores computed, and the largest difference of
+  output and gradients to the dense path (relative to its largest magnitude). The layout is
+  a real document's with ``--config`` (the first forward call ``profile`` times), else
+  synthetic: ``--prefix`` text tokens and pair queries sharing their head entity up to
+  ``--tokens``.
 
     python bench/profile_llm.py matmul --json ../models/bench/matmul.json
     python bench/profile_llm.py train configs/classifier_rc.cfg --steps 150 \\
@@ -418,8 +419,8 @@ def run_attention(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[s
         grad_out = torch.randn(1, n, heads, head_dim, generator=gen)
         timings: dict[str, Any] = {}
         reference: list[Any] = []
-        for name, attend in attention_variants(q, k, v, mask, lengths, prefixes,
-                                               plans).items():
+        for name, attend in attention_variants(q, k, v, mask, lengths, prefixes, plans,
+                                               bf16).items():
             forward_backward = partial(attention_step, attend, (q, k, v), grad_out, bf16)
             seconds = seconds_per_call(forward_backward, args.repeat)
             got = forward_backward()
@@ -438,11 +439,14 @@ def run_attention(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[s
 
 
 def attention_variants(q: Any, k: Any, v: Any, mask: Any, lengths: list[int],
-                       prefixes: list[int], plans: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+                       prefixes: list[int], plans: dict[str, Any],
+                       bf16: bool) -> dict[str, Callable[[], Any]]:
     """The attention of one layer over ``q``, ``k``, ``v`` three ways, each returning (batch,
     tokens, heads, dim): ``dense`` (transformers' SDPA attention over the whole mask, as
     training runs it), ``split`` (each sequence's prefix ``is_causal``, its tree's rows over
-    all of its keys with their rows of the mask) and each of ``plans``."""
+    all of its keys with their rows of the mask) and each of ``plans``. With ``bf16`` each
+    plan also as ``<plan>_fp32``: computed in fp32 though under bf16 autocast (on CPU, bf16
+    flash attention's backward is slow on the short blocks a plan makes)."""
     import torch
     from torch.nn.functional import scaled_dot_product_attention as sdpa
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -466,9 +470,15 @@ def attention_variants(q: Any, k: Any, v: Any, mask: Any, lengths: list[int],
             start = end
         return torch.cat([o.transpose(1, 2) for o in outputs], dim=1)
 
+    def fp32(plan: Any) -> Any:
+        with torch.autocast("cpu", enabled=False):
+            return planned_attention(q.float(), k.float(), v.float(), mask.float(), plan)
+
     return {"dense": lambda: sdpa_attention_forward(module, q, k, v, mask)[0], "split": split,
             **{name: partial(planned_attention, q, k, v, mask, plan)
-               for name, plan in plans.items()}}
+               for name, plan in plans.items()},
+            **({f"{name}_fp32": partial(fp32, plan) for name, plan in plans.items()}
+               if bf16 else {})}
 
 
 def attention_step(attend: Callable[[], Any], inputs: tuple[Any, ...], grad_out: Any,
