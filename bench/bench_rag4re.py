@@ -165,8 +165,9 @@ def bench_finetune(args: argparse.Namespace) -> None:
 
     nlp = spacy.blank("en")
     docs = train_docs(nlp, args.train_size)
-    task = make_sentence_task(labels_path=str(DATA / "relations.json"), template=args.template)
-    if task.uses_examples:
+    task = make_sentence_task(labels_path=str(DATA / "relations.json"),
+                              use_examples=args.template == "rag4re")
+    if task.use_examples:
         retriever = retriever_pipe(args.index).get_pipe("rag4re_retriever")
         retriever.retrieve(docs, exclude_identical=True)  # a sentence never retrieves itself
     settings = FinetuneSettings(
@@ -197,7 +198,8 @@ def build_pipeline(index: Path, template: str, adapter: str | None, model: str,
         nlp.add_pipe("rag4re_retriever", config={"k": 1})
     nlp.add_pipe("llm_relation_classifier", config={
         "task": {"@misc": "spacy_lmrc.SentenceRETask.v1",
-                 "labels_path": str(DATA / "relations.json"), "template": template,
+                 "labels_path": str(DATA / "relations.json"),
+                 "use_examples": template == "rag4re",
                  "include_example_label": include_label},
         "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": model, "adapter": adapter,
                     "batch_size": batch_size},

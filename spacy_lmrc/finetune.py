@@ -1,16 +1,12 @@
 """Supervised fine-tuning (full, LoRA or QLoRA) of an LLM on any RelationTask.
 
-Two shapes, each exactly what inference sees:
-
-* **packed** (causal LMs with a task that builds structured requests, e.g. ``LMRCTask``,
-  ``SentenceRETask``): one sequence per document, the prefix once, then every pair query
-  followed by its answer; each pair attends to the prefix and itself only
-  (:mod:`spacy_lmrc.llm.sequences`), and the answers are the token sequences the constrained
-  decoder allows (:class:`~spacy_lmrc.llm.constraints.AnswerSpace`). The sequences of a
-  micro-batch are concatenated with block-diagonal visibility into one forward call (up to
-  ``pack_tokens`` tokens), so a batch of short sentences is not many tiny calls.
-* **prompts** (seq2seq models, or tasks with text prompts only): (prompt, answer) pairs from
-  :meth:`RelationTask.training_examples`, batched and padded.
+Training has exactly the shape of inference: one packed sequence per document, the prefix once,
+then every pair query of the task's request followed by its answer; each pair attends to the
+prefix and itself only (:mod:`spacy_lmrc.llm.sequences`), and the answers are the token
+sequences the constrained decoder allows (:class:`~spacy_lmrc.llm.constraints.AnswerSpace`).
+The sequences of a micro-batch are concatenated with block-diagonal visibility into one forward
+call (up to ``pack_tokens`` tokens), so a batch of short sentences is not many tiny calls.
+Causal LMs only: a seq2seq model answers text prompts and is refused with an error.
 
 The loss covers the answer tokens only. ``method = "full"`` trains every weight (the better
 use of CPU-minutes for a 135M model); ``"lora"`` trains a peft adapter (the default for
@@ -44,7 +40,6 @@ from .errors import InputError
 from .llm.constraints import AnswerSpace
 from .llm.loading import (
     TRAINING_SETTINGS,
-    chat_prompt_ids,
     is_seq2seq,
     load_model,
     load_tokenizer,
@@ -100,7 +95,6 @@ class FinetuneSettings:
     load_in_4bit: bool = False
     device: str = "cpu"
     dtype: str = "auto"
-    use_chat_template: bool = True
     save_every: int = 50
     keep_checkpoints: int = 2
     seed: int = 0
@@ -126,53 +120,13 @@ def training_precision(dtype: str, device: Any) -> str:
     return "bf16" if dtype == "bfloat16" else "no"
 
 
-def build_sft_examples(task: RelationTask, docs: Iterable[Doc]) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs of every Doc, in order."""
-    return [example for doc in docs for example in task.training_examples(doc)]
-
-
-def tokenize_example(
-    tokenizer: Any, prompt: str, answer: str, *, seq2seq: bool = False,
-    use_chat_template: bool = True,
-) -> dict[str, list[int]]:
-    """Token ids and labels; labels are -100 on the prompt, so only the answer is learned.
-
-    Decoder-only: prompt (chat template as at inference) + answer + EOS in one sequence.
-    Seq2seq: prompt as encoder input, answer + EOS as labels.
-    """
-    answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
-    answer_ids.append(tokenizer.eos_token_id)
-    if seq2seq:
-        prompt_ids = list(tokenizer(prompt)["input_ids"])
-        return {"input_ids": prompt_ids, "labels": answer_ids}
-    prompt_ids = chat_prompt_ids(tokenizer, prompt, use_chat_template)
-    return {"input_ids": prompt_ids + answer_ids,
-            "labels": [-100] * len(prompt_ids) + answer_ids}
-
-
-def collate(batch: Sequence[dict[str, list[int]]], pad_id: int, seq2seq: bool = False) -> dict:
-    """Right-padded tensors (pads masked out and labelled -100)."""
-    import torch
-
-    width = max(len(ex["input_ids"]) for ex in batch)
-    out = {
-        "input_ids": torch.tensor([ex["input_ids"] + [pad_id] * (width - len(ex["input_ids"]))
-                                   for ex in batch]),
-        "attention_mask": torch.tensor([[1] * len(ex["input_ids"])
-                                        + [0] * (width - len(ex["input_ids"])) for ex in batch]),
-    }
-    label_width = max(len(ex["labels"]) for ex in batch) if seq2seq else width
-    out["labels"] = torch.tensor([ex["labels"] + [-100] * (label_width - len(ex["labels"]))
-                                  for ex in batch])
-    return out
-
-
 def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: Any,
                            seed: int = 0, counts: Counter | None = None) -> list[PackedSequence]:
     """One packed training sequence per Doc with at least one training pair.
 
-    A task with ``prepare_training(docs)`` first sees the whole corpus (e.g. the sentence
-    task's class balance needs the label counts). ``counts`` (if given) receives ``no_pairs``
+    The task first sees the whole corpus (:meth:`RelationTask.prepare_training`: e.g. the
+    sentence task's class balance needs the label counts). ``counts`` (if given) receives
+    ``no_pairs``
     (documents without a training pair), ``truncated_answers`` (pairs with more gold relations
     than an answer may hold) and the task's own ``training_counts`` (e.g. negative pairs
     dropped for class balance).
@@ -180,8 +134,7 @@ def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: A
     counts = counts if counts is not None else Counter()
     docs = list(docs)
     rng = random.Random(seed)
-    if hasattr(task, "prepare_training"):
-        task.prepare_training(docs)
+    task.prepare_training(docs)
     fmt = task.prompt_format
     spaces: dict[tuple, AnswerSpace] = {}
     sequences = []
@@ -205,7 +158,7 @@ def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: A
                 names = names[: space.max_names]
             answers.append(space.encode(names))
         sequences.append(pack_training_sequence(encoded, answers))
-    counts.update(getattr(task, "training_counts", None) or {})
+    counts.update(task.training_counts)
     return sequences
 
 
@@ -239,45 +192,27 @@ def batch_packed_loss(model: Any, sequences: Sequence[PackedSequence], dtype: An
                for group in group_sequences(sequences, max_tokens))
 
 
-def _uses_packing(task: RelationTask, seq2seq: bool) -> bool:
-    return not seq2seq and hasattr(task, "training_request")
-
-
-def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any, seq2seq: bool,
+def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any,
                    settings: FinetuneSettings, log: Any
-                   ) -> tuple[list[Any], int, int, dict[str, int]]:
-    """Training items (packed sequences or tokenized prompts), prompts built, skipped, and the
-    counts of what building them left out."""
+                   ) -> tuple[list[PackedSequence], int, int, dict[str, int]]:
+    """Packed training sequences, how many were built and skipped as too long, and the counts
+    of what building them left out."""
     counts: Counter = Counter()
-    if _uses_packing(task, seq2seq):
-        items: list[Any] = build_packed_sequences(task, docs, tokenizer, settings.seed, counts)
-        built = len(items)
-        if counts["negative_pairs_dropped"]:
-            log(f"class balance: dropped {counts['negative_pairs_dropped']} of "
-                f"{counts['negative_pairs']} training pairs with the negative label (kept at "
-                f"most {getattr(task, 'negative_ratio', '?')} x the mean positive label count)")
-        if counts["no_pairs"]:
-            log(f"{counts['no_pairs']} of {len(docs)} documents have no training pair"
-                + (" (pairs dropped for class balance included)"
-                   if counts["negative_pairs_dropped"] else ""))
-        if counts["truncated_answers"]:
-            log(f"{counts['truncated_answers']} pairs have more gold relations than an answer "
-                "holds; their first relations are kept")
-        if settings.max_examples is not None and settings.max_examples < len(items):
-            items = random.Random(settings.seed).sample(items, settings.max_examples)
-        kept = [seq for seq in items if len(seq) <= settings.max_length]
-    else:
-        pairs = build_sft_examples(task, docs)
-        built = len(pairs)
-        if settings.max_examples is not None and settings.max_examples < len(pairs):
-            # a seeded sample over all documents, not the first documents' prompts only
-            keep = sorted(random.Random(settings.seed).sample(range(len(pairs)),
-                                                              settings.max_examples))
-            pairs = [pairs[i] for i in keep]
-        items = [tokenize_example(tokenizer, prompt, answer, seq2seq=seq2seq,
-                                  use_chat_template=settings.use_chat_template)
-                 for prompt, answer in pairs]
-        kept = [ex for ex in items if len(ex["input_ids"]) <= settings.max_length]
+    items = build_packed_sequences(task, docs, tokenizer, settings.seed, counts)
+    built = len(items)
+    if counts["negative_pairs_dropped"]:
+        log(f"class balance: dropped {counts['negative_pairs_dropped']} of "
+            f"{counts['negative_pairs']} training pairs with the negative label")
+    if counts["no_pairs"]:
+        log(f"{counts['no_pairs']} of {len(docs)} documents have no training pair"
+            + (" (pairs dropped for class balance included)"
+               if counts["negative_pairs_dropped"] else ""))
+    if counts["truncated_answers"]:
+        log(f"{counts['truncated_answers']} pairs have more gold relations than an answer "
+            "holds; their first relations are kept")
+    if settings.max_examples is not None and settings.max_examples < len(items):
+        items = random.Random(settings.seed).sample(items, settings.max_examples)
+    kept = [seq for seq in items if len(seq) <= settings.max_length]
     too_long = len(items) - len(kept)
     if too_long:
         log(f"skipped {too_long} of {len(items)} training sequences longer than "
@@ -288,7 +223,7 @@ def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any, seq2seq:
     return kept, built, too_long, dict(counts)
 
 
-def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: FinetuneSettings,
+def _prepare_model(model_path: str, device: Any, settings: FinetuneSettings,
                    precision: str) -> Any:
     """The model to train: every weight (``full``) or a LoRA adapter on a frozen base.
 
@@ -314,7 +249,7 @@ def _prepare_model(model_path: str, seq2seq: bool, device: Any, settings: Finetu
         model = prepare_model_for_kbit_training(model)
     lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                       lora_dropout=settings.lora_dropout, target_modules=settings.target_modules,
-                      task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM")
+                      task_type="CAUSAL_LM")
     with peft_wrapping():
         return get_peft_model(model, lora)
 
@@ -373,13 +308,15 @@ def finetune(
     accelerator, device, precision = _accelerator(settings)
     with accelerator.main_process_first():  # one process dequantizes / downloads
         model_path = resolve_llm(settings.base_model)
-    seq2seq = is_seq2seq(model_path)
+    if is_seq2seq(model_path):
+        raise InputError("fine-tuning trains causal LMs on packed requests; a seq2seq model "
+                         "answers text prompts untrained (through the text adapter)",
+                         field="finetune.base_model")
     tokenizer = load_tokenizer(model_path)
-    items, built, too_long, data_counts = _training_data(task, list(docs), tokenizer, seq2seq,
-                                                         settings, accelerator.print)
-    model = _prepare_model(model_path, seq2seq, device, settings, precision)
-    trainer = _Trainer(settings, accelerator, model, tokenizer, items, output_dir,
-                       packed=_uses_packing(task, seq2seq), seq2seq=seq2seq,
+    items, built, too_long, data_counts = _training_data(task, list(docs), tokenizer, settings,
+                                                         accelerator.print)
+    model = _prepare_model(model_path, device, settings, precision)
+    trainer = _Trainer(settings, accelerator, model, items, output_dir,
                        bf16=precision == "bf16")
     if resume:
         trainer.restore()
@@ -391,7 +328,7 @@ def finetune(
         "task_name": task_name,
         "task": task.get_config(),
         "settings": asdict(settings),
-        "shape": "packed" if trainer.packed else "prompts",
+        "shape": "packed",
         "data": data_description,
         "training_prompts": len(items),
         "built": built,
@@ -448,14 +385,12 @@ class _Trainer:
     """
 
     def __init__(self, settings: FinetuneSettings, accelerator: Any, model: Any,
-                 tokenizer: Any, items: list[Any], output_dir: Path, *, packed: bool,
-                 seq2seq: bool, bf16: bool) -> None:
+                 items: list[PackedSequence], output_dir: Path, *, bf16: bool) -> None:
         import torch
         from transformers import get_linear_schedule_with_warmup
 
-        self.settings, self.accelerator, self.tokenizer = settings, accelerator, tokenizer
+        self.settings, self.accelerator = settings, accelerator
         self.items, self.output_dir = items, output_dir
-        self.packed, self.seq2seq = packed, seq2seq
         batches_per_epoch = math.ceil(len(items) / settings.batch_size)
         self.groups_per_epoch = math.ceil(batches_per_epoch / accelerator.num_processes)
         steps_per_epoch = math.ceil(self.groups_per_epoch / settings.gradient_accumulation_steps)
@@ -506,14 +441,10 @@ class _Trainer:
         and the tokens it holds."""
         items = self.items
         with bf16_autocast(self.accelerator.device, self.bf16):
-            if self.packed:  # the micro-batch's sequences concatenated, block-diagonal
-                loss = batch_packed_loss(self.model, [items[i] for i in indices],
-                                         self.compute_dtype, self.settings.pack_tokens)
-                return loss, sum(len(items[i]) for i in indices)
-            batch = collate([items[i] for i in indices], self.tokenizer.pad_token_id,
-                            self.seq2seq)
-            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-            return self.model(**batch).loss, int(batch["attention_mask"].sum())
+            # the micro-batch's sequences concatenated, block-diagonal
+            loss = batch_packed_loss(self.model, [items[i] for i in indices],
+                                     self.compute_dtype, self.settings.pack_tokens)
+        return loss, sum(len(items[i]) for i in indices)
 
     def out_of_budget(self) -> bool:
         """The time budget (the slowest process's clock) or the token budget (all processes'

@@ -10,8 +10,8 @@ from spacy_llm.registry import registry as llm_registry
 
 from spacy_lmrc.backends.base import LLMBackend
 from spacy_lmrc.backends.hf import HFBackend, make_hf_backend
-from spacy_lmrc.backends.scripted import ScriptedBackend, make_scripted_backend
-from spacy_lmrc.backends.spacy_llm import SpacyLLMBackend
+from spacy_lmrc.backends.scripted import ScriptedModel, make_scripted_backend
+from spacy_lmrc.backends.spacy_llm import SpacyLLMModel
 from spacy_lmrc.corpus import docred_record_to_doc
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
@@ -52,10 +52,11 @@ def test_scripted_backend_rules_then_list_then_default(tmp_path):
     backend = make_scripted_backend(answers=["first", "second"], rules={"London": "L"},
                                     default="-")
     assert isinstance(backend, LLMBackend)
-    assert backend.generate(["a London b", "x", "y", "z"]) == ["L", "first", "second", "-"]
-    assert backend.prompts == ["a London b", "x", "y", "z"]
+    model = backend.model
+    assert model.generate(["a London b", "x", "y", "z"]) == ["L", "first", "second", "-"]
+    assert model.prompts == ["a London b", "x", "y", "z"]
     backend.to_disk(tmp_path)
-    again = ScriptedBackend().from_disk(tmp_path)
+    again = ScriptedModel().from_disk(tmp_path)
     assert again.generate(["x", "London"]) == ["first", "L"]
 
 
@@ -87,23 +88,30 @@ def test_hf_causal_backend_left_pads_and_bounds_new_tokens(tiny_llama):
         return generate(**kwargs)
 
     backend._model.generate = spy
-    answers = backend.generate_bounded(prompts, 3)
+    answers = backend.generate(prompts, 3)
     assert len(answers) == 3
     assert [limit for limit, _ in seen] == [3, 3]  # two batches, the task's bound (< cap 6)
     first_batch = seen[0][1]
     assert int(first_batch[0, 0]) == backend.tokenizer.pad_token_id  # left padding
-    assert backend.generate_bounded(["x"], 100) and seen[-1][0] == 6  # the cap wins
+    assert backend.generate(["x"], 100) and seen[-1][0] == 6  # the cap wins
     # batching does not change greedy answers (left padding + attention mask)
-    alone = [backend.generate_bounded([p], 3)[0] for p in prompts]
+    alone = [backend.generate([p], 3)[0] for p in prompts]
     assert alone == answers
     # the chat template wraps the prompt, as in fine-tuning
     assert backend.count_tokens("short") > len(backend.tokenizer("short")["input_ids"])
 
 
-def test_hf_seq2seq_backend_generates(tiny_t5):
+def test_hf_seq2seq_backend_generates(tiny_t5, toy_doc):
+    from spacy_lmrc.llm import CompactFormat
+    from spacy_lmrc.tasks.document import LMRCTask
+
     backend = HFBackend(model=tiny_t5, batch_size=2, max_new_tokens=4)
     answers = backend.generate(["one", "two words", "three little words"])
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+    # requests reach a seq2seq model as text prompts (the text adapter), 20 pairs per prompt
+    request, pairs = LMRCTask(labels=LABELS).build_request(toy_doc)
+    (answered,) = backend.answer([request], CompactFormat())
+    assert len(answered) == len(pairs) == 12 and backend.usage()["prompts"] == 1
 
 
 def test_hf_backend_errors_are_actionable(tiny_llama, tmp_path):
@@ -114,7 +122,7 @@ def test_hf_backend_errors_are_actionable(tiny_llama, tmp_path):
 
 
 def test_spacy_llm_model_as_backend():
-    backend = SpacyLLMBackend(echo_model("(A| creator| B)"))
+    backend = SpacyLLMModel(echo_model("(A| creator| B)"))
     assert backend.generate(["p1", "p2"]) == ["(A| creator| B)", "(A| creator| B)"]
 
 

@@ -64,7 +64,7 @@ def test_classifier_labels_from_initialize_settings_and_config():
     assert rc.label_data == LABELS
     doc = nlp(input_copy(gold(nlp)))
     assert [(r["head"], r["tail"], r["label"]) for r in doc._.relations] == [(0, 1, "P19")]
-    assert "place of birth; creator" in rc.backend.prompts[0]
+    assert "place of birth; creator" in rc.backend.model.prompts[0]
 
     configured = spacy.blank("en")
     rc = configured.add_pipe(RC, config={"task": {"labels": {"P19": "place of birth"}}})

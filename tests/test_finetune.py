@@ -12,11 +12,9 @@ from spacy_lmrc.backends.hf import HFBackend
 from spacy_lmrc.errors import InputError
 from spacy_lmrc.finetune import (
     FinetuneSettings,
-    build_sft_examples,
-    collate,
+    build_packed_sequences,
     finetune,
     read_training_settings,
-    tokenize_example,
     training_precision,
 )
 from spacy_lmrc.tasks.document import LMRCTask
@@ -24,42 +22,47 @@ from spacy_lmrc.tasks.document import LMRCTask
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
 
 
-def test_rc_dataset_holds_only_gold_pairs(toy_doc):
-    task = LMRCTask(labels=LABELS, pairs_per_prompt=2)
-    examples = build_sft_examples(task, [toy_doc])
-    answers = "\n".join(answer for _, answer in examples)
-    assert len(examples) == 2  # 3 gold pairs, k = 2
-    assert "(Ada Lovelace| place of birth| London)" in answers
-    assert "(Analytical Engine| creator| Charles Babbage)" in answers
-    assert "None" not in answers
+def test_rc_training_requests_hold_only_gold_pairs(toy_doc):
+    task = LMRCTask(labels=LABELS)
+    request, targets = task.training_request(toy_doc)
+    asked = [(q.head, q.tail) for q in request.queries]
+    assert len(asked) == 3  # the 3 gold pairs, nothing else
+    assert targets[asked.index(("Ada Lovelace", "London"))] == ["place of birth"]
+    assert targets[asked.index(("Analytical Engine", "Charles Babbage"))] == ["creator"]
+    assert ["None"] not in targets
 
 
-def test_baseline_dataset_holds_every_pair_with_none(toy_doc):
-    task = LMRCTask(labels=LABELS, allow_none=True, pairs_per_prompt=20)
-    (prompt, answer), = build_sft_examples(task, [toy_doc])
-    lines = answer.splitlines()
-    assert len(lines) == 12  # 4 entities: 12 ordered pairs, each with one relation or None
-    assert sum(line.endswith("| None| London)") for line in lines) == 2
-    assert "### 12 Entity pairs:" in prompt
+def test_baseline_training_requests_hold_every_pair_with_none(toy_doc):
+    task = LMRCTask(labels=LABELS, allow_none=True)
+    request, targets = task.training_request(toy_doc)
+    assert len(request.queries) == 12  # 4 entities: 12 ordered pairs, each with relations or None
+    assert request.none_answer == "None"
+    nones = [(q.head, q.tail) for q, names in zip(request.queries, targets) if names == ["None"]]
+    assert len(nones) == 9 and sum(tail == "London" for _, tail in nones) == 2
 
 
-def test_labels_cover_answer_tokens_only(tiny_llama):
+def test_labels_cover_answer_tokens_only(tiny_llama, toy_doc):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    ex = tokenize_example(tokenizer, "Say hi.", "(a| b| c)")
-    answer_len = len(tokenizer("(a| b| c)", add_special_tokens=False)["input_ids"]) + 1
-    assert len(ex["input_ids"]) == len(ex["labels"])
-    assert ex["labels"][-answer_len:] == ex["input_ids"][-answer_len:]
-    assert set(ex["labels"][:-answer_len]) == {-100}
-    assert ex["labels"][-1] == tokenizer.eos_token_id
-    batch = collate([ex, tokenize_example(tokenizer, "Hi", "x")], tokenizer.pad_token_id)
-    assert batch["input_ids"].shape == batch["labels"].shape
-    assert int(batch["attention_mask"][1].sum()) < batch["input_ids"].shape[1]
+    (seq,) = build_packed_sequences(LMRCTask(labels=LABELS), [toy_doc], tokenizer)
+    # every target is an answer token: a relation name's tokens, then the end token
+    assert tokenizer.decode(seq.target_ids).count(tokenizer.eos_token) == 3
+    assert all(index >= len(seq.prefix_ids) for index in seq.target_index)
+    assert seq.input_ids[: len(seq.prefix_ids)] == seq.prefix_ids
+
+
+def test_seq2seq_base_model_is_refused(tmp_path, toy_doc, monkeypatch):
+    from spacy_lmrc import finetune as finetune_module
+
+    monkeypatch.setattr(finetune_module, "is_seq2seq", lambda path: True)
+    with pytest.raises(InputError, match="seq2seq"):
+        finetune(LMRCTask(labels=LABELS), [toy_doc], tmp_path / "out",
+                 FinetuneSettings(base_model=str(tmp_path)))
 
 
 def test_tiny_llama_finetunes_saves_and_resumes(tiny_llama, toy_doc, tmp_path):
-    task = LMRCTask(labels=LABELS, pairs_per_prompt=2)
+    task = LMRCTask(labels=LABELS)
     out = tmp_path / "adapter"
     settings = FinetuneSettings(base_model=tiny_llama, max_steps=3, batch_size=1,
                                 warmup_steps=1, save_every=2, learning_rate=1e-3)
@@ -70,7 +73,7 @@ def test_tiny_llama_finetunes_saves_and_resumes(tiny_llama, toy_doc, tmp_path):
     assert (out / "adapter_config.json").exists()
     assert (out / "checkpoints" / "step-2" / "training_state.pt").exists()
     stored = read_training_settings(out)
-    assert stored["task"]["pairs_per_prompt"] == 2
+    assert stored["task"]["labels"] == LABELS
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
 
     # resume: a longer run continues from step 2's checkpoint instead of starting over

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spacy_lmrc.parsing import EntityAligner, RelationAligner, normalise, parse_triple_lines
+from spacy_lmrc.llm.parsing import EntityAligner, RelationAligner, normalise, parse_triple_lines
 
 
 def _parse(text, entities=(), relations=()):
@@ -102,7 +102,7 @@ def test_normalise():
 
 
 def test_echoed_placeholder_is_not_a_none_answer():
-    from spacy_lmrc.parsing import NONE_ANSWERS
+    from spacy_lmrc.llm.parsing import NONE_ANSWERS
 
     assert "-" not in NONE_ANSWERS and "none" in NONE_ANSWERS
     assert RelationAligner({"P19": "place of birth"}).align("-") == (None, "out_of_set")

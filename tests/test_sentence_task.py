@@ -1,4 +1,5 @@
-"""The sentence-level RE task: RAG4RE's prompts and the one-label answer parser."""
+"""The sentence-level RE task: its requests, RAG4RE's text prompts and the one-label answer
+parser."""
 
 from __future__ import annotations
 
@@ -13,14 +14,31 @@ from spacy.util import registry
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.corpus.sentence import semeval_sentence_to_doc, tacred_record_to_doc
 from spacy_lmrc.errors import InputError
+from spacy_lmrc.llm.parsing import LabelParser, normalise_label
+from spacy_lmrc.llm.text import TextFormat
 from spacy_lmrc.tasks.base import ParseStats
-from spacy_lmrc.tasks.sentence import LabelParser, SentenceRETask, normalise_label
+from spacy_lmrc.tasks.sentence import SentenceRETask
 
 SEMEVAL_LABELS = [f"{t}({d})" for t in ("Cause-Effect", "Component-Whole", "Message-Topic")
                   for d in ("e1,e2", "e2,e1")] + ["Other"]
 EXAMPLE = {"text": "The burst has been caused by water hammer pressure.", "head": "burst",
            "tail": "pressure", "label": "Cause-Effect(e2,e1)", "similarity": 0.71}
 UNFILLED = re.compile(r"\{\{|\}\}|\{%|%\}|\{[a-z_]+\}")
+
+
+def _prompts(task, doc, **text_format):
+    """The text prompts of ``doc``'s request (what a text-only model is sent)."""
+    request, _ = task.build_request(doc)
+    return TextFormat(**text_format).prompts(request)
+
+
+def _read(task, doc, reply, stats, **text_format):
+    """Relations from a text model's ``reply`` to the one prompt of ``doc``'s request."""
+    request, pairs = task.build_request(doc)
+    fmt = TextFormat(**text_format)
+    (prompt,) = fmt.prompts(request)
+    return task.relations_from_answers(doc, pairs, fmt.read(request, prompt, reply, stats),
+                                       stats)
 
 
 @pytest.fixture
@@ -34,9 +52,9 @@ def doc(nlp):
 
 @pytest.mark.parametrize("template", ["simple_query", "rag4re"])
 def test_prompts_are_filled(doc, template):
-    task = SentenceRETask(SEMEVAL_LABELS, template=template)
-    (unit,) = task.generate_prompts(doc)
-    assert unit.pairs == [(0, 1)]
+    task = SentenceRETask(SEMEVAL_LABELS, use_examples=template == "rag4re")
+    (unit,) = _prompts(task, doc)
+    assert unit.queries == [0]
     assert not UNFILLED.search(unit.text), unit.text
     assert "The fire was caused by a cigarette." in unit.text and "<e1>" not in unit.text
     assert "e1 (head): fire." in unit.text and "e2 (tail): cigarette." in unit.text
@@ -52,12 +70,11 @@ def test_prompts_are_filled(doc, template):
 
 
 def test_example_label_shown_on_request_and_k_examples(doc):
-    task = SentenceRETask(SEMEVAL_LABELS, include_example_label=True)
-    text = task.generate_prompts(doc)[0].text
+    text = _prompts(SentenceRETask(SEMEVAL_LABELS), doc, show_example_label=True)[0].text
     assert "Example relation: Cause-Effect(e2,e1)" in text
     assert "Example e1 (head): burst." in text
     doc._.rag_examples = [EXAMPLE, {**EXAMPLE, "text": "Another one."}]
-    text = SentenceRETask(SEMEVAL_LABELS).generate_prompts(doc)[0].text
+    text = _prompts(SentenceRETask(SEMEVAL_LABELS), doc)[0].text
     assert "Example Sentence 1: The burst" in text and "Example Sentence 2: Another one." in text
     assert not UNFILLED.search(text)
 
@@ -65,7 +82,7 @@ def test_example_label_shown_on_request_and_k_examples(doc):
 def test_rag_template_without_examples_is_an_actionable_error(doc):
     doc._.rag_examples = []
     with pytest.raises(ValueError, match="rag4re_retriever"):
-        SentenceRETask(SEMEVAL_LABELS).generate_prompts(doc)
+        SentenceRETask(SEMEVAL_LABELS).build_request(doc)
 
 
 @pytest.mark.parametrize("answer,label,step", [
@@ -75,14 +92,14 @@ def test_rag_template_without_examples_is_an_actionable_error(doc):
     ("The relation type is Message-Topic(e1,e2) here", "Message-Topic(e1,e2)", "normalised"),
     ("Cause-Efect(e2,e1)", "Cause-Effect(e2,e1)", "fuzzy"),
     ("Other", "Other", "exact"),
-    ("Cause-Effect(e1,e2), Component-Whole(e1,e2)", "Other", "ambiguous"),
-    ("I cannot tell.", "Other", "fallback_negative"),
-    ("   \n", "Other", "empty"),
+    ("Cause-Effect(e1,e2), Component-Whole(e1,e2)", None, "ambiguous"),
+    ("I cannot tell.", None, "fallback_negative"),
+    ("   \n", None, "empty"),
 ])
 def test_label_parsing_steps(answer, label, step):
     labels = {name: name for name in SEMEVAL_LABELS}
     stats = ParseStats()
-    got, score = LabelParser(labels, "Other").parse(answer, stats)
+    got, score = LabelParser(labels).parse(answer, stats)
     assert got == label
     assert stats.counts[step] == 1
     if step in ("ambiguous", "empty"):
@@ -96,29 +113,28 @@ def test_normalised_names_are_unique_for_semeval_directions():
     assert normalise_label("Cause-Effect(e1,e2)") != normalise_label("Cause-Effect(e2,e1)")
 
 
-def test_parse_responses_and_training_examples(doc):
-    task = SentenceRETask(SEMEVAL_LABELS, template="simple_query")
-    units = task.generate_prompts(doc)
+def test_text_answers_and_training_requests(doc):
+    task = SentenceRETask(SEMEVAL_LABELS, use_examples=False)
     stats = ParseStats()
-    assert task.parse_responses(doc, units, ["Cause-Effect(e2,e1)"], stats) == [
+    assert _read(task, doc, "Cause-Effect(e2,e1)", stats) == [
         {"head": 0, "tail": 1, "label": "Cause-Effect(e2,e1)", "score": 1.0}]
-    assert task.parse_responses(doc, units, ["Other"], stats) == []
-    assert stats.to_dict() == {"exact": 2}
-    ((prompt, target),) = task.training_examples(doc)
-    assert prompt == units[0].text and target == "Cause-Effect(e2,e1)"
+    assert _read(task, doc, "Other", stats) == []
+    assert stats.to_dict() == {"exact": 2, "pairs": 2, "relations": 1, "negative": 1}
+    request, targets = task.training_request(doc)
+    assert request == task.build_request(doc)[0] and targets == [["Cause-Effect(e2,e1)"]]
     doc._.relations = []
-    assert task.training_examples(doc)[0][1] == "Other"
+    assert task.training_request(doc)[1] == [["Other"]]
 
 
 def test_display_names_and_registered_factory(doc, tmp_path):
     path = tmp_path / "relations.json"
     path.write_text(json.dumps({"relation": {"names": SEMEVAL_LABELS}}))
     task = registry.misc.get("spacy_lmrc.SentenceRETask.v1")(
-        labels_path=str(path), template="simple_query",
+        labels_path=str(path), use_examples=False,
         label_names={"Other": "none of these"})
-    assert "none of these" in task.generate_prompts(doc)[0].text
+    assert "none of these" in _prompts(task, doc)[0].text
     stats = ParseStats()
-    assert task.parse_responses(doc, task.generate_prompts(doc), ["None of these"], stats) == []
+    assert _read(task, doc, "None of these", stats) == []
     assert stats.counts["normalised"] == 1
     assert task.get_config()["label_names"]["Other"] == "none of these"
     with pytest.raises(ValueError, match="not both"):
@@ -127,12 +143,12 @@ def test_display_names_and_registered_factory(doc, tmp_path):
     unlabelled = registry.misc.get("spacy_lmrc.SentenceRETask.v1")()
     assert unlabelled.labels == {}
     with pytest.raises(InputError, match="initialize"):
-        unlabelled.generate_prompts(doc)
+        unlabelled.build_request(doc)
 
 
 def test_labels_from_initialize(nlp, doc):
     rc = nlp.add_pipe("llm_relation_classifier", config={
-        "task": {"@misc": "spacy_lmrc.SentenceRETask.v1", "template": "simple_query"},
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v1", "use_examples": False},
         "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1",
                     "default": "Cause-Effect(e2,e1)"}})
     assert rc.labels == ()
@@ -144,14 +160,14 @@ def test_labels_from_initialize(nlp, doc):
         (0, 1, "Cause-Effect(e2,e1)")]
     rc.initialize(labels={"Cause-Effect(e2,e1)": "caused by"})
     assert rc.label_data == {"Cause-Effect(e2,e1)": "caused by", "Other": "Other"}
-    assert "caused by" in rc.task.generate_prompts(doc)[0].text
+    assert "caused by" in _prompts(rc.task, doc)[0].text
 
 
 def test_labels_from_the_examples_and_a_missing_label_file(nlp, doc, tmp_path):
     from spacy.training import Example
 
     nlp.add_pipe("llm_relation_classifier", config={
-        "task": {"@misc": "spacy_lmrc.SentenceRETask.v2", "template": "simple_query"},
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v2", "use_examples": False},
         "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": "Other"}})
     nlp.initialize(lambda: [Example(input_copy(doc), doc)])
     assert nlp.get_pipe("llm_relation_classifier").label_data == {
@@ -159,11 +175,11 @@ def test_labels_from_the_examples_and_a_missing_label_file(nlp, doc, tmp_path):
     pending = SentenceRETask(labels_path=str(tmp_path / "missing.json"))
     assert pending.labels == {} and pending.pending_labels_path is not None
     with pytest.raises(InputError, match="not found"):
-        pending.generate_prompts(doc)
+        pending.build_request(doc)
 
 
 def test_pairs_rule(nlp, doc):
-    task = SentenceRETask(SEMEVAL_LABELS, template="simple_query")
+    task = SentenceRETask(SEMEVAL_LABELS, use_examples=False)
     assert task.select_pairs(doc) == [(0, 1)]  # the sentence's own pair, label (e2, e1) or not
     doc._.relation_candidates = [{"head": 1, "tail": 0, "score": 0.9}]
     assert task.select_pairs(doc) == [(1, 0)]  # a proposer's candidates win
@@ -177,15 +193,13 @@ def test_tacred_labels_and_negative(nlp):
               "subj_end": 1, "obj_start": 3, "obj_end": 3, "subj_type": "PERSON",
               "obj_type": "ORGANIZATION", "relation": "org:founded_by"}
     doc = tacred_record_to_doc(record, nlp, title="t1")
-    task = SentenceRETask(["org:founded_by", "per:employee_of"], template="simple_query",
+    task = SentenceRETask(["org:founded_by", "per:employee_of"], use_examples=False,
                           negative_label="no_relation")
-    text = task.generate_prompts(doc)[0].text
+    text = _prompts(task, doc)[0].text
     assert "no_relation" in text and "e1 (head): Bill Gates." in text
     stats = ParseStats()
-    units = task.generate_prompts(doc)
-    assert task.parse_responses(doc, units, ["no relation"], stats) == []
-    assert task.parse_responses(doc, units, ["org founded by"], stats)[0]["label"] == (
-        "org:founded_by")
+    assert _read(task, doc, "no relation", stats) == []
+    assert _read(task, doc, "org founded by", stats)[0]["label"] == "org:founded_by"
     assert stats.counts["normalised"] == 2
 
 
@@ -214,7 +228,7 @@ def test_build_request_shape(doc):
     assert task.prompt_format.query(request.queries[0]) == "fire | cigarette =>"
     shown = SentenceFormat(show_example_label=True).prefix(request)
     assert "burst | pressure => Cause-Effect(e2,e1)" in shown
-    simple, _ = make(labels=SEMEVAL_LABELS, template="simple_query").build_request(doc)
+    simple, _ = make(labels=SEMEVAL_LABELS, use_examples=False).build_request(doc)
     assert simple.examples == []
     # .v1 keeps its signature; its structured prompt lists the labels for prompt-only models
     v1 = registry.misc.get("spacy_lmrc.SentenceRETask.v1")(labels=SEMEVAL_LABELS)
@@ -230,7 +244,7 @@ def test_decoded_answers_are_always_labels(nlp, tiny_llama):
     pipeline = spacy.blank("en")
     pipeline.add_pipe("llm_relation_classifier", config={
         "task": {"@misc": "spacy_lmrc.SentenceRETask.v2", "labels": SEMEVAL_LABELS,
-                 "template": "simple_query"},
+                 "use_examples": False},
         "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": tiny_llama},
     })
     docs = list(pipeline.pipe([input_copy(d) for d in _sentences(nlp, rows)]))
@@ -270,7 +284,7 @@ def test_training_requests_balance_the_negative_label(nlp):
     import random
 
     docs = _balance_corpus(nlp)
-    task = SentenceRETask(SEMEVAL_LABELS, template="simple_query", negative_ratio=2.0)
+    task = SentenceRETask(SEMEVAL_LABELS, use_examples=False, negative_ratio=2.0)
     task.prepare_training(docs)
     rng = random.Random(0)
     built = [task.training_request(doc, rng) for doc in docs]
@@ -282,8 +296,8 @@ def test_training_requests_balance_the_negative_label(nlp):
     assert sum(t != ["Other"] for t in targets) == 6  # positives are always kept
     assert all(len(r.queries) == len(t) for r, t in built)
     # every negative is kept without a ratio, and before prepare_training
-    for unbalanced in (SentenceRETask(SEMEVAL_LABELS, template="simple_query"),
-                       SentenceRETask(SEMEVAL_LABELS, template="simple_query",
+    for unbalanced in (SentenceRETask(SEMEVAL_LABELS, use_examples=False),
+                       SentenceRETask(SEMEVAL_LABELS, use_examples=False,
                                       negative_ratio=2.0)):
         if unbalanced.negative_ratio is None:
             unbalanced.prepare_training(docs)
@@ -305,7 +319,7 @@ def test_packed_training_data_counts_what_balance_drops(nlp, tiny_llama):
     docs = _balance_corpus(nlp)
     make = registry.misc.get("spacy_lmrc.SentenceRETask.v2")
     counts: Counter = Counter()
-    sequences = build_packed_sequences(make(labels=SEMEVAL_LABELS, template="simple_query"),
+    sequences = build_packed_sequences(make(labels=SEMEVAL_LABELS, use_examples=False),
                                        docs, tokenizer, counts=counts)
     # the default ratio 2.0 keeps about 2 of the 12 Other sentences
     assert counts["negative_pairs"] == 12 and counts["negative_pairs_dropped"] >= 6
@@ -323,7 +337,6 @@ def test_format_round_trip_through_the_task_settings(doc):
                          show_types=True)
     task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(
         labels=SEMEVAL_LABELS, prompt_format=fmt, threshold=0.25, negative_ratio=None)
-    assert task.include_example_label  # the text template follows the format
     config = task.get_config()
     assert config["prompt_format"] == fmt.config()
     restored = SentenceRETask(["Other"])
@@ -347,7 +360,7 @@ def test_sentence_task_fine_tunes_packed_in_batches(nlp, tiny_llama, tmp_path):
     from spacy_lmrc.finetune import FinetuneSettings, finetune
 
     task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(labels=SEMEVAL_LABELS,
-                                                             template="simple_query")
+                                                             use_examples=False)
     docs = _balance_corpus(nlp)
     summary = finetune(task, docs, tmp_path / "model", FinetuneSettings(
         base_model=tiny_llama, method="full", max_steps=2, batch_size=4, warmup_steps=0,

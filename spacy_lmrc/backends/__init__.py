@@ -1,5 +1,7 @@
-"""LLM backends: anything that turns a batch of prompt strings into answer strings."""
+"""LLM backends: anything that answers relation requests (structured, or through the text
+adapter for text-only models)."""
 
-from .base import LLMBackend
+from .base import LLMBackend, TextModel
+from .text import TextBackend
 
-__all__ = ["LLMBackend"]
+__all__ = ["LLMBackend", "TextBackend", "TextModel"]

@@ -1,4 +1,5 @@
-"""The backend interface. Backends are registered by name (``@registry.misc``) for configs."""
+"""The backend interface: structured requests in, answers out. Backends are registered by
+name (``@registry.misc``) for configs."""
 
 from __future__ import annotations
 
@@ -9,29 +10,27 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..llm.formats import PromptFormat
+    from ..llm.parsing import ParseStats
     from ..llm.requests import Answer, RelationRequest
 
 
 class LLMBackend(ABC):
-    """Generates one answer per prompt. Implementations batch internally as they see fit.
+    """Answers relation requests: one answer (names with probabilities) per pair query.
 
-    Backends that control decoding also answer structured requests (``supports_requests``):
-    one shared prefix and many pair queries, each answer constrained to the answer space.
+    Backends that control decoding (:class:`~spacy_lmrc.backends.hf.HFBackend`) render each
+    request in the task's prompt format and constrain the answers to its answer space;
+    text-only models go through the one adapter, :class:`~spacy_lmrc.backends.text.TextBackend`.
     """
 
-    #: whether :class:`StructuredBackend.answer` can be used (text-only backends: False)
-    supports_requests: bool = False
-
     @abstractmethod
-    def generate(self, prompts: Sequence[str]) -> list[str]:
-        """Answers for ``prompts``, in order."""
+    def answer(self, requests: Sequence[RelationRequest], prompt_format: PromptFormat,
+               stats: ParseStats | None = None) -> list[list[Answer]]:
+        """The answers to every query of every request, in order; what reading them did is
+        counted in ``stats``."""
 
-    def generate_bounded(self, prompts: Sequence[str], max_new_tokens: int | None) -> list[str]:
-        """Answers with at most ``max_new_tokens`` new tokens, where the backend can bound them.
-
-        The default ignores the bound; backends that control generation override this.
-        """
-        return self.generate(prompts)
+    def usage(self) -> dict[str, int]:
+        """Running counts of what was sent (prompts, tokens, requests refused)."""
+        return {}
 
     def check_trained_for(self, prompt_format: PromptFormat | None = None,
                           task_settings: Mapping[str, Any] | None = None) -> None:
@@ -47,13 +46,19 @@ class LLMBackend(ABC):
         return self
 
 
-class StructuredBackend(LLMBackend):
-    """A backend that controls decoding and so answers structured requests: the prefix once,
-    the pair queries together, each answer constrained to its answer space."""
-
-    supports_requests: bool = True
+class TextModel(ABC):
+    """A model that only takes text: one answer string per prompt string (a hosted API, a
+    spacy-llm model, a seq2seq model, a script). :class:`~spacy_lmrc.backends.text.TextBackend`
+    turns it into an :class:`LLMBackend`."""
 
     @abstractmethod
-    def answer(self, requests: Sequence[RelationRequest],
-               prompt_format: PromptFormat) -> list[list[Answer]]:
-        """Constrained answers (names with probabilities) per query of each request."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
+        """Answers for ``prompts``, in order, each at most ``max_new_tokens`` new tokens long
+        where the model can bound them."""
+
+    def to_disk(self, path: Path) -> None:
+        """Save what a pipeline needs to reload this model."""
+
+    def from_disk(self, path: Path) -> TextModel:
+        """Load what :meth:`to_disk` saved."""
+        return self

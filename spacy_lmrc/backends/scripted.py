@@ -1,4 +1,4 @@
-"""A backend that returns given answers: for tests and for replaying recorded LLM output."""
+"""A model that returns given answers: for tests and for replaying recorded LLM output."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 import srsly
 from spacy.util import registry
 
-from .base import LLMBackend
+from ..llm.text import TextFormat
+from .base import TextModel
+from .text import TextBackend
 
 
-class ScriptedBackend(LLMBackend):
+class ScriptedModel(TextModel):
     """Answers from a script, checked in this order for every prompt:
 
     1. ``rules``: the answer of the first key that occurs in the prompt;
@@ -38,7 +40,7 @@ class ScriptedBackend(LLMBackend):
             return self.answers[self._next - 1]
         return self.default
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
         self.prompts += list(prompts)
         return [self._answer(p) for p in prompts]
 
@@ -48,7 +50,7 @@ class ScriptedBackend(LLMBackend):
         srsly.write_json(path / "script.json", {"answers": self.answers, "rules": self.rules,
                                                 "default": self.default})
 
-    def from_disk(self, path: Path) -> ScriptedBackend:
+    def from_disk(self, path: Path) -> ScriptedModel:
         script = srsly.read_json(Path(path) / "script.json")
         self.answers, self.rules = script["answers"], script["rules"]
         self.default, self._next = script["default"], 0
@@ -57,6 +59,8 @@ class ScriptedBackend(LLMBackend):
 
 @registry.misc("spacy_lmrc.ScriptedBackend.v1")
 def make_scripted_backend(answers: list[str] | None = None, rules: dict[str, str] | None = None,
-                          default: str = "") -> ScriptedBackend:
-    """Scripted answers (rules by prompt substring, then a list in order, then a default)."""
-    return ScriptedBackend(answers or [], rules, default)
+                          default: str = "", text_format: TextFormat | None = None
+                          ) -> TextBackend:
+    """Scripted answers (rules by prompt substring, then a list in order, then a default) to
+    the prompts of ``text_format`` (default: :class:`~spacy_lmrc.llm.text.TextFormat`)."""
+    return TextBackend(ScriptedModel(answers or [], rules, default), text_format)

@@ -46,11 +46,10 @@ def finetune_classifier_cli(
 
 def finished_line(summary: dict, output: Path) -> str:
     """What the run trained, how long it took, where the result is."""
-    unit = "documents" if summary["shape"] == "packed" else "prompts"
     losses = summary["losses"][-10:]
     loss = f"{sum(losses) / len(losses):.3f}" if losses else "-"
     what = "LoRA adapter" if summary["settings"]["method"] == "lora" else "model"
-    return (f"{summary['training_prompts']} {unit} ({summary['skipped_too_long']} skipped as too "
-            f"long), {summary['steps']} steps ({summary['epochs_done']} epochs) in "
+    return (f"{summary['training_prompts']} documents ({summary['skipped_too_long']} skipped as "
+            f"too long), {summary['steps']} steps ({summary['epochs_done']} epochs) in "
             f"{summary['train_seconds'] / 60:.1f} min, {summary['tokens_per_second']} tokens/s, "
             f"loss {loss} (mean of the last {len(losses)} steps); {what} in {output}")

@@ -36,10 +36,12 @@ from .extract import load_pipeline
 
 def fused_task(nlp: Language) -> Any:
     """The task of the pipeline's relation classifier (the component whose task fuses)."""
+    from ..pipeline.relation_classifier import RelationClassifier
+    from ..tasks.lmrc import LMRCTask
+
     for _, pipe in nlp.pipeline:
-        task = getattr(pipe, "task", None)
-        if task is not None and hasattr(task, "fusion"):
-            return task
+        if isinstance(pipe, RelationClassifier) and isinstance(pipe.task, LMRCTask):
+            return pipe.task
     raise InputError(f"the pipeline has no relation classifier with a fused score (components: "
                      f"{', '.join(nlp.pipe_names)}); it needs spacy_lmrc.LMRCTask.v4 or "
                      "LMRCBaselineTask")

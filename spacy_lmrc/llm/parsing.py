@@ -1,4 +1,7 @@
-"""Reading ``(head| relation| tail)`` answers: a tolerant line parser and two aligners.
+"""The tolerant parser of text answers (hosted, spacy-llm and seq2seq models), and its counts.
+
+Text-only models answer a rendered prompt (:mod:`spacy_lmrc.llm.text`) in free text; this module
+reads it back, counting every step in a :class:`ParseStats` so nothing is lost without a count.
 
 * :func:`parse_triple_lines` splits an LLM answer into triples. It tolerates spacing, bullets,
   numbering, missing brackets, several triples on one line, and entity names that contain
@@ -11,22 +14,58 @@
   first, then a mention name only one entity has, then every entity of the document.
 * :class:`RelationAligner` maps a relation name to a label: exact, then normalised, then
   (optionally) sentence-embedding cosine similarity ≥ θ (LMRC section 5.5); else out of set.
+* :class:`LabelParser` reads the one label of a single-label answer (sentence level, RAG4RE):
+  the answer's first non-empty line, stripped of quotes, a final period and an
+  ``Answer:``/``relation_type:`` prefix, is a display name (``exact``); else, lower-cased with
+  everything but letters and digits removed, it equals a label's normalised name or contains
+  exactly one (``normalised``; an answer that names several, e.g. an echo of the label list,
+  counts as ``ambiguous``); else thefuzz ``ratio`` reaches the cutoff for a unique best match
+  (``fuzzy``); else no label (``fallback_negative``; ``empty`` counts blank answers too).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from thefuzz import fuzz
+
+from .requests import EntityNames
 
 # answers that mean "no relation"; "-" (the input pairs' placeholder echoed back) is not one of
 # them: LMRC section 5.5 counts it as an out-of-set relation, and so do we
 NONE_ANSWERS = frozenset({"none", "na", "n/a", "no relation", "no_relation", "null"})
 _LEAD = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|\d+:)?\s*")
 _SPLIT_TRIPLES = re.compile(r"\)\s*[,;]?\s*(?=\()")
+_LABEL_PREFIX = re.compile(r"^\s*(?:answer|relation(?:[ _]type)?|output|label)\s*[:=]\s*", re.I)
+
+
+@dataclass
+class ParseStats:
+    """Counts of what reading the answers did: nothing is lost without a count.
+
+    Keys depend on the answers' shape (e.g. ``lines``, ``unparsable``, ``out_of_set``,
+    ``entity_exact``, ``exact``, ``normalised``, ``fuzzy``, ``fallback_negative``, ``pairs``,
+    ``relations``).
+    """
+
+    counts: Counter = field(default_factory=Counter)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    max_samples: int = 20
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+
+    def sample(self, key: str, text: str) -> None:
+        """Keep the first few offending strings (e.g. unparsable lines) for the report."""
+        kept = self.samples.setdefault(key, [])
+        if len(kept) < self.max_samples:
+            kept.append(text)
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.counts)
 
 
 @dataclass(frozen=True)
@@ -145,7 +184,7 @@ class EntityAligner:
 
 
 def align_document_entity(
-    name: str, entities: Sequence[Mapping[str, Any]], in_prompt: Sequence[int],
+    name: str, entities: Sequence[EntityNames], in_prompt: Sequence[int],
     aligner: EntityAligner,
 ) -> tuple[int | None, str]:
     """Entity index for an answer's string, or None, and how it went.
@@ -155,13 +194,13 @@ def align_document_entity(
     "Babbage"), then every entity of the document (``<how>_outside_prompt``); a string that
     matches nothing gives the document-wide attempt's ``ambiguous`` or ``unaligned``.
     """
-    names = [ent["name"] for ent in entities]
+    names = [ent.name for ent in entities]
     index, how = aligner.align(name, [names[i] for i in in_prompt])
     if index is not None:
         return in_prompt[index], how
     key = normalise(name)
     owners = {i for i, ent in enumerate(entities)
-              for m in ent["mentions"] if normalise(m["name"]) == key}
+              for mention in ent.mentions if normalise(mention) == key}
     if len(owners) == 1:
         return owners.pop(), "mention_name"
     index, how = aligner.align(name, names)
@@ -205,7 +244,7 @@ class RelationAligner:
         if self._embedder is None:
             from sentence_transformers import SentenceTransformer
 
-            from .util import resolve_model_name
+            from ..util import resolve_model_name
 
             model = SentenceTransformer(resolve_model_name(self.embedding_model), device="cpu")
             self._embedder = lambda xs: model.encode(xs, normalize_embeddings=True)
@@ -233,3 +272,74 @@ class RelationAligner:
             result = (label, "embedding") if sims[best] >= self.theta else (None, "out_of_set")
         self._cache[relation] = result
         return result
+
+
+def normalise_label(text: str) -> str:
+    """Lower case with everything but letters and digits removed (``Cause-Effect(e1,e2)`` ->
+    ``causeeffecte1e2``)."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+class LabelParser:
+    """Reads one label from an answer: exact, normalised, fuzzy, else none (see the module
+    docstring). ``labels`` maps each label to its display name; both forms are accepted."""
+
+    def __init__(self, labels: Mapping[str, str], fuzzy_cutoff: int = 85) -> None:
+        self.labels = dict(labels)
+        self.fuzzy_cutoff = fuzzy_cutoff
+        self.by_display = {display: label for label, display in self.labels.items()}
+        self.by_normalised: dict[str, str] = {}
+        for label, display in self.labels.items():
+            for form in {normalise_label(display), normalise_label(label)}:
+                if form:
+                    self.by_normalised.setdefault(form, label)
+
+    @staticmethod
+    def first_line(answer: str) -> str:
+        for line in answer.splitlines():
+            line = _LABEL_PREFIX.sub("", line.strip()).strip(" \t\"'`*")
+            if line:
+                return line[:-1] if line.endswith(".") else line
+        return ""
+
+    def parse(self, answer: str, stats: ParseStats) -> tuple[str | None, float]:
+        """The label of one answer (None: no label could be read) and a confidence (1.0, or
+        the fuzzy ratio / 100); counts the step that decided it."""
+        line = self.first_line(answer)
+        if not line:
+            stats.add("empty")
+            stats.add("fallback_negative")
+            return None, 0.0
+        if line in self.by_display:
+            stats.add("exact")
+            return self.by_display[line], 1.0
+        norm = normalise_label(line)
+        if norm in self.by_normalised:
+            stats.add("normalised")
+            return self.by_normalised[norm], 1.0
+        contained = self._contained(norm)
+        if len(contained) == 1:
+            stats.add("normalised")
+            return contained[0], 1.0
+        if len(contained) > 1:
+            stats.add("ambiguous")
+            stats.add("fallback_negative")
+            stats.sample("ambiguous", answer[:200])
+            return None, 0.0
+        scored = sorted(((fuzz.ratio(norm, form), form) for form in self.by_normalised),
+                        reverse=True)
+        if scored and scored[0][0] >= self.fuzzy_cutoff and (
+                len(scored) == 1 or scored[1][0] < scored[0][0]
+                or self.by_normalised[scored[1][1]] == self.by_normalised[scored[0][1]]):
+            stats.add("fuzzy")
+            stats.sample("fuzzy", answer[:200])
+            return self.by_normalised[scored[0][1]], scored[0][0] / 100
+        stats.add("fallback_negative")
+        stats.sample("fallback_negative", answer[:200])
+        return None, 0.0
+
+    def _contained(self, norm: str) -> list[str]:
+        """Labels whose normalised name occurs in ``norm``, minus those inside a longer match."""
+        hits = [form for form in self.by_normalised if form in norm]
+        kept = [f for f in hits if not any(f != g and f in g for g in hits)]
+        return sorted({self.by_normalised[f] for f in kept})

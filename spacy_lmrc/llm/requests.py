@@ -3,7 +3,8 @@
 Per document the LLM's work is one prefix (instruction, text, optional examples) and many
 short, independent questions (one per entity pair) whose answers come from a small closed set.
 Backends that control decoding use this structure (prefix encoded once, pairs answered as one
-batch, answers constrained to the set); text-only backends get the task's rendered prompt.
+batch, answers constrained to the set); text-only backends render it as text prompts
+(:mod:`spacy_lmrc.llm.text`) and read their answers back with the tolerant parser.
 """
 
 from __future__ import annotations
@@ -13,11 +14,22 @@ from typing import Any
 
 
 @dataclass
+class EntityNames:
+    """The names of one entity of the request's text: its display name and its mentions'
+    surface names (a text answer may name an entity by any of them)."""
+
+    name: str
+    mentions: list[str] = field(default_factory=list)
+
+
+@dataclass
 class PairQuery:
     """One question: which relations hold from ``head`` to ``tail``?
 
     answer_space: label names this pair may take (e.g. the proposer's type hints); None means
     the request's whole answer space.
+    head_id / tail_id: the pair's entities as indices into ``RelationRequest.entities`` (text
+        answers name entities by string and are aligned back to them).
     """
 
     head: str
@@ -25,6 +37,8 @@ class PairQuery:
     head_type: str = ""
     tail_type: str = ""
     answer_space: list[str] | None = None
+    head_id: int | None = None
+    tail_id: int | None = None
 
 
 @dataclass
@@ -38,6 +52,9 @@ class RelationRequest:
     multi_label: whether one pair may get several relations.
     examples: retrieved or few-shot examples (``{"text", "head", "tail", "label"}``) shown in
         the prefix.
+    labels: the relation set ``{label: name}`` the names of ``answer_space`` come from (a text
+        answer may give a label where its name is expected).
+    entities: every entity of the text, by name (text answers are aligned back to them).
     min_probability: None answers each query greedily (the names as the model writes them,
         separator-joined). A value τ in (0, 1] also lists every name whose probability as
         the answer's first name is at least τ (the ``none_answer`` too), merged with the
@@ -52,6 +69,8 @@ class RelationRequest:
     none_answer: str | None = None
     multi_label: bool = True
     examples: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    entities: list[EntityNames] = field(default_factory=list)
     min_probability: float | None = None
 
     def __post_init__(self) -> None:
@@ -66,5 +85,6 @@ class RelationRequest:
         return names
 
 
-#: a decoded answer: (relation name, the model's probability of it) per relation, best first
-Answer = list[tuple[str, float]]
+#: an answer: (relation name, the model's probability of it) per relation, best first; the
+#: probability is None for a name read from a text answer, where the model gave none
+Answer = list[tuple[str, "float | None"]]

@@ -1,5 +1,4 @@
-"""The files a task reads: its prompt template and few-shot examples (its relation set:
-:func:`spacy_lmrc.corpus.labels.load_relation_set`).
+"""The files a text format reads: its prompt template and few-shot examples.
 
 Each loader checks its file and raises an :class:`~spacy_lmrc.errors.InputError` that names it,
 so a bad path or shape is reported where it was given, not deep inside prompt rendering.
@@ -19,16 +18,16 @@ from ..errors import InputError
 
 #: templates shipped with the package that a config may name instead of giving a path
 NAMED_TEMPLATES = {
+    "lmrc_rc": "lmrc_rc.jinja",
+    "lmrc_baseline": "lmrc_baseline.jinja",
     "simple_query": "rag4re_simple_query.jinja",
     "rag4re": "rag4re_rag.jinja",
 }
 
 
-def load_template(template: str | Path | None, default: str) -> str:
-    """The template text: a packaged template by name (:data:`NAMED_TEMPLATES`), a user
-    file, or, when ``template`` is empty, the packaged ``default`` (a file name)."""
-    if not template:
-        return _packaged(default)
+def load_template(template: str | Path) -> str:
+    """The template text: a packaged template by name (:data:`NAMED_TEMPLATES`) or a user
+    file."""
     if str(template) in NAMED_TEMPLATES:
         return _packaged(NAMED_TEMPLATES[str(template)])
     path = Path(template)
@@ -44,7 +43,7 @@ def compile_template(template: str) -> tuple[Template, frozenset[str]]:
     variables it reads. Undefined variables raise (``StrictUndefined``), so no placeholder
     is ever sent unfilled."""
     env = Environment(undefined=StrictUndefined, autoescape=False)
-    text = load_template(template, default="")
+    text = load_template(template)
     variables = frozenset(meta.find_undeclared_variables(env.parse(text)))
     return env.from_string(text), variables
 

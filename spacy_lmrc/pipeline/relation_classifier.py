@@ -1,12 +1,14 @@
 """``llm_relation_classifier``: the RC stage of LMRC as a spaCy component.
 
-A registered :class:`~spacy_lmrc.tasks.base.RelationTask` turns each Doc into prompts (the
-proposer's candidate pairs, or every ordered pair when no proposer ran) and parses the answers;
-a registered :class:`~spacy_lmrc.backends.base.LLMBackend` answers them (local Hugging Face
-model + LoRA adapter by default, any spacy-llm model, or a scripted one). ``pipe`` batches
-prompts across documents. The component writes ``doc._.relations`` and keeps counts of what
-the parser did (unparsable lines, out-of-set relations, unaligned entities) in
-:attr:`RelationClassifier.stats`, plus prompt and timing counts in :attr:`usage`.
+A registered :class:`~spacy_lmrc.tasks.base.RelationTask` turns each Doc into one structured
+request (the proposer's candidate pairs, or every ordered pair when no proposer ran) and the
+answers into relations; a registered :class:`~spacy_lmrc.backends.base.LLMBackend` answers the
+requests (the local Hugging Face model by default; any spacy-llm model or a scripted one
+through the text adapter). ``pipe`` sends the requests of a batch of documents together. The
+component writes ``doc._.relations`` and keeps counts of what reading the answers did
+(unanswered pairs, relations below the threshold; for text answers unparsable lines,
+out-of-set relations, unaligned entities) in :attr:`RelationClassifier.stats`, plus request,
+prompt and timing counts in :attr:`usage`.
 
 The relation set is the component's labels: from the task's config (``labels`` or
 ``labels_path``), else from ``initialize`` (its ``labels`` setting, or the labels of the
@@ -31,11 +33,11 @@ from spacy.training import Example
 from spacy.util import SimpleFrozenList
 
 from ..backends import hf, scripted, spacy_llm  # noqa: E402,F401,I001
-from ..backends.base import LLMBackend, StructuredBackend
+from ..backends.base import LLMBackend
 from ..doc import Relation
 from ..metrics import scorers  # noqa: F401
 from ..tasks import document  # noqa: F401
-from ..tasks.base import ParseStats, PromptUnit, RelationTask
+from ..tasks.base import ParseStats, RelationTask
 
 # importing the modules registers the default task, backends and scorer
 from .batched import BatchedPipe
@@ -77,7 +79,7 @@ def make_relation_classifier(
 class RelationClassifier(BatchedPipe):
     """Classifies entity pairs with an LLM and writes ``doc._.relations``.
 
-    batch_size: documents whose prompts are sent to the backend together.
+    batch_size: documents whose requests are sent to the backend together.
     """
 
     def __init__(self, vocab: Any, task: RelationTask, backend: LLMBackend, *,
@@ -96,7 +98,7 @@ class RelationClassifier(BatchedPipe):
 
     @property
     def batch_size(self) -> int:
-        """Documents whose prompts go to the backend together."""
+        """Documents whose requests go to the backend together."""
         return self.cfg["batch_size"]
 
     @batch_size.setter
@@ -140,18 +142,26 @@ class RelationClassifier(BatchedPipe):
     # prediction -------------------------------------------------------------------------------
 
     def predict(self, docs: Iterable[Doc]) -> list[list[Relation]]:
-        """The relations of each Doc, read from the backend's answers (Docs stay unchanged);
-        parse counts go to :attr:`stats`, prompt and timing counts to :attr:`usage`."""
+        """The relations of each Doc, read from the backend's answers to one request per Doc
+        (Docs stay unchanged); counts of reading them go to :attr:`stats`, request, prompt and
+        timing counts to :attr:`usage`."""
         docs = list(docs)
         start = time.perf_counter()
-        tokens_before = getattr(self.backend, "prompt_tokens", None)
-        if self._uses_requests():
-            relations = self._predict_requests(docs)
-        else:
-            relations = self._predict_prompts(docs)
+        if not self._checked_trained_format:
+            self.backend.check_trained_for(self.task.prompt_format)
+            self._checked_trained_format = True
+        sent_before = self.backend.usage()
+        built = [self.task.build_request(doc) for doc in docs]
+        answers = self.backend.answer([request for request, _ in built], self.task.prompt_format,
+                                      self.stats)
+        relations = [self.task.relations_from_answers(doc, pairs, doc_answers, self.stats)
+                     for doc, (_, pairs), doc_answers in zip(docs, built, answers)]
         self.usage["documents"] += len(docs)
-        if tokens_before is not None:
-            self.usage["prompt_tokens"] += self.backend.prompt_tokens - tokens_before
+        self.usage["requests"] += len(built)
+        self.usage["pairs"] += sum(len(pairs) for _, pairs in built)
+        for key, count in self.backend.usage().items():
+            if count - sent_before.get(key, 0):
+                self.usage[key] += count - sent_before.get(key, 0)
         self.usage["milliseconds"] += int((time.perf_counter() - start) * 1000)
         return relations
 
@@ -160,51 +170,9 @@ class RelationClassifier(BatchedPipe):
         for doc, doc_relations in zip(docs, relations):
             doc._.relations = doc_relations
 
-    def _uses_requests(self) -> bool:
-        """Structured requests when both the backend and the task support them."""
-        return (isinstance(self.backend, StructuredBackend) and self.backend.supports_requests
-                and hasattr(self.task, "build_request"))
-
-    def _predict_requests(self, docs: list[Doc]) -> list[list[Relation]]:
-        """Local models: one request per Doc, answers constrained to the relation set."""
-        if not self._checked_trained_format:
-            self.backend.check_trained_for(self.task.prompt_format)
-            self._checked_trained_format = True
-        built = [self.task.build_request(doc) for doc in docs]
-        answers = self.backend.answer([request for request, _ in built], self.task.prompt_format)
-        self.usage["requests"] += len(built)
-        self.usage["pairs"] += sum(len(pairs) for _, pairs in built)
-        return [self.task.relations_from_answers(doc, pairs, doc_answers, self.stats)
-                for doc, (_, pairs), doc_answers in zip(docs, built, answers)]
-
-    def _predict_prompts(self, docs: list[Doc]) -> list[list[Relation]]:
-        """Text-only backends: rendered prompts, answers read by the tolerant parser."""
-        units: list[list[PromptUnit]] = [self.task.generate_prompts(doc) for doc in docs]
-        flat = [u for doc_units in units for u in doc_units]
-        responses: list[str] = []
-        if flat:
-            budgets = [self.task.answer_token_budget(u) for u in flat]
-            bound = None if any(b is None for b in budgets) else max(budgets)
-            responses = self.backend.generate_bounded([u.text for u in flat], bound)
-            if len(responses) != len(flat):
-                raise RuntimeError(f"the backend returned {len(responses)} answers for "
-                                   f"{len(flat)} prompts")
-        relations = []
-        offset = 0
-        for doc, doc_units in zip(docs, units):
-            answers = responses[offset : offset + len(doc_units)]
-            offset += len(doc_units)
-            relations.append(self.task.parse_responses(doc, doc_units, answers, self.stats))
-        self.usage["prompts"] += len(flat)
-        self.usage["pairs"] += sum(len(u.pairs) for u in flat)
-        self.usage["prompt_chars"] += sum(len(u.text) for u in flat)
-        return relations
-
     def report(self) -> dict[str, Any]:
         """Parse counts, usage and samples of dropped answer lines, e.g. for logs."""
-        refused = getattr(self.backend, "refused_prompts", 0)
-        usage = {**self.usage, **({"refused_over_context": refused} if refused else {})}
-        return {"parse": self.stats.to_dict(), "usage": usage,
+        return {"parse": self.stats.to_dict(), "usage": dict(self.usage),
                 "samples": {k: list(v) for k, v in self.stats.samples.items()}}
 
     def reset_stats(self) -> None:
@@ -235,7 +203,7 @@ class RelationClassifier(BatchedPipe):
                 self.cfg.update(srsly.read_json(p))
 
         def read_task(p: Path) -> None:
-            if p.exists() and hasattr(self.task, "set_config"):
+            if p.exists():
                 self.task.set_config(srsly.read_json(p))
 
         def read_backend(p: Path) -> None:

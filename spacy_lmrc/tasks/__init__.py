@@ -1,11 +1,12 @@
-"""LLM tasks: how a Doc becomes prompts and how answers become ``doc._.relations``.
+"""LLM tasks: how a Doc becomes a structured relation request and how answers become
+``doc._.relations``.
 
-As in spacy-llm, a task keeps its prompt template and its answer parser apart from the
-component that runs it and from the LLM backend that answers it. Tasks are registered by name
-(``@registry.misc("spacy_lmrc.<Name>.v1")``) so configs can swap them.
+As in spacy-llm, a task is kept apart from the component that runs it and from the LLM backend
+that answers it. Tasks are registered by name (``spacy_lmrc.<Name>.v1``) so configs can swap
+them.
 """
 
 from . import sentence  # noqa: F401  (registers spacy_lmrc.SentenceRETask.v1)
-from .base import ParseStats, PromptUnit, RelationTask
+from .base import ParseStats, RelationTask
 
-__all__ = ["ParseStats", "PromptUnit", "RelationTask"]
+__all__ = ["ParseStats", "RelationTask"]
