@@ -128,19 +128,20 @@ class _Star:
     """One drawing: a head entity at step 0 and its tails further right, each at the first
     step where its name clears its neighbour's and each of its labels fits its arc."""
 
-    def __init__(self, head: Mapping[str, Any]) -> None:
+    def __init__(self, head: Mapping[str, Any], most_arcs: int) -> None:
+        """``most_arcs``: the most arcs the drawing can get (all of the head's relations)."""
         self.words: list[dict[str, str]] = [_word(head)]
         self.arcs: list[dict[str, Any]] = []
         self._last_width = _name_px(self.words[0]["text"])
+        # displaCy ends an arc arrow_spacing * (1 + (highest - level) / 4) short of its span
+        self._inset = _ARROW_SPACING * (1 + (most_arcs - 1) / 4)
 
     def place(self, tail: Mapping[str, Any], labels: list[str]) -> bool:
         """Add ``tail`` with an arc per label, unless that makes the drawing too wide."""
         word = _word(tail)
         width = _name_px(word["text"])
-        # arcs leave arrow_spacing * (1 + (highest - level) / 4) of a span for the arrows
-        inset = _ARROW_SPACING * (1 + (len(self.arcs) + len(labels)) / 4)
         needed = max([(self._last_width + width) / 2 + _NAME_GAP + (len(self.words) - 1) * _STEP]
-                     + [_label_px(label) + 2 * _LABEL_PAD + inset for label in labels])
+                     + [_label_px(label) + 2 * _LABEL_PAD + self._inset for label in labels])
         step = max(len(self.words), math.ceil(needed / _STEP))
         if self.arcs and self.offset_x() + step * _STEP + _half(width) > MAX_DRAWING_WIDTH:
             return False
@@ -211,11 +212,12 @@ def _stars(doc: Doc, names: Mapping[str, str]) -> list[_Star]:
     for head in sorted(labels_of, key=lambda k: (first_mention[k], k)):
         tails = sorted(labels_of[head].items(),
                        key=lambda item: (max(map(_label_px, item[1])), first_mention[item[0]]))
-        star = _Star(entities[head])
+        most_arcs = sum(len(labels) for _, labels in tails)
+        star = _Star(entities[head], most_arcs)
         for tail, labels in tails:
             if not star.place(entities[tail], labels):
                 stars.append(star)
-                star = _Star(entities[head])
+                star = _Star(entities[head], most_arcs)
                 star.place(entities[tail], labels)
         stars.append(star)
     return stars
