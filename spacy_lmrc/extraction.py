@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import spacy
+import torch
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
@@ -365,14 +366,25 @@ def display_name(record: dict[str, Any]) -> str:
 
 def pipe_records(nlp: Language, documents: Iterable[Document], *, batch_size: int = 8,
                  n_process: int = 1) -> Iterator[tuple[Doc, dict[str, Any]]]:
-    """Each document through ``nlp.pipe``, in input order, with its output record."""
+    """Each document through ``nlp.pipe``, in input order, with its output record.
+
+    With ``n_process > 1`` torch runs one thread per process while the workers run: they are
+    forked from this process, and a forked worker hangs in its first OpenMP region when the
+    parent's was several threads wide (one thread per process also keeps N processes on N
+    cores)."""
     stages, names = Stages.of(nlp), label_names_of(nlp)
-    stream = nlp.pipe(((d.content, (d.id, d.title)) for d in documents), as_tuples=True,
-                      batch_size=batch_size, n_process=n_process)
-    for doc, (doc_id, title) in stream:
-        if title is not None:
-            doc._.title = title
-        yield doc, document_record(doc, doc_id, stages, names)
+    threads = torch.get_num_threads()
+    if n_process > 1:
+        torch.set_num_threads(1)
+    try:
+        stream = nlp.pipe(((d.content, (d.id, d.title)) for d in documents), as_tuples=True,
+                          batch_size=batch_size, n_process=n_process)
+        for doc, (doc_id, title) in stream:
+            if title is not None:
+                doc._.title = title
+            yield doc, document_record(doc, doc_id, stages, names)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def extract(nlp: Language, source: DocumentSource, write: Callable[[dict[str, Any]], None], *,

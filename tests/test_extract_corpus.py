@@ -150,6 +150,23 @@ def test_several_processes_give_the_same_records(tmp_path):
     assert outputs[0] == outputs[1] and outputs[0].count("\n") == 24
 
 
+@pytest.mark.slow
+def test_several_processes_with_a_torch_component(tmp_path, tiny_encoder_dir):
+    """The tiny proposer runs torch in the parent before nlp.pipe forks: without one thread
+    per process the workers hang."""
+    pipeline = _pipeline(tmp_path / "pipeline", ("lmrc_candidate_proposer", {
+        "model": str(tiny_encoder_dir), "allow_untrained": True, "threshold": 0.0}))
+    corpus = _corpus(tmp_path / "c.jsonl", 12)
+    outputs = []
+    for n_process in (1, 2):
+        output = tmp_path / f"out{n_process}.jsonl"
+        subprocess.run([sys.executable, "-m", "spacy_lmrc", "extract", str(pipeline),
+                        str(corpus), "-o", str(output), "--n-process", str(n_process),
+                        "--quiet"], check=True, capture_output=True, timeout=300)
+        outputs.append(output.read_text())
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") == 12
+
+
 def test_a_folder_and_docred_documents(tmp_path, toy_record):
     folder = tmp_path / "texts"
     (folder / "sub").mkdir(parents=True)

@@ -57,7 +57,8 @@ def extract_cli(
         help="Write the JSONL here, not to stdout; an existing file is resumed"),
     html: Path | None = typer.Option(None, "--html", help="Write an HTML view (entities, arcs)"),
     batch_size: int = typer.Option(8, "--batch-size", help="Documents per nlp.pipe batch"),
-    n_process: int = typer.Option(1, "--n-process", help="Processes for nlp.pipe"),
+    n_process: int = typer.Option(
+        1, "--n-process", help="Processes for nlp.pipe (each with one torch thread)"),
     encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the input texts"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid",
                                       help="Skip and count bad documents instead of failing"),
