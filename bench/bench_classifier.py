@@ -55,9 +55,9 @@ def build_pipeline(args: argparse.Namespace):
     if not baseline:
         task["pair_source"] = "candidates"
     nlp.add_pipe("llm_relation_classifier", config={
-        "task": task,
+        "model": args.adapter, "task": task,
         "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": args.model,
-                    "adapter": args.adapter, "query_batch_size": args.query_batch_size},
+                    "query_batch_size": args.query_batch_size},
         "batch_size": 1,
     })
     return nlp
@@ -65,10 +65,9 @@ def build_pipeline(args: argparse.Namespace):
 
 def trained_format(args: argparse.Namespace) -> str:
     """The registered format the adapter was fine-tuned with (CompactFormat without one)."""
-    from spacy_lmrc.llm.loading import read_training_settings
+    from spacy_lmrc.classifier import RCModel
 
-    stored = read_training_settings(args.adapter) if args.adapter else {}
-    name = stored.get("task", {}).get("prompt_format", {}).get("name", "compact")
+    name = RCModel.from_pretrained(args.adapter).prompt_format.name if args.adapter else "compact"
     return {"compact": "CompactFormat", "paper": "PaperFormat"}[name]
 
 

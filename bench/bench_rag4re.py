@@ -160,7 +160,7 @@ def scale_test(n: int, folder: Path, chunk_size: int, dim: int = 384,
 
 # ------------------------------------------------------------------------------- fine-tuning
 def bench_finetune(args: argparse.Namespace) -> None:
-    from spacy_lmrc.finetune import FinetuneSettings, finetune
+    from spacy_lmrc.classifier import FinetuneSettings, finetune
     from spacy_lmrc.tasks.sentence import make_sentence_task
 
     nlp = spacy.blank("en")
@@ -197,11 +197,12 @@ def build_pipeline(index: Path, template: str, adapter: str | None, model: str,
     if template == "rag4re":
         nlp.add_pipe("rag4re_retriever", config={"k": 1})
     nlp.add_pipe("llm_relation_classifier", config={
+        "model": adapter,
         "task": {"@misc": "spacy_lmrc.SentenceRETask.v1",
                  "labels_path": str(DATA / "relations.json"),
                  "use_examples": template == "rag4re",
                  "include_example_label": include_label},
-        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": model, "adapter": adapter,
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": model,
                     "batch_size": batch_size},
         "batch_size": batch_size,
         "scorer": {"@scorers": "spacy_lmrc.sentence_scorer.v1", "negative_label": NEGATIVE,

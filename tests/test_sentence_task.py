@@ -313,7 +313,7 @@ def test_training_requests_balance_the_negative_label(nlp):
 def test_packed_training_data_counts_what_balance_drops(nlp, tiny_llama):
     from transformers import AutoTokenizer
 
-    from spacy_lmrc.finetune import build_packed_sequences
+    from spacy_lmrc.classifier.training import build_packed_sequences
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     docs = _balance_corpus(nlp)
@@ -357,7 +357,8 @@ def test_format_round_trip_through_the_task_settings(doc):
 
 def test_sentence_task_fine_tunes_packed_in_batches(nlp, tiny_llama, tmp_path):
     from spacy_lmrc.backends.hf import HFBackend
-    from spacy_lmrc.finetune import FinetuneSettings, finetune
+    from spacy_lmrc.classifier import RCModel
+    from spacy_lmrc.classifier.training import FinetuneSettings, finetune
 
     task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(labels=SEMEVAL_LABELS,
                                                              use_examples=False)
@@ -365,13 +366,17 @@ def test_sentence_task_fine_tunes_packed_in_batches(nlp, tiny_llama, tmp_path):
     summary = finetune(task, docs, tmp_path / "model", FinetuneSettings(
         base_model=tiny_llama, method="full", max_steps=2, batch_size=4, warmup_steps=0,
         learning_rate=1e-3, save_every=10))
-    assert summary["shape"] == "packed" and summary["steps"] == 2
+    assert summary["steps"] == 2
     assert summary["data_counts"]["negative_pairs"] == 12
     assert summary["task"]["prompt_format"] == task.prompt_format.config()
-    backend = HFBackend(model=tiny_llama, adapter=str(tmp_path / "model"))
-    backend.check_trained_for(task.prompt_format)  # the RAG4RE task shares the format
-    rag_task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(labels=SEMEVAL_LABELS)
-    backend.check_trained_for(rag_task.prompt_format)
+    classifier = RCModel.from_pretrained(tmp_path / "model")
+    assert classifier.task_kind == "sentence"
+    assert classifier.task().get_config() == task.get_config()
+    # the RAG4RE task (retrieved examples in the request) shares the trained format
+    rag_task = classifier.task_for(
+        registry.misc.get("spacy_lmrc.SentenceRETask.v2")(labels=SEMEVAL_LABELS))
+    backend = HFBackend()
+    backend.use_classifier(classifier)
     docs[0]._.rag_examples = [EXAMPLE]
     (answers,) = backend.answer([rag_task.build_request(docs[0])[0]], rag_task.prompt_format)
     assert len(answers) == 1 and answers[0][0][0] in SEMEVAL_LABELS

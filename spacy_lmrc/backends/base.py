@@ -4,11 +4,14 @@ name (``@registry.misc``) for configs."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
 
 if TYPE_CHECKING:
+    from ..classifier.model import RCModel
     from ..llm.formats import PromptFormat
     from ..llm.parsing import ParseStats
     from ..llm.requests import Answer, RelationRequest
@@ -32,11 +35,11 @@ class LLMBackend(ABC):
         """Running counts of what was sent (prompts, tokens, requests refused)."""
         return {}
 
-    def check_trained_for(self, prompt_format: PromptFormat | None = None,
-                          task_settings: Mapping[str, Any] | None = None) -> None:
-        """Warn when fine-tuned weights were trained with other ``task_settings`` (a task's
-        ``get_config()``); refuse weights trained for another ``prompt_format`` or model.
-        Backends without fine-tuned weights have nothing to check."""
+    def use_classifier(self, classifier: RCModel) -> None:
+        """Run the fine-tuned ``classifier`` folder. Only backends that load local weights
+        can (:class:`~spacy_lmrc.backends.hf.HFBackend`); the others refuse."""
+        raise InputError(f"{type(self).__name__} cannot run a fine-tuned classifier folder: "
+                         "use spacy_lmrc.HFBackend.v1", path=classifier.path, field="model")
 
     def to_disk(self, path: Path) -> None:
         """Save what a pipeline needs to reload this backend (e.g. a LoRA adapter)."""

