@@ -161,7 +161,7 @@ def top_operators(prof: Any, limit: int) -> list[dict[str, Any]]:
 
 def load_training(config: str, overrides: dict[str, Any]) -> tuple[Any, list[Any], Any, str]:
     """Task, training Docs, settings and the resolved base model of a fine-tuning config."""
-    from spacy_lmrc.finetune import settings_from_config
+    from spacy_lmrc.classifier.training import settings_from_config
     from spacy_lmrc.llm.loading import resolve_llm
 
     task, docs, settings, _, _ = settings_from_config(config, overrides)
@@ -182,16 +182,16 @@ def run_matmul(args: argparse.Namespace) -> dict[str, Any]:
 @contextmanager
 def forward_call_lengths() -> Iterator[list[int]]:
     """The tokens of every packed forward call ``finetune()`` makes meanwhile."""
-    from spacy_lmrc import finetune as finetune_module
+    from spacy_lmrc.classifier import training as training_module
 
     lengths: list[int] = []
-    packed_loss = finetune_module.packed_loss
+    packed_loss = training_module.packed_loss
 
     def counted(model: Any, seq: Any, dtype: Any) -> Any:
         lengths.append(len(seq))
         return packed_loss(model, seq, dtype)
 
-    with mock.patch.object(finetune_module, "packed_loss", counted):
+    with mock.patch.object(training_module, "packed_loss", counted):
         yield lengths
 
 
@@ -199,7 +199,7 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
     """``finetune()`` once per dtype on the same documents, in the same seeded order."""
     import torch
 
-    from spacy_lmrc.finetune import finetune
+    from spacy_lmrc.classifier.training import finetune
     from spacy_lmrc.llm.loading import load_model
 
     task, docs, settings, model_path = load_training(args.config, overrides)
@@ -258,7 +258,7 @@ def run_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from spacy_lmrc.finetune import (
+    from spacy_lmrc.classifier.training import (
         _adamw,
         _prepare_model,
         batch_packed_loss,
@@ -277,7 +277,7 @@ def run_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str
     tokenizer = load_tokenizer(model_path)
     sequences = build_packed_sequences(task, docs[: args.docs], tokenizer, settings.seed)
     batch = sequences[: settings.batch_size]
-    model = _prepare_model(model_path, False, device, settings, "bf16" if bf16 else "no")
+    model = _prepare_model(model_path, device, settings, "bf16" if bf16 else "no")
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, impl = _adamw(params, settings.learning_rate)
@@ -369,7 +369,7 @@ def synthetic_sequence(tokens: int, prefix: int) -> Any:
 
 def real_sequence(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
     """The first forward call of fine-tuning on the config's first ``--docs`` documents."""
-    from spacy_lmrc.finetune import build_packed_sequences
+    from spacy_lmrc.classifier.training import build_packed_sequences
     from spacy_lmrc.llm.loading import load_tokenizer
     from spacy_lmrc.llm.sequences import group_sequences
 
