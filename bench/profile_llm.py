@@ -9,9 +9,9 @@ Five subcommands, each printing JSON (and writing it with ``--json OUT``) that n
 * ``train``: ``--steps`` optimizer steps of the fine-tuning a config describes (``finetune()``
   itself: packing, AdamW, schedule) on the first documents of its training data, once per
   ``--dtypes`` entry with the same data order: tokens/s, achieved GFLOP/s (6 x non-embedding
-  parameters x tokens, plus the dense attention SDPA computes: 12 x layers x query width x
-  tokens^2 per forward call) and its share of the limit of the dtype used, and the per-step
-  losses of each run side by side.
+  parameters x tokens, plus the attention computed: 12 x layers x query width x scores, a
+  forward call's tokens^2 with SDPA's dense mask, its plan's with planned attention) and its
+  share of the limit of the dtype used, and the per-step losses of each run side by side.
 * ``profile``: one training step of the first micro-batch in ``--dtype`` under
   torch.profiler (top operators by self CPU time), the attention of the packed block-masked
   sequence four ways (SDPA with the dense additive mask training uses, SDPA with a bool mask,
@@ -143,12 +143,12 @@ def body_parameters(model: Any) -> int:
                if "embed" not in name and "lm_head" not in name)
 
 
-def attention_flops(config: Any, lengths: list[int]) -> float:
-    """FLOP of a training step's dense attention (QK^T and AV, forward and twice that backward)
-    over forward calls of ``lengths`` tokens: SDPA computes every masked entry too."""
+def attention_flops(config: Any, scores: list[int]) -> float:
+    """FLOP of a training step's attention (QK^T and AV, forward and twice that backward) over
+    forward calls that compute ``scores`` query-key scores per head each."""
     hidden, heads = config.hidden_size, config.num_attention_heads
     query = heads * (getattr(config, "head_dim", None) or hidden // heads)
-    return 12.0 * config.num_hidden_layers * query * sum(n * n for n in lengths)
+    return 12.0 * config.num_hidden_layers * query * sum(scores)
 
 
 def top_operators(prof: Any, limit: int) -> list[dict[str, Any]]:
@@ -180,19 +180,25 @@ def run_matmul(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextmanager
-def forward_call_lengths() -> Iterator[list[int]]:
-    """The tokens of every packed forward call ``finetune()`` makes meanwhile."""
+def forward_calls() -> Iterator[list[tuple[int, int]]]:
+    """(tokens, attention scores per head) of every packed forward call ``finetune()`` makes
+    meanwhile: SDPA over the dense mask computes tokens squared, planned attention
+    (:mod:`spacy_lmrc.llm.attention`) its plan's."""
     from spacy_lmrc.classifier import training as training_module
+    from spacy_lmrc.llm.attention import PACKED_SDPA, AttentionPlan
 
-    lengths: list[int] = []
+    calls: list[tuple[int, int]] = []
     packed_loss = training_module.packed_loss
 
     def counted(model: Any, seq: Any, dtype: Any) -> Any:
-        lengths.append(len(seq))
+        base = getattr(model, "module", model)  # under DistributedDataParallel
+        base = base.get_base_model() if hasattr(base, "get_base_model") else base
+        planned = base.config._attn_implementation == PACKED_SDPA
+        calls.append((len(seq), AttentionPlan.of(seq).scores if planned else len(seq) ** 2))
         return packed_loss(model, seq, dtype)
 
     with mock.patch.object(training_module, "packed_loss", counted):
-        yield lengths
+        yield calls
 
 
 def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -212,11 +218,13 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
     for dtype in args.dtypes.split(","):
         run_settings = replace(settings, dtype=dtype, max_steps=args.steps,
                                save_every=args.steps + 1, max_minutes=None)
-        with tempfile.TemporaryDirectory() as scratch, forward_call_lengths() as lengths:
+        with tempfile.TemporaryDirectory() as scratch, forward_calls() as calls:
             out = Path(args.keep) / dtype if args.keep else Path(scratch)
             summary = finetune(task, docs, out, run_settings, resume=False)
         seconds, tokens = summary["train_seconds"], summary["train_tokens"]
-        model_flop, attn_flop = 6.0 * body * tokens, attention_flops(config, lengths)
+        lengths = [n for n, _ in calls]
+        model_flop = 6.0 * body * tokens
+        attn_flop = attention_flops(config, [scores for _, scores in calls])
         limit_dtype = "bfloat16" if summary["mixed_precision"] == "bf16" else "float32"
         rows = round(statistics.mean(lengths)) if lengths else 1024
         limit = matmul_limit(config, limit_dtype, rows)["training_gflops"]
@@ -228,6 +236,8 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
             "tokens_per_second": summary["tokens_per_second"],
             "forward_calls": len(lengths), "mean_call_tokens": rows,
             "model_gflop": round(model_flop / 1e9, 1), "attention_gflop": round(attn_flop / 1e9, 1),
+            "attention_share_of_dense": round(sum(scores for _, scores in calls)
+                                              / max(1, sum(n * n for n in lengths)), 3),
             "achieved_gflops": round(achieved, 1),
             "achieved_model_gflops": round(model_flop / seconds / 1e9, 1),
             "limit_dtype": limit_dtype, "limit_training_gflops": limit,
