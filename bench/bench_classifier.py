@@ -49,14 +49,14 @@ def build_pipeline(args: argparse.Namespace):
         else:
             nlp.add_pipe("lmrc_candidate_proposer", config={"model": str(proposer)})
     baseline = args.mode == "baseline"
-    task = {"@misc": "spacy_lmrc.LMRCBaselineTask.v3" if baseline else "spacy_lmrc.LMRCTask.v3",
+    task = {"@misc": "spacy_lmrc.LMRCBaselineTask.v1" if baseline else "spacy_lmrc.LMRCTask.v1",
             "labels_path": str(Path(args.data) / "rel_info.json"),
             "prompt_format": {"@misc": f"spacy_lmrc.{args.format or trained_format(args)}.v1"}}
-    if not baseline:
-        task["pair_source"] = "candidates"
+    if not baseline:  # a relation for every gold pair, the greedy answer
+        task.update(pair_source="candidates", allow_none=False, min_probability=None)
     nlp.add_pipe("llm_relation_classifier", config={
         "model": args.adapter, "task": task,
-        "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": args.model,
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": args.model,
                     "query_batch_size": args.query_batch_size},
         "batch_size": 1,
     })

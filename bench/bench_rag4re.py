@@ -48,6 +48,12 @@ from spacy_lmrc.rag4re import EmbeddingIndex, SentenceEmbedder, unit_rows  # noq
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "semeval2010"
 NEGATIVE = "Other"
+#: the structured prompt these rows measured: RAG4RE's question and the label list
+RAG4RE_INSTRUCTION = (
+    "Problem Definition: Relation extraction is to identify the relationship between two "
+    "entities in a sentence.\nQuestion: What is the relation type between the head entity and "
+    "the tail entity of the sentence, according to the relation types given below?"
+)
 # row -> (template, fine-tuned adapter?, retrieved example's label shown?)
 ROWS = {
     "simple_query": ("simple_query", False, False),
@@ -158,6 +164,14 @@ def scale_test(n: int, folder: Path, chunk_size: int, dim: int = 384,
             "full_similarity_matrix_mb_for_comparison": n * n_queries * 4 / 2**20}
 
 
+def rag4re_format(include_example_label: bool) -> Any:
+    """RAG4RE's question and the label list as the structured prompt (prompt-only models)."""
+    from spacy_lmrc.llm import SentenceFormat
+
+    return SentenceFormat(instruction=RAG4RE_INSTRUCTION, show_relations=True,
+                          show_example_label=include_example_label)
+
+
 # ------------------------------------------------------------------------------- fine-tuning
 def bench_finetune(args: argparse.Namespace) -> None:
     from spacy_lmrc.classifier import FinetuneSettings, finetune
@@ -166,7 +180,8 @@ def bench_finetune(args: argparse.Namespace) -> None:
     nlp = spacy.blank("en")
     docs = train_docs(nlp, args.train_size)
     task = make_sentence_task(labels_path=str(DATA / "relations.json"),
-                              use_examples=args.template == "rag4re")
+                              use_examples=args.template == "rag4re",
+                              prompt_format=rag4re_format(False), negative_ratio=None)
     if task.use_examples:
         retriever = retriever_pipe(args.index).get_pipe("rag4re_retriever")
         retriever.retrieve(docs, exclude_identical=True)  # a sentence never retrieves itself
@@ -201,7 +216,10 @@ def build_pipeline(index: Path, template: str, adapter: str | None, model: str,
         "task": {"@misc": "spacy_lmrc.SentenceRETask.v1",
                  "labels_path": str(DATA / "relations.json"),
                  "use_examples": template == "rag4re",
-                 "include_example_label": include_label},
+                 "prompt_format": {"@misc": "spacy_lmrc.SentenceFormat.v1",
+                                   "instruction": RAG4RE_INSTRUCTION, "show_relations": True,
+                                   "show_example_label": include_label},
+                 "negative_ratio": None},
         "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": model,
                     "batch_size": batch_size},
         "batch_size": batch_size,

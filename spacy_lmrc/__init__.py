@@ -1,16 +1,13 @@
 """spacy-lmrc: relation extraction with LLMs in spaCy (LMRC and RAG4RE).
 
-Importing the package registers the ``Doc._`` extensions of :mod:`spacy_lmrc.doc` and the
-corpus readers; the pipeline components register through the ``spacy_factories`` entry points.
+Importing the package registers the ``Doc._`` extensions of :mod:`spacy_lmrc.doc`. Every
+registered name (components, tasks, backends, formats, readers, scorers...) registers through
+the package's entry points (``pyproject.toml``), so spaCy finds it without an import.
 """
 
 from .doc import register_extensions
 
 register_extensions()
 
-# the readers and spacy_lmrc.ConcatenateTok2Vec.v1 register on import
-from . import corpus, curated  # noqa: E402,F401
-from .corpus import ner, readers  # noqa: E402,F401
-
 __version__ = "0.1.0"
-__all__ = ["corpus", "register_extensions", "__version__"]
+__all__ = ["register_extensions", "__version__"]

@@ -103,7 +103,7 @@ def test_hf_causal_backend_left_pads_and_bounds_new_tokens(tiny_llama):
 
 def test_hf_seq2seq_backend_generates(tiny_t5, toy_doc):
     from spacy_lmrc.llm import CompactFormat
-    from spacy_lmrc.tasks.document import LMRCTask
+    from spacy_lmrc.tasks.lmrc import LMRCTask
 
     backend = HFBackend(model=tiny_t5, batch_size=2, max_new_tokens=4)
     answers = backend.generate(["one", "two words", "three little words"])
@@ -140,7 +140,9 @@ def _spacy_llm_pipeline(task: str, model: dict):
     nlp = spacy.blank("en")
     llm = nlp.add_pipe("llm", config={
         "task": {"@llm_tasks": "spacy_lmrc.LMRCRelationTask.v1",
-                 "task": {"@misc": task, "labels": LABELS}},
+                 # every pair of a Doc without candidates, a relation for each (LMRC's RC)
+                 "task": {"@misc": task, "labels": LABELS, "pair_source": "auto",
+                          "allow_none": False}},
         "model": model,
         "save_io": False,
     })
@@ -176,10 +178,11 @@ def test_spacy_llm_task_fits_prompts_into_the_context_length(toy_record):
     spacy-llm's 10% margin) splits it into two prompts of 6 pairs; one of 150 fits no prompt,
     since even a one-pair prompt (143 words) needs 158: nothing is sent, every pair counted."""
     from spacy_lmrc.pipeline.spacy_llm_task import CONTEXT_MARGIN, SpacyLLMRelationTask
-    from spacy_lmrc.tasks.document import make_lmrc_task_v3
+    from spacy_lmrc.tasks.lmrc import make_lmrc_task
 
     doc = docred_record_to_doc(toy_record, spacy.blank("en").vocab)
-    task = SpacyLLMRelationTask(make_lmrc_task_v3(labels=LABELS))
+    task = SpacyLLMRelationTask(make_lmrc_task(labels=LABELS, pair_source="auto",
+                                               allow_none=False))
     ((whole, _),) = task.generate_prompts([doc])
     assert len(whole) == 1 and len(whole[0].split()) * CONTEXT_MARGIN > 200
     ((prompts, shards),) = task.generate_prompts([doc], context_length=200)
@@ -197,7 +200,7 @@ def test_spacy_llm_task_fits_prompts_into_the_context_length(toy_record):
 
 
 def test_spacy_llm_component_passes_the_model_context_length(toy_record):
-    nlp, llm = _spacy_llm_pipeline("spacy_lmrc.LMRCTask.v3", {
+    nlp, llm = _spacy_llm_pipeline("spacy_lmrc.LMRCTask.v1", {
         "@llm_models": "spacy_lmrc.test.ContextEchoModel.v1",
         "answer": "(Ada Lovelace| place of birth| London)", "context_length": 200})
     doc = nlp(docred_record_to_doc(toy_record, nlp.vocab))

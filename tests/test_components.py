@@ -138,7 +138,7 @@ def test_pipeline_round_trips_byte_for_byte(tiny_encoder_dir, tmp_path):
     nlp.add_pipe("lmrc_candidate_proposer", config={
         "model": str(tiny_encoder_dir), "allow_untrained": True, "threshold": 0.2500000001})
     nlp.add_pipe("rag4re_retriever", config={"embedder": str(tiny_encoder_dir), "k": 2})
-    nlp.add_pipe(RC, config={"backend": {"@misc": "spacy_lmrc.HFBackend.v2",
+    nlp.add_pipe(RC, config={"backend": {"@misc": "spacy_lmrc.HFBackend.v1",
                                          "model": "some/base", "adapter": str(adapter)}})
     nlp.initialize(lambda: [Example(input_copy(gold(nlp)), gold(nlp))])
     nlp.to_disk(tmp_path / "first")

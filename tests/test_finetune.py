@@ -17,7 +17,7 @@ from spacy_lmrc.classifier.training import (
     training_precision,
 )
 from spacy_lmrc.errors import InputError
-from spacy_lmrc.tasks.document import LMRCTask
+from spacy_lmrc.tasks.lmrc import LMRCTask
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
 

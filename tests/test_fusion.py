@@ -24,8 +24,7 @@ from spacy_lmrc.fusion import (
 from spacy_lmrc.llm.formats import CompactFormat
 from spacy_lmrc.metrics.classification import multi_relation_scores
 from spacy_lmrc.tasks.base import ParseStats
-from spacy_lmrc.tasks.document import make_lmrc_task_v4
-from spacy_lmrc.tasks.lmrc import LMRCTask
+from spacy_lmrc.tasks.lmrc import LMRCTask, make_lmrc_task
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport",
           "P17": "country"}
@@ -129,7 +128,7 @@ def test_rc_trains_on_the_best_scored_candidates_without_relation(toy_doc):
         {"head": 1, "tail": 0, "score": 0.95}, {"head": 0, "tail": 1, "score": 0.9},
         {"head": 2, "tail": 3, "score": 0.7}, {"head": 1, "tail": 3, "score": 0.6},
         {"head": 3, "tail": 1, "score": 0.1}]
-    task = make_lmrc_task_v4(labels=LABELS, train_negatives=2 / 3)
+    task = make_lmrc_task(labels=LABELS, train_negatives=2 / 3)
     request, targets = task.training_request(toy_doc)
     pairs = [(q.head, q.tail) for q in request.queries]
     names = [e["name"] for e in toy_doc._.entities]
@@ -142,7 +141,7 @@ def test_rc_trains_on_the_best_scored_candidates_without_relation(toy_doc):
 
 
 def test_candidate_negatives_without_candidates_is_an_error_naming_the_document(toy_doc):
-    task = make_lmrc_task_v4(labels=LABELS)
+    task = make_lmrc_task(labels=LABELS)
     with pytest.raises(InputError, match="Ada Lovelace.*ProposedCorpus"):
         task.training_request(toy_doc)
 
@@ -151,7 +150,7 @@ def test_a_document_without_pairs_needs_no_candidates(toy_doc):
     single = toy_doc.copy()
     single._.entities = toy_doc._.entities[:1]
     single._.relations = []
-    request, targets = make_lmrc_task_v4(labels=LABELS).training_request(single)
+    request, targets = make_lmrc_task(labels=LABELS).training_request(single)
     assert request.queries == [] and targets == []
 
 
@@ -164,22 +163,24 @@ def test_random_negatives_are_a_seeded_sample(toy_doc):
 
 
 def test_the_fusion_and_decoding_settings_survive_the_task_config(toy_doc):
-    task = make_lmrc_task_v4(labels=LABELS, fusion=LogisticScore([1, 2, 3], 0.5, 0.6),
+    task = make_lmrc_task(labels=LABELS, fusion=LogisticScore([1, 2, 3], 0.5, 0.6),
                              min_probability=0.2)
     assert task.build_request(toy_doc)[0].min_probability == 0.2
-    restored = make_lmrc_task_v4(labels=LABELS)
+    restored = make_lmrc_task(labels=LABELS)
     restored.set_config(json.loads(json.dumps(task.get_config())))
     assert restored.fusion.config() == task.fusion.config()
     assert (restored.min_probability, restored.negative_source) == (0.2, "candidates")
     # a task.json saved before the fusion existed: its threshold is the LLM's probability
-    old = make_lmrc_task_v4(labels=LABELS)
+    old = make_lmrc_task(labels=LABELS)
     old.set_config({"threshold": 0.4})
     assert old.fusion.config() == LLMScore(0.4).config()
 
 
-def test_v3_configs_keep_their_threshold_as_the_llm_probability():
-    task = registry.resolve({"t": {"@misc": "spacy_lmrc.LMRCTask.v3", "labels": LABELS,
-                                   "threshold": 0.3}})["t"]
+def test_an_rc_naming_a_relation_for_every_candidate_keeps_its_threshold():
+    task = registry.resolve({"t": {
+        "@misc": "spacy_lmrc.LMRCTask.v1", "labels": LABELS, "allow_none": False,
+        "min_probability": None,
+        "fusion": {"@misc": "spacy_lmrc.fusion.llm.v1", "threshold": 0.3}}})["t"]
     assert not task.allow_none and task.min_probability is None
     assert task.fusion.config() == {"@misc": "spacy_lmrc.fusion.llm.v1", "threshold": 0.3}
 
@@ -246,7 +247,7 @@ def test_the_proposed_corpus_scores_every_pair_of_the_reference_docs(tiny_encode
     assert len(candidates) == 12  # 4 entities: every ordered pair, with a score
     assert all(0.0 <= c["score"] <= 1.0 and "hints" not in c for c in candidates)
     assert len(example.reference._.relations) == 3  # gold kept
-    task = make_lmrc_task_v4(labels=LABELS, train_negatives=1.0)
+    task = make_lmrc_task(labels=LABELS, train_negatives=1.0)
     request, targets = task.training_request(example.reference)
     assert len(request.queries) == 6 and targets.count(["None"]) == 3
 
@@ -266,8 +267,8 @@ def test_tune_fusion_stores_the_chosen_fusion_in_the_pipeline(tiny_encoder_dir, 
     nlp = spacy.blank("en")
     nlp.add_pipe("lmrc_candidate_proposer", config={"model": str(tmp_path / "proposer")})
     nlp.add_pipe("llm_relation_classifier", config={
-        "task": {"@misc": "spacy_lmrc.LMRCTask.v4", "labels": LABELS, "min_probability": 0.05},
-        "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": tiny_llama}})
+        "task": {"@misc": "spacy_lmrc.LMRCTask.v1", "labels": LABELS, "min_probability": 0.05},
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": tiny_llama}})
     nlp.to_disk(tmp_path / "untuned")
     second = {**toy_record, "title": "Charles Babbage"}
     (tmp_path / "dev.json").write_text(json.dumps([toy_record, second]))

@@ -30,7 +30,7 @@ from spacy_lmrc.llm import (
     pack_training_sequence,
 )
 from spacy_lmrc.llm.sequences import ROOT, TokenTree
-from spacy_lmrc.tasks.document import LMRCTask
+from spacy_lmrc.tasks.lmrc import LMRCTask
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport",
           "P17": "country", "P495": "country of origin"}
@@ -484,8 +484,8 @@ def test_component_on_a_local_model_writes_only_relations_of_the_set(tiny_llama,
                                                                      tmp_path):
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
-        "task": {"@misc": "spacy_lmrc.LMRCBaselineTask.v2", "labels": LABELS},
-        "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": tiny_llama,
+        "task": {"@misc": "spacy_lmrc.LMRCBaselineTask.v1", "labels": LABELS},
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": tiny_llama,
                     "query_batch_size": 5},
     })
     doc = nlp(input_copy(docred_record_to_doc(toy_record, nlp.vocab)))
@@ -515,7 +515,7 @@ def test_a_saved_pipeline_carries_its_fully_fine_tuned_model(tiny_llama, toy_rec
     assert not (out / "adapter_config.json").exists()
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
-        "model": str(out), "task": None, "backend": {"@misc": "spacy_lmrc.HFBackend.v2"}})
+        "model": str(out), "task": None, "backend": {"@misc": "spacy_lmrc.HFBackend.v1"}})
     before = nlp(input_copy(doc))._.relations
     nlp.to_disk(tmp_path / "pipeline")
     shutil.rmtree(out)

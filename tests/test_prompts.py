@@ -9,7 +9,7 @@ import pytest
 
 from spacy_lmrc.errors import InputError
 from spacy_lmrc.llm.text import TextFormat
-from spacy_lmrc.tasks.document import LMRCTask, make_lmrc_baseline_task, make_lmrc_task
+from spacy_lmrc.tasks.lmrc import LMRCTask, make_lmrc_baseline_task, make_lmrc_task
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport"}
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{%|%\}|\{[a-z_ ]+\}")
@@ -97,34 +97,19 @@ def test_unfilled_variable_is_an_error(toy_doc, tmp_path):
         _prompts(LMRCTask(labels=LABELS), toy_doc, template=template)
 
 
-@pytest.mark.parametrize("old, old_args, new, new_args", [
-    ("spacy_lmrc.LMRCTask.v1", {"pairs": "candidates"},
-     "spacy_lmrc.LMRCTask.v3", {"pair_source": "candidates",
-                                "prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}}),
-    ("spacy_lmrc.LMRCTask.v2", {"pairs": "all", "threshold": 0.3},
-     "spacy_lmrc.LMRCTask.v3", {"pair_source": "all", "threshold": 0.3}),
-    ("spacy_lmrc.LMRCBaselineTask.v1", {},
-     "spacy_lmrc.LMRCBaselineTask.v3", {"prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}}),
-    ("spacy_lmrc.LMRCBaselineTask.v2", {"train_negatives": 1.0},
-     "spacy_lmrc.LMRCBaselineTask.v3", {"train_negatives": 1.0}),
-])
-def test_old_task_versions_keep_their_argument_names(toy_doc, old, old_args, new, new_args):
-    """``pairs`` became ``pair_source`` in ``.v3``; the older registered names still resolve
-    with the old names and build the same task."""
-    from spacy.util import registry
+def test_every_registered_name_has_one_version():
+    """One version per registered name, each registered through an entry point."""
+    from importlib import metadata
 
-    before = registry.resolve({"t": {"@misc": old, "labels": LABELS, **old_args}})["t"]
-    after = registry.resolve({"t": {"@misc": new, "labels": LABELS, **new_args}})["t"]
-    assert before.get_config() == after.get_config()
-    assert before.build_request(toy_doc) == after.build_request(toy_doc)
-    if "pairs" in old_args:
-        with pytest.raises(Exception, match="pair_source"):
-            registry.resolve({"t": {"@misc": old, "labels": LABELS, "pair_source": "all"}})
+    versioned = [ep.name for ep in metadata.distribution("spacy-lmrc").entry_points
+                 if ep.name.startswith("spacy_lmrc.")]
+    assert versioned and all(name.endswith(".v1") for name in versioned), versioned
+    assert "spacy_lmrc.LMRCTask.v1" in versioned and "spacy_lmrc.HFBackend.v1" in versioned
 
 
-def test_settings_saved_under_the_old_names_are_restored():
+def test_settings_of_the_earlier_layout_are_left_to_the_text_format():
     task = LMRCTask(labels=LABELS)
-    task.set_config({"pairs": "candidates", "entity_cutoff": 60, "pairs_per_prompt": 7})
-    assert task.pair_source == "candidates" and not hasattr(task, "pairs")
-    # text prompt settings saved with the task before they moved to the text format
+    task.set_config({"pair_source": "candidates", "template_text": "{{ text }}",
+                     "pairs_per_prompt": 7, "fuzzy_cutoff": 60})
+    assert task.pair_source == "candidates"
     assert not hasattr(task, "fuzzy_cutoff") and not hasattr(task, "pairs_per_prompt")

@@ -192,7 +192,7 @@ def test_semeval_shared_split(shared_data, nlp):
 def test_one_loader_reads_every_relation_set_shape(tmp_path, data, expected):
     """Tasks, the sentence readers and --relation-set all read label files with one loader."""
     from spacy_lmrc.corpus.labels import load_relation_set
-    from spacy_lmrc.tasks.document import LMRCTask
+    from spacy_lmrc.tasks.lmrc import LMRCTask
     from spacy_lmrc.tasks.sentence import SentenceRETask
 
     path = _write(tmp_path, data, "labels.json")

@@ -23,11 +23,15 @@ ANSWER = "\n".join([
 ])
 
 
+#: LMRC's RC as the text path runs it: every pair of a Doc without candidates, a relation each
+TEXT_RC = {"pair_source": "auto", "allow_none": False, "min_probability": None}
+
+
 def _pipeline(answer=ANSWER, text_format=None, model=None, **task):
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
         "model": model,
-        "task": {"labels": LABELS, **task},
+        "task": {"labels": LABELS, **TEXT_RC, **task},
         "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": answer,
                     "text_format": {"@misc": "spacy_lmrc.TextFormat.v1",
                                     **(text_format or {})}},
@@ -106,7 +110,7 @@ def test_saved_pipeline_loads_without_its_label_file(toy_record, tmp_path):
     labels_file.write_text(json.dumps(LABELS))
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
-        "task": {"labels_path": str(labels_file)},
+        "task": {"labels_path": str(labels_file), **TEXT_RC},
         "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": ANSWER},
     })
     before = nlp(input_copy(docred_record_to_doc(toy_record, nlp.vocab)))._.relations
@@ -114,10 +118,11 @@ def test_saved_pipeline_loads_without_its_label_file(toy_record, tmp_path):
     labels_file.unlink()
     loaded = spacy.load(tmp_path / "pipeline")
     assert loaded.get_pipe("llm_relation_classifier").task.labels == LABELS
-    assert loaded(input_copy(docred_record_to_doc(toy_record, loaded.vocab)))._.relations == before
+    assert before and loaded(input_copy(docred_record_to_doc(toy_record, loaded.vocab))
+                             )._.relations == before
     fresh = spacy.blank("en")
     fresh.add_pipe("llm_relation_classifier", config={
-        "task": {"labels_path": str(labels_file)},
+        "task": {"labels_path": str(labels_file), **TEXT_RC},
         "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": ANSWER},
     })
     with pytest.raises(InputError, match="field 'labels_path': relation label file not found"):
@@ -139,7 +144,7 @@ def _lora_folder(path, task_settings):
 
 
 def test_a_classifier_folder_brings_its_task_and_saves_without_its_base_model(tmp_path):
-    from spacy_lmrc.tasks.document import LMRCTask
+    from spacy_lmrc.tasks.lmrc import LMRCTask
 
     trained = LMRCTask(labels=LABELS, allow_none=True, pair_source="all")
     folder = _lora_folder(tmp_path / "rc", trained.get_config())
@@ -162,12 +167,12 @@ def test_a_classifier_folder_brings_its_task_and_saves_without_its_base_model(tm
 def test_a_task_beside_a_classifier_must_render_its_prompt_format(tmp_path):
     from spacy_lmrc.errors import InputError
     from spacy_lmrc.llm import CompactFormat
-    from spacy_lmrc.tasks.document import LMRCTask
+    from spacy_lmrc.tasks.lmrc import LMRCTask
 
     folder = _lora_folder(tmp_path / "rc", LMRCTask(labels=LABELS,
                                                     prompt_format=CompactFormat()).get_config())
-    with pytest.raises(InputError, match="prompt format"):  # the default task: paper format
-        _pipeline(model=str(folder))
+    with pytest.raises(InputError, match="prompt format"):
+        _pipeline(model=str(folder), prompt_format={"@misc": "spacy_lmrc.PaperFormat.v1"})
     with pytest.warns(UserWarning, match="another relation set"):
         RelationClassifier(spacy.blank("en").vocab,
                            LMRCTask(labels={"P17": "country"}, prompt_format=CompactFormat()),

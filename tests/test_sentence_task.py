@@ -167,7 +167,7 @@ def test_labels_from_the_examples_and_a_missing_label_file(nlp, doc, tmp_path):
     from spacy.training import Example
 
     nlp.add_pipe("llm_relation_classifier", config={
-        "task": {"@misc": "spacy_lmrc.SentenceRETask.v2", "use_examples": False},
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v1", "use_examples": False},
         "backend": {"@misc": "spacy_lmrc.ScriptedBackend.v1", "default": "Other"}})
     nlp.initialize(lambda: [Example(input_copy(doc), doc)])
     assert nlp.get_pipe("llm_relation_classifier").label_data == {
@@ -213,7 +213,7 @@ def _sentences(nlp, rows):
 def test_build_request_shape(doc):
     from spacy_lmrc.llm import SentenceFormat
 
-    make = registry.misc.get("spacy_lmrc.SentenceRETask.v2")
+    make = registry.misc.get("spacy_lmrc.SentenceRETask.v1")
     task = make(labels=SEMEVAL_LABELS)
     request, pairs = task.build_request(doc)
     assert pairs == [(0, 1)] and len(request.queries) == 1
@@ -230,9 +230,9 @@ def test_build_request_shape(doc):
     assert "burst | pressure => Cause-Effect(e2,e1)" in shown
     simple, _ = make(labels=SEMEVAL_LABELS, use_examples=False).build_request(doc)
     assert simple.examples == []
-    # .v1 keeps its signature; its structured prompt lists the labels for prompt-only models
-    v1 = registry.misc.get("spacy_lmrc.SentenceRETask.v1")(labels=SEMEVAL_LABELS)
-    assert "Message-Topic(e1,e2)" in v1.prompt_format.prefix(v1.build_request(doc)[0])
+    # the format lists the labels for prompt-only models on request
+    listed = make(labels=SEMEVAL_LABELS, prompt_format=SentenceFormat(show_relations=True))
+    assert "Message-Topic(e1,e2)" in listed.prompt_format.prefix(listed.build_request(doc)[0])
 
 
 def test_decoded_answers_are_always_labels(nlp, tiny_llama):
@@ -243,9 +243,9 @@ def test_decoded_answers_are_always_labels(nlp, tiny_llama):
             ("The <e1>ear</e1> of the rabbit was longer than its <e2>tail</e2>.", "Other")]
     pipeline = spacy.blank("en")
     pipeline.add_pipe("llm_relation_classifier", config={
-        "task": {"@misc": "spacy_lmrc.SentenceRETask.v2", "labels": SEMEVAL_LABELS,
+        "task": {"@misc": "spacy_lmrc.SentenceRETask.v1", "labels": SEMEVAL_LABELS,
                  "use_examples": False},
-        "backend": {"@misc": "spacy_lmrc.HFBackend.v2", "model": tiny_llama},
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": tiny_llama},
     })
     docs = list(pipeline.pipe([input_copy(d) for d in _sentences(nlp, rows)]))
     rc = pipeline.get_pipe("llm_relation_classifier")
@@ -317,7 +317,7 @@ def test_packed_training_data_counts_what_balance_drops(nlp, tiny_llama):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     docs = _balance_corpus(nlp)
-    make = registry.misc.get("spacy_lmrc.SentenceRETask.v2")
+    make = registry.misc.get("spacy_lmrc.SentenceRETask.v1")
     counts: Counter = Counter()
     sequences = build_packed_sequences(make(labels=SEMEVAL_LABELS, use_examples=False),
                                        docs, tokenizer, counts=counts)
@@ -335,7 +335,7 @@ def test_format_round_trip_through_the_task_settings(doc):
 
     fmt = SentenceFormat(instruction="Which relation?", show_example_label=True,
                          show_types=True)
-    task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(
+    task = registry.misc.get("spacy_lmrc.SentenceRETask.v1")(
         labels=SEMEVAL_LABELS, prompt_format=fmt, threshold=0.25, negative_ratio=None)
     config = task.get_config()
     assert config["prompt_format"] == fmt.config()
@@ -348,11 +348,10 @@ def test_format_round_trip_through_the_task_settings(doc):
     assert restored.prompt_format.prefix(request) == fmt.prefix(request)
     query = restored.prompt_format.query(request.queries[0])
     assert query == "fire (ENTITY) | cigarette (ENTITY) =>"
-    # settings saved before the structured path existed get .v1's format
-    old = {k: v for k, v in config.items()
-           if k not in ("prompt_format", "threshold", "negative_ratio")}
-    restored.set_config(old)
-    assert restored.prompt_format.config()["show_relations"] is True
+    # a classifier folder of the earlier layout names its prompt by template
+    earlier = {k: v for k, v in config.items() if k != "use_examples"}
+    restored.set_config({**earlier, "template": "simple_query"})
+    assert restored.use_examples is False
 
 
 def test_sentence_task_fine_tunes_packed_in_batches(nlp, tiny_llama, tmp_path):
@@ -360,7 +359,7 @@ def test_sentence_task_fine_tunes_packed_in_batches(nlp, tiny_llama, tmp_path):
     from spacy_lmrc.classifier import RCModel
     from spacy_lmrc.classifier.training import FinetuneSettings, finetune
 
-    task = registry.misc.get("spacy_lmrc.SentenceRETask.v2")(labels=SEMEVAL_LABELS,
+    task = registry.misc.get("spacy_lmrc.SentenceRETask.v1")(labels=SEMEVAL_LABELS,
                                                              use_examples=False)
     docs = _balance_corpus(nlp)
     summary = finetune(task, docs, tmp_path / "model", FinetuneSettings(
@@ -374,7 +373,7 @@ def test_sentence_task_fine_tunes_packed_in_batches(nlp, tiny_llama, tmp_path):
     assert classifier.task().get_config() == task.get_config()
     # the RAG4RE task (retrieved examples in the request) shares the trained format
     rag_task = classifier.task_for(
-        registry.misc.get("spacy_lmrc.SentenceRETask.v2")(labels=SEMEVAL_LABELS))
+        registry.misc.get("spacy_lmrc.SentenceRETask.v1")(labels=SEMEVAL_LABELS))
     backend = HFBackend()
     backend.use_classifier(classifier)
     docs[0]._.rag_examples = [EXAMPLE]

