@@ -3,6 +3,7 @@ labels in ``initialize``, honours ``exclude`` and round-trips through disk byte 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -126,20 +127,25 @@ def test_hf_backend_reads_back_every_setting_it_wrote(tmp_path):
                       query_batch_size=5)
     saved.to_disk(tmp_path / "backend")
     loaded = HFBackend().from_disk(tmp_path / "backend")
-    assert loaded.settings() == saved.settings() and loaded.adapter is None
+    assert loaded.settings() == saved.settings() and loaded.classifier is None
 
 
 def test_pipeline_round_trips_byte_for_byte(tiny_encoder_dir, tmp_path):
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
-    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    from spacy_lmrc.tasks.lmrc import LMRCTask
+
+    folder = tmp_path / "classifier"  # a LoRA classifier folder (read only when used)
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    (folder / "lmrc_training.json").write_text(json.dumps({
+        "base_model": "some/base", "method": "lora", "task_kind": "lmrc",
+        "task": LMRCTask().get_config()}))
     nlp = spacy.blank("en")
     nlp.add_pipe("lmrc_candidate_proposer", config={
         "model": str(tiny_encoder_dir), "allow_untrained": True, "threshold": 0.2500000001})
     nlp.add_pipe("rag4re_retriever", config={"embedder": str(tiny_encoder_dir), "k": 2})
-    nlp.add_pipe(RC, config={"backend": {"@misc": "spacy_lmrc.HFBackend.v1",
-                                         "model": "some/base", "adapter": str(adapter)}})
+    nlp.add_pipe(RC, config={"model": str(folder), "task": None,
+                             "backend": {"@misc": "spacy_lmrc.HFBackend.v1"}})
     nlp.initialize(lambda: [Example(input_copy(gold(nlp)), gold(nlp))])
     nlp.to_disk(tmp_path / "first")
     loaded = spacy.load(tmp_path / "first")
@@ -150,4 +156,4 @@ def test_pipeline_round_trips_byte_for_byte(tiny_encoder_dir, tmp_path):
     first, second = files_of(tmp_path / "first"), files_of(tmp_path / "second")
     assert sorted(first) == sorted(second)
     assert [name for name in first if first[name] != second[name]] == []
-    assert "llm_relation_classifier/backend/adapter_model.safetensors" in first
+    assert "llm_relation_classifier/classifier/adapter_model.safetensors" in first
