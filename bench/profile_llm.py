@@ -533,8 +533,9 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
     from spacy_lmrc.llm.loading import load_model, load_tokenizer, resolve_llm
 
     data = Path(args.data)
-    task = registry.misc.get("spacy_lmrc.LMRCTask.v3")(
-        labels_path=str(data / "rel_info.json"), pair_source="candidates")
+    task = registry.misc.get("spacy_lmrc.LMRCTask.v1")(
+        labels_path=str(data / "rel_info.json"), pair_source="candidates", allow_none=False,
+        min_probability=None)
     path = args.model if Path(args.model).exists() else resolve_llm(args.model)
     tokenizer = load_tokenizer(path)
     model = load_model(path, torch.device("cpu"), torch.float32).eval()
