@@ -135,6 +135,39 @@ def count_or_null(value: str) -> int | None:
                                  ) from None
 
 
+def first_option(flag: str = "--first", what: str = "documents") -> Any:
+    """``--first N`` (or ``flag``): keep only the first N records; ``null`` keeps all."""
+    return typer.Option(None, flag, parser=count_or_null, help=f"Only the first N {what}")
+
+
+def last_option(flag: str = "--last", what: str = "documents") -> Any:
+    """``--last N`` (or ``flag``): then keep only the last N records; ``null`` keeps all."""
+    return typer.Option(None, flag, parser=count_or_null, help=f"Then only the last N {what}")
+
+
+def format_option(formats: str = "auto, spacy, docred, semeval or tacred") -> Any:
+    """``--format``: how the input file is read (``auto`` tells by its records)."""
+    return typer.Option("auto", "--format", help=formats)
+
+
+def relations_option() -> Any:
+    """``--relations``: a SemEval sentence list's labels, one per sentence."""
+    return typer.Option(None, "--relations",
+                        help="SemEval: labels parallel to the sentences (train_relations.json)")
+
+
+def label_names_option() -> Any:
+    """``--label-names``: the names of a SemEval labels file's integer ids."""
+    return typer.Option(None, "--label-names",
+                        help="SemEval: names of the integer label ids (relations.json)")
+
+
+def skip_invalid_option() -> Any:
+    """``--skip-invalid``: skip bad records and report how many, instead of stopping."""
+    return typer.Option(False, "--skip-invalid",
+                        help="Skip bad records (counted and reported) instead of failing")
+
+
 def relation_set_option(path: Path | None) -> set[str] | None:
     """The relation ids of a ``--relation-set`` file, or None when not given."""
     return set(load_relation_set(path)) if path is not None else None

@@ -20,12 +20,17 @@ from ..util import DEFAULT_ENCODER
 from ._app import app
 from ._util import (
     atomic_folder,
-    count_or_null,
     describe_slice,
     detect_format,
+    first_option,
+    format_option,
     friendly_errors,
     info,
+    label_names_option,
+    last_option,
     load_docs,
+    relations_option,
+    skip_invalid_option,
     timed,
 )
 
@@ -115,15 +120,12 @@ def build_index_cli(
     negative_label: str | None = typer.Option(
         None, "--negative-label", help="Label of sentences without relation "
         "(default: Other for SemEval, no_relation for TACRED)"),
-    fmt: str = typer.Option("auto", "--format", help="auto, spacy, semeval or tacred"),
-    first: int | None = typer.Option(None, "--first", parser=count_or_null,
-                                     help="Only the first N sentences"),
-    last: int | None = typer.Option(None, "--last", parser=count_or_null,
-                                    help="Then only the last N sentences"),
-    relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
-    label_names: Path | None = typer.Option(None, "--label-names",
-                                            help="SemEval label names (relations.json)"),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records"),
+    fmt: str = format_option("auto, spacy, semeval or tacred"),
+    first: int | None = first_option(what="sentences"),
+    last: int | None = last_option(what="sentences"),
+    relations: Path | None = relations_option(),
+    label_names: Path | None = label_names_option(),
+    skip_invalid: bool = skip_invalid_option(),
 ) -> None:
     """Embed the training sentences (normalised) for rag4re_retriever.
 

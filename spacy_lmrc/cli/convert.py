@@ -10,12 +10,17 @@ from spacy.tokens import DocBin
 from ._app import app
 from ._util import (
     check_output,
-    count_or_null,
     describe_slice,
+    first_option,
+    format_option,
     friendly_errors,
     info,
+    label_names_option,
+    last_option,
     load_docs,
     relation_set_option,
+    relations_option,
+    skip_invalid_option,
     timed,
     write_atomic,
 )
@@ -27,17 +32,12 @@ from ._util import (
 def convert_cli(
     input_path: Path = typer.Argument(..., help="DocRED/Re-DocRED, SemEval or TACRED JSON file"),
     output_path: Path = typer.Argument(..., help="Output .spacy file"),
-    fmt: str = typer.Option("auto", "--format", help="auto, docred, semeval or tacred"),
-    first: int | None = typer.Option(None, "--first", parser=count_or_null,
-                                     help="Keep the first N documents"),
-    last: int | None = typer.Option(None, "--last", parser=count_or_null,
-                                    help="Then keep the last N documents"),
-    relations: Path | None = typer.Option(
-        None, "--relations", help="SemEval: labels parallel to a list of sentences"),
-    label_names: Path | None = typer.Option(
-        None, "--label-names", help="SemEval: names of integer label ids (relations.json)"),
-    skip_invalid: bool = typer.Option(
-        False, "--skip-invalid", help="Skip bad documents (and report them) instead of failing"),
+    fmt: str = format_option("auto, docred, semeval or tacred"),
+    first: int | None = first_option(),
+    last: int | None = last_option(),
+    relations: Path | None = relations_option(),
+    label_names: Path | None = label_names_option(),
+    skip_invalid: bool = skip_invalid_option(),
     relation_set: Path | None = typer.Option(
         None, "--relation-set", help="DocRED: rel_info.json or rel2id.json; counts gold "
         "relations outside it"),

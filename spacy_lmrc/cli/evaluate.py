@@ -39,11 +39,14 @@ from ..proposer.model import is_rcp_folder
 from ._app import app
 from ._util import (
     check_output,
-    count_or_null,
     describe_slice,
+    first_option,
     friendly_errors,
     info,
+    label_names_option,
+    last_option,
     load_docs,
+    relations_option,
     timed,
     write_atomic,
 )
@@ -116,15 +119,11 @@ def _pipe_stats(nlp) -> dict[str, Any]:
 def evaluate_cli(
     pipeline: str = typer.Argument(..., help="Pipeline folder or installed package"),
     data: Path = typer.Argument(..., help="Gold corpus: DocRED JSON, SemEval/TACRED JSON, .spacy"),
-    first: int | None = typer.Option(None, "--first", parser=count_or_null,
-                                     help="Only the first N documents"),
-    last: int | None = typer.Option(None, "--last", parser=count_or_null,
-                                    help="Then only the last N documents"),
+    first: int | None = first_option(),
+    last: int | None = last_option(),
     train: Path | None = typer.Option(None, "--train", help="Training split for Ign F1"),
-    train_first: int | None = typer.Option(None, "--train-first", parser=count_or_null,
-                                           help="Train: first N docs"),
-    train_last: int | None = typer.Option(None, "--train-last", parser=count_or_null,
-                                          help="Train: then last N docs"),
+    train_first: int | None = first_option("--train-first", "training documents"),
+    train_last: int | None = last_option("--train-last", "training documents"),
     sentence_level: bool = typer.Option(
         False, "--sentence-level", help="One-pair sentence Docs: micro P/R/F1 of labels"),
     negative_label: str = typer.Option("Other", "--negative-label", help="Sentence level: NA"),
@@ -137,8 +136,8 @@ def evaluate_cli(
         help="Documents per nlp.pipe batch (default: 1 for documents, so progress moves after "
              "each; the pipeline's batch size for sentences, which are decoded together)"),
     device: str = typer.Option("cpu", "--device", help="Proposer folder: cpu, cuda or cuda:N"),
-    relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
-    label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),
+    relations: Path | None = relations_option(),
+    label_names: Path | None = label_names_option(),
     gold_pairs: bool = typer.Option(
         False, "--gold-pairs",
         help="RC-only ablation: classify the gold entity pairs (the proposer is not run)"),

@@ -16,10 +16,11 @@ from ..metrics.docred import prediction_fact
 from ._app import app
 from ._util import (
     check_output,
-    count_or_null,
     describe_slice,
+    first_option,
     friendly_errors,
     info,
+    last_option,
     load_docs,
     relation_set_option,
     write_atomic,
@@ -63,14 +64,10 @@ def score_cli(
     pred: Path = typer.Option(..., "--pred", help="Predictions in the official result.json format"),
     train: Path | None = typer.Option(
         None, "--train", help="Training split (JSON or .spacy) whose facts Ign F1 ignores"),
-    gold_first: int | None = typer.Option(None, "--gold-first", parser=count_or_null,
-                                          help="Gold: first N documents"),
-    gold_last: int | None = typer.Option(None, "--gold-last", parser=count_or_null,
-                                         help="Gold: then last N documents"),
-    train_first: int | None = typer.Option(None, "--train-first", parser=count_or_null,
-                                           help="Train: first N documents"),
-    train_last: int | None = typer.Option(None, "--train-last", parser=count_or_null,
-                                          help="Train: then last N"),
+    gold_first: int | None = first_option("--gold-first", "gold documents"),
+    gold_last: int | None = last_option("--gold-last", "gold documents"),
+    train_first: int | None = first_option("--train-first", "training documents"),
+    train_last: int | None = last_option("--train-last", "training documents"),
     output: Path | None = typer.Option(None, "--output", "-o", help="Also write the JSON here"),
     relation_set: Path | None = typer.Option(
         None, "--relation-set", help="rel_info.json or rel2id.json: counts gold relations and "

@@ -10,12 +10,17 @@ import typer
 from ..stats import corpus_stats
 from ._app import app
 from ._util import (
-    count_or_null,
     describe_slice,
+    first_option,
+    format_option,
     friendly_errors,
     info,
+    label_names_option,
+    last_option,
     load_docs,
     relation_set_option,
+    relations_option,
+    skip_invalid_option,
 )
 
 
@@ -24,14 +29,12 @@ from ._util import (
 def stats_cli(
     path: Path = typer.Argument(..., help="DocRED JSON, SemEval/TACRED JSON or a .spacy file"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
-    first: int | None = typer.Option(None, "--first", parser=count_or_null,
-                                     help="Only the first N documents"),
-    last: int | None = typer.Option(None, "--last", parser=count_or_null,
-                                    help="Then only the last N documents"),
-    fmt: str = typer.Option("auto", "--format", help="auto, spacy, docred, semeval or tacred"),
-    relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
-    label_names: Path | None = typer.Option(None, "--label-names", help="SemEval label names"),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad documents"),
+    first: int | None = first_option(),
+    last: int | None = last_option(),
+    fmt: str = format_option(),
+    relations: Path | None = relations_option(),
+    label_names: Path | None = label_names_option(),
+    skip_invalid: bool = skip_invalid_option(),
     relation_set: Path | None = typer.Option(
         None, "--relation-set", help="DocRED: rel_info.json or rel2id.json; counts gold "
         "relations outside it"),

@@ -10,7 +10,20 @@ from ..rag4re.embedder import TRAINING_FILE
 from ..rag4re.training import LOSSES, EmbedderSettings, train_embedder
 from ..util import DEFAULT_ENCODER
 from ._app import app
-from ._util import atomic_folder, count_or_null, describe_slice, friendly_errors, info, timed
+from ._util import (
+    atomic_folder,
+    count_or_null,
+    describe_slice,
+    first_option,
+    format_option,
+    friendly_errors,
+    info,
+    label_names_option,
+    last_option,
+    relations_option,
+    skip_invalid_option,
+    timed,
+)
 from .build_index import check_representation, read_training_sentences
 
 
@@ -47,15 +60,12 @@ def train_retriever_cli(
     negative_label: str | None = typer.Option(
         None, "--negative-label", help="Label of sentences without relation, a class of its "
         "own (default: Other for SemEval, no_relation for TACRED)"),
-    fmt: str = typer.Option("auto", "--format", help="auto, spacy, semeval or tacred"),
-    first: int | None = typer.Option(None, "--first", parser=count_or_null,
-                                     help="Only the first N sentences"),
-    last: int | None = typer.Option(None, "--last", parser=count_or_null,
-                                    help="Then only the last N sentences"),
-    relations: Path | None = typer.Option(None, "--relations", help="SemEval labels file"),
-    label_names: Path | None = typer.Option(None, "--label-names",
-                                            help="SemEval label names (relations.json)"),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records"),
+    fmt: str = format_option("auto, spacy, semeval or tacred"),
+    first: int | None = first_option(what="sentences"),
+    last: int | None = last_option(what="sentences"),
+    relations: Path | None = relations_option(),
+    label_names: Path | None = label_names_option(),
+    skip_invalid: bool = skip_invalid_option(),
 ) -> None:
     """Fine-tune a sentence-transformers embedder so that a sentence's nearest training
     sentences hold the same relation (labels as classes, a batch triplet loss, label-grouped

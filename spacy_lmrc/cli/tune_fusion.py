@@ -23,10 +23,11 @@ from ..fusion import FUSION_KINDS, LLMScore, RelationScores, ScoredRelation, tun
 from ._app import app
 from ._util import (
     check_output,
-    count_or_null,
     describe_slice,
+    first_option,
     friendly_errors,
     info,
+    last_option,
     load_docs,
     timed,
 )
@@ -82,10 +83,8 @@ def tune_fusion_cli(
     pipeline: str = typer.Argument(..., help="Pipeline folder (proposer + relation classifier)"),
     data: Path = typer.Argument(..., help="Dev corpus with gold relations (DocRED JSON, .spacy)"),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the tuned pipeline"),
-    first: int | None = typer.Option(None, "--first", parser=count_or_null,
-                                     help="Only the first N documents"),
-    last: int | None = typer.Option(None, "--last", parser=count_or_null,
-                                    help="Then only the last N documents"),
+    first: int | None = first_option(),
+    last: int | None = last_option(),
     report: Path | None = typer.Option(None, "--report", help="Write the table as JSON"),
     kinds: str = typer.Option(",".join(FUSION_KINDS), "--fusions",
                               help="Fusions to compare, comma-separated"),
