@@ -2,6 +2,7 @@
 adapter for text-only models)."""
 
 from .base import LLMBackend, TextModel
+from .openai import OpenAIBackend
 from .text import TextBackend
 
-__all__ = ["LLMBackend", "TextBackend", "TextModel"]
+__all__ = ["LLMBackend", "OpenAIBackend", "TextBackend", "TextModel"]

@@ -1,0 +1,257 @@
+"""OpenAIBackend against a real HTTP server on 127.0.0.1 that answers as scripted: the
+constraint and prompts it receives, the probabilities read from its log-probabilities, the
+``min_probability`` search, and each failure (nothing listening, a timeout, a refused
+request, an answer outside the space) ending in a clear error or a counted skip."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+pytest.importorskip("openai", reason="the OpenAI backend needs the openai package ([serve])")
+
+from spacy_lmrc.backends.openai import AnswerLanguage, OpenAIBackend  # noqa: E402
+from spacy_lmrc.errors import InputError  # noqa: E402
+from spacy_lmrc.llm.formats import CompactFormat  # noqa: E402
+from spacy_lmrc.llm.parsing import ParseStats  # noqa: E402
+from spacy_lmrc.llm.requests import PairQuery, RelationRequest  # noqa: E402
+
+NAMES = ["country", "country of citizenship", "place of birth", "place of death"]
+FORMAT = CompactFormat()
+
+
+def completion(tokens: list[str], tops: list[dict[str, float]] | None = None) -> dict:
+    """A completions response spelling ``tokens``, with per-step best tokens (probabilities)."""
+    logprobs = None
+    if tops is not None:
+        logprobs = {"tokens": tokens, "token_logprobs": [math.log(t[k]) for t, k in
+                                                         zip(tops, tokens)],
+                    "top_logprobs": [{k: math.log(v) for k, v in t.items()} for t in tops],
+                    "text_offset": [0] * len(tokens)}
+    return {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "text": "".join(tokens), "finish_reason": "stop",
+                         "logprobs": logprobs}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": len(tokens), "total_tokens": 8}}
+
+
+Responder = Callable[[dict], "tuple[int, dict | str, float]"]
+
+
+@contextmanager
+def server(respond: Responder) -> Iterator[tuple[str, list[dict]]]:
+    """A threaded HTTP server on a free 127.0.0.1 port: ``respond(body)`` gives the status, the
+    JSON (or raw text) answer and a delay; yields the base URL and the bodies received."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append(body)
+            status, answer, delay = respond(body)
+            time.sleep(delay)
+            data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                pass
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def make_request(min_probability: float | None = None) -> RelationRequest:
+    return RelationRequest(
+        text="Ada Lovelace was born in London.",
+        queries=[PairQuery("Ada Lovelace", "London", "PER", "LOC"),
+                 PairQuery("London", "Ada Lovelace", "LOC", "PER")],
+        answer_space=NAMES, none_answer="None", min_probability=min_probability)
+
+
+def backend(url: str, **settings) -> OpenAIBackend:
+    return OpenAIBackend(base_url=url, model="m", **{"max_retries": 0, **settings})
+
+
+def test_language_constraints_and_parsing():
+    language = AnswerLanguage(NAMES + ["None"], ";", "None", True, 3)
+    assert language.gbnf().splitlines() == [
+        'root ::= " None" | name (";" name){0,2}',
+        'name ::= " country" | " country of citizenship" | " place of birth" '
+        '| " place of death"']
+    assert language.regex() == ("( None|( country| country of citizenship| place of birth"
+                                 "| place of death)(;( country| country of citizenship"
+                                 "| place of birth| place of death)){0,2})")
+    assert AnswerLanguage(["a.b (c)"], ";", None, False, 4).regex() == r"(( a\.b \(c\)))"
+    assert language.parse(" place of birth; country") == (["place of birth", "country"], [])
+    assert language.parse(" Paris; country") == (["country"], [" Paris"])
+    assert language.parse(" None; country") == (["country"], [" None"])
+    assert language.is_prefix(" place of b") and language.is_prefix(" country;")
+    assert not language.is_prefix(" None;") and not language.is_prefix(" plac e")
+    assert language.continuations(" country") == [" of citizenship"]
+    # renormalised over the valid tokens: the end and " of" after " country", not "!"
+    steps = language.renormalise(" country", {"": math.log(0.3), " of": math.log(0.3),
+                                              "!": math.log(0.4)})
+    assert set(steps) == {"", " of"}
+    assert math.exp(steps[""]) == pytest.approx(0.5)
+    single = AnswerLanguage(["a", "b"], ";", None, False, 4)
+    assert single.gbnf() == 'root ::= name\nname ::= " a" | " b"'
+
+
+def test_answers_with_probabilities_and_shared_prefix():
+    def respond(body):
+        return 200, completion([" place", " of", " birth"],
+                               [{" place": 0.8, " country": 0.1, "!": 0.1},
+                                {" of": 1.0}, {" birth": 0.6, " death": 0.4}]), 0.0
+
+    with server(respond) as (url, received):
+        answers = backend(url, concurrency=2).answer([make_request()], FORMAT, ParseStats())
+    (first, second), = answers
+    assert [name for name, _ in first] == ["place of birth"]
+    # renormalised over the valid tokens: 0.8/0.9 x 1 x 0.6, the end certain after a leaf
+    assert first[0][1] == pytest.approx(0.8 / 0.9 * 0.6)
+    prefix = FORMAT.prefix(make_request())
+    assert len(received) == 2 and all(body["prompt"].startswith(prefix) for body in received)
+    assert {body["prompt"] for body in received} == {
+        prefix + FORMAT.query(query) for query in make_request().queries}
+    assert received[0]["grammar"].startswith('root ::= " None" | name')
+    assert received[0]["temperature"] == 0.0 and received[0]["logprobs"] == 10
+
+
+def test_min_probability_branches_find_every_name_above_it():
+    """Greedy " country" (it stops: a longer name goes on, so what follows is asked), and the
+    alternative " place" (0.3) opens a branch that finds place of birth (0.3 x 0.6)."""
+
+    def respond(body):
+        prompt = body["prompt"]
+        if prompt.endswith("=>"):
+            return 200, completion([" country"], [{" country": 0.6, " place": 0.3, "x": 0.1}]), 0
+        if prompt.endswith("=> country"):  # forced on: the stop's share is in the top tokens
+            return 200, completion([" of", " citizenship"],
+                                   [{"": 0.5, " of": 0.5}, {" citizenship": 1.0}]), 0
+        assert prompt.endswith("=> place")
+        assert body["grammar"] == 'root ::= " of birth" | " of death"'
+        return 200, completion([" of", " birth"], [{" of": 1.0},
+                                                   {" birth": 0.6, " death": 0.4}]), 0
+
+    request = make_request(min_probability=0.1)
+    request.queries = request.queries[:1]
+    with server(respond) as (url, received):
+        client = backend(url)
+        (answer,), = client.answer([request], FORMAT, ParseStats())
+    probabilities = dict(answer)
+    p_country = 0.6 / 0.9  # " country" renormalised over the valid first tokens
+    p_place = 0.3 / 0.9
+    assert probabilities["country"] == pytest.approx(p_country * 0.5)
+    assert probabilities["country of citizenship"] == pytest.approx(p_country * 0.5)
+    assert probabilities["place of birth"] == pytest.approx(p_place * 0.6)
+    assert probabilities["place of death"] == pytest.approx(p_place * 0.4)
+    assert [name for name, _ in answer][0] in ("country", "country of citizenship")
+    assert client.usage()["branch_requests"] == 2 and len(received) == 3
+
+
+def test_answer_outside_the_space_is_counted_not_kept():
+    def respond(body):
+        return 200, completion([" banana", ";", " country"]), 0.0
+
+    stats = ParseStats()
+    with server(respond) as (url, _):
+        client = backend(url)
+        answers = client.answer([make_request()], FORMAT, stats)
+    assert answers == [[[("country", None)], [("country", None)]]]
+    assert stats.counts["out_of_set"] == 2 and stats.counts["no_logprobs"] == 2
+    assert stats.samples["out_of_set"] == [" banana; country", " banana; country"]
+    assert client.usage()["out_of_set"] == 2
+
+
+def test_nothing_listening_is_a_clear_error():
+    with socket.socket() as sock:  # a free port, closed again: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(InputError, match=f"no OpenAI-compatible server answers at {url}") as err:
+        backend(url).answer([make_request()], FORMAT)
+    assert err.value.field == "base_url"
+
+
+def test_timeouts_are_counted_and_all_timeouts_fail():
+    def respond(body):
+        slow = "London (LOC) | Ada" in body["prompt"]
+        return 200, completion([" country"], [{" country": 1.0}]), 2.0 if slow else 0.0
+
+    stats = ParseStats()
+    with server(respond) as (url, _):
+        client = backend(url, timeout=0.5)
+        (first, second), = client.answer([make_request()], FORMAT, stats)
+        assert first == [("country", 1.0)] and second == []
+        assert client.usage()["timed_out"] == 1 and stats.counts["timed_out"] == 1
+        request = make_request()
+        request.queries = request.queries[1:]
+        with pytest.raises(InputError, match="every one of 1 requests .* timed out"):
+            client.answer([request], FORMAT)
+
+
+def test_refused_request_names_the_server_message():
+    def respond(body):
+        return 400, {"error": {"message": "invalid grammar", "type": "invalid_request"}}, 0.0
+
+    with server(respond) as (url, _):
+        with pytest.raises(InputError, match="status 400: invalid grammar"):
+            backend(url).answer([make_request()], FORMAT)
+
+
+def test_vllm_and_sglang_constraints():
+    def respond(body):
+        return 200, completion([" country"], [{" country": 1.0}]), 0.0
+
+    with server(respond) as (url, received):
+        backend(url, server="vllm").answer([make_request()], FORMAT)
+        single = make_request()
+        single.multi_label = False
+        backend(url, server="vllm").answer([single], FORMAT)
+        backend(url, server="sglang").answer([make_request()], FORMAT)
+    assert "regex" in received[0]["structured_outputs"]
+    assert received[2]["structured_outputs"]["choice"][0] == " country"
+    assert received[4]["regex"].startswith("( None|( country")
+
+
+def test_settings_round_trip_without_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMRC_TEST_KEY", "secret-key")
+    original = OpenAIBackend("http://127.0.0.1:1/v1", "m", server="vllm",
+                             api_key_env="LMRC_TEST_KEY", concurrency=3, timeout=5.0)
+    assert original.client.api_key == "secret-key"
+    original.to_disk(tmp_path)
+    assert "secret-key" not in "".join(p.read_text() for p in tmp_path.iterdir())
+    loaded = OpenAIBackend("http://other/v1", "x").from_disk(tmp_path)
+    assert loaded.settings() == original.settings()
+    monkeypatch.delenv("LMRC_TEST_KEY")
+    with pytest.raises(InputError, match="LMRC_TEST_KEY"):
+        loaded.client  # noqa: B018
+
+
+def test_registered():
+    from spacy.util import registry
+
+    made = registry.misc.get("spacy_lmrc.OpenAIBackend.v1")(base_url="http://127.0.0.1:1/v1",
+                                                            model="m")
+    assert isinstance(made, OpenAIBackend)
