@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     compare,
     convert,
     evaluate,
+    export_gguf,
     extract,
     finetune_classifier,
     predict,
