@@ -12,7 +12,10 @@ Seq2seq models take text only: their requests go through the text adapter
 :meth:`HFBackend.generate`, which wraps each prompt in the chat template as one user message
 when the tokenizer has one; decoder-only models are left-padded and decoded greedily with a
 bound on new tokens. A prompt longer than ``max_prompt_tokens`` is refused (answered empty,
-counted), never cut.
+counted), never cut: the backend measures requests against its context
+(:meth:`HFBackend.context_fit`, :meth:`HFBackend.text_tokens`) so that the LMRC tasks can ask
+a longer document's pairs over windows of its sentences
+(:mod:`spacy_lmrc.tasks.lmrc.windows`).
 
 A fine-tuned classifier (:class:`~spacy_lmrc.classifier.model.RCModel`, the output folder of
 ``spacy-lmrc finetune-classifier``) brings its own base model, weights and tokenizer
@@ -35,7 +38,7 @@ from ..llm.formats import PromptFormat
 from ..llm.loading import chat_prompt_ids, load_model, load_tokenizer, resolve_dtype, resolve_llm
 from ..llm.parsing import ParseStats
 from ..llm.requests import Answer, RelationRequest
-from ..llm.sequences import EncodedRequest, encode_request
+from ..llm.sequences import ContextFit, EncodedRequest, encode_request
 from ..llm.text import TextFormat
 from ..util import resolve_device
 from .base import LLMBackend, TextModel
@@ -45,6 +48,8 @@ if TYPE_CHECKING:
     from ..classifier.model import RCModel
 
 SETTINGS_FILE = "backend.json"
+#: tokens of the context kept free after a request's prefix and longest query for its answer
+ANSWER_ROOM = 32
 
 
 class HFBackend(LLMBackend, TextModel):
@@ -136,6 +141,32 @@ class HFBackend(LLMBackend, TextModel):
                   getattr(self._model.config, "max_position_embeddings", None)]
         return min((x for x in limits if x), default=None)
 
+    def context_fit(self, request: RelationRequest,
+                    prompt_format: PromptFormat) -> ContextFit | None:
+        """How ``request`` fits the model's context (None: the model states no limit), by the
+        very measure :meth:`answer` refuses requests with: prefix, longest query and
+        :data:`ANSWER_ROOM` for a causal LM; the longest text prompt for a seq2seq model."""
+        self._load()
+        limit = self._context_limit()
+        if not limit:
+            return None
+        text = self.text_tokens([request.text])[0]
+        if self._seq2seq:
+            prompts = self._text.text_format.prompts(request)
+            needed = max((self.count_tokens(prompt.text) for prompt in prompts), default=0)
+            return ContextFit(context=limit, needed=needed, text=text)
+        encoded = encode_request(self._tokenizer, prompt_format, request)
+        return ContextFit(context=limit, needed=encoded.longest_path + ANSWER_ROOM, text=text)
+
+    def text_tokens(self, texts: Sequence[str]) -> list[int]:
+        """The length in tokens of each of ``texts`` (no special tokens): what a piece of a
+        document takes in a prompt."""
+        self._load()
+        if not texts:
+            return []
+        return [len(ids) for ids in
+                self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
     def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
         """Greedy text answers, each at most ``max_new_tokens`` (and the backend's own
         ``max_new_tokens``) long; prompts over the context are answered empty and counted."""
@@ -200,7 +231,8 @@ class HFBackend(LLMBackend, TextModel):
         each request's ``min_probability`` applies to its own queries.
         A request whose prefix plus longest query does not fit the model's context is refused:
         its queries get empty answers and :attr:`refused_prompts` counts it (the component
-        reports it with the pairs left unanswered).
+        reports it with the pairs left unanswered). The component measures an LMRC document's
+        request first (:meth:`context_fit`) and sends a longer one as windows that fit.
         """
         self._load()
         if self._seq2seq:
@@ -214,8 +246,7 @@ class HFBackend(LLMBackend, TextModel):
             if not request.queries:
                 continue
             encoded = encode_request(self._tokenizer, prompt_format, request)
-            longest = max((len(ids) for ids in encoded.query_ids), default=0)
-            if limit and len(encoded.prefix_ids) + longest + 32 > limit:
+            if limit and encoded.longest_path + ANSWER_ROOM > limit:
                 self.refused_prompts += 1
                 continue
             self.prompt_tokens += encoded.prompt_tokens

@@ -5,6 +5,10 @@ official ``result.json`` list; sentence-level input (SemEval, TACRED, or a ``.sp
 two-entity sentences) gives JSONL records ``{"index", "id", "relation"}`` in input order, where
 ``index`` counts the sentences read (from 0) and ``relation`` is the predicted label of the
 (e1, e2) pair, the negative label when there is none.
+
+The report on stderr gives each component's counts, and names every document longer than the
+LLM's context: how many windows of its sentences its pairs were asked in, and the pairs that
+fit no window.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..corpus import docs_to_result, sentence_label
 from ..corpus.readers import input_copy
 from ..corpus.sentence import SEMEVAL_NEGATIVE, TACRED_NEGATIVE
 from ..metrics.sentence import score_labels
+from ..tasks.lmrc.windows import describe_windowed
 from ._app import app
 from ._util import (
     check_output,
@@ -100,5 +105,25 @@ def predict_cli(
         stats = getattr(component, "stats", None)
         if stats is not None and hasattr(stats, "to_dict"):
             info(f"{name} answer parsing: {stats.to_dict()}")
+        _report_context(name, component)
     info(f"wrote {output_path} ({len(docs)} documents, {seconds / max(len(docs), 1):.3f} s per "
          f"document)")
+
+
+def _report_context(name: str, component: object) -> None:
+    """Name the documents ``component`` asked over windows (too long for the LLM's context) and
+    count the requests its backend refused as too long."""
+    windowed = getattr(component, "windowed", None) or []
+    stats = getattr(component, "stats", None)
+    total = stats.counts.get("windowed_documents", 0) if hasattr(stats, "counts") else 0
+    if windowed:
+        info(f"{name}: {total} documents longer than the LLM's context were asked over windows "
+             "of their sentences:")
+        for entry in windowed:
+            info(f"  {describe_windowed(entry)}")
+        if total > len(windowed):
+            info(f"  ... and {total - len(windowed)} more")
+    refused = (getattr(component, "usage", None) or {}).get("refused_over_context", 0)
+    if refused:
+        info(f"{name}: {refused} requests were longer than the LLM's context and refused: "
+             "their pairs are unanswered")

@@ -35,6 +35,37 @@ class EncodedRequest:
         """Tokens the model reads: the prefix once, then every query."""
         return len(self.prefix_ids) + sum(len(ids) for ids in self.query_ids)
 
+    @property
+    def longest_path(self) -> int:
+        """Tokens before the longest query's answer: the prefix and that query (what the
+        model's context must hold, besides the answer)."""
+        return len(self.prefix_ids) + max((len(ids) for ids in self.query_ids), default=0)
+
+
+@dataclass(frozen=True)
+class ContextFit:
+    """How a request fits a model's context, in the model's tokens.
+
+    context: the most tokens the model reads at once (its position limit, or a configured
+        bound).
+    needed: what the request needs of it: its prefix, its longest query and room for the
+        answer (a text-only model's longest prompt).
+    text: the tokens of the request's text (the document) within ``needed``.
+    """
+
+    context: int
+    needed: int
+    text: int
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.context
+
+    @property
+    def text_budget(self) -> int:
+        """The most tokens the request's text may take for the rest of it to still fit."""
+        return self.context - (self.needed - self.text)
+
 
 def encode_request(tokenizer: Any, fmt: PromptFormat, request: RelationRequest) -> EncodedRequest:
     """Tokenize ``request`` in ``fmt`` (prefix with special tokens, queries without)."""

@@ -10,6 +10,14 @@ component writes ``doc._.relations`` and keeps counts of what reading the answer
 out-of-set relations, unaligned entities) in :attr:`RelationClassifier.stats`, plus request,
 prompt and timing counts in :attr:`usage`.
 
+A document whose request does not fit the LLM's context (measured by a backend that knows it,
+:class:`~spacy_lmrc.tasks.lmrc.windows.ContextMeter`) is asked over windows of its sentences
+by a task that can window it (the LMRC tasks, :mod:`spacy_lmrc.tasks.lmrc.windows`): the
+counts ``windowed_documents``, ``windows`` and ``pairs_over_context`` (pairs that fit no
+window, left unanswered) go to :attr:`~RelationClassifier.stats`, and each such document
+(its index in the stream, its title, its windows and pairs) to
+:attr:`~RelationClassifier.windowed`, which :meth:`~RelationClassifier.report` includes.
+
 A fine-tuned classifier is one setting, ``model``: the folder ``spacy-lmrc
 finetune-classifier`` wrote (:class:`~spacy_lmrc.classifier.model.RCModel`) brings its base
 model, weights, tokenizer and task (relation set, prompt format, fused score), so a config
@@ -45,13 +53,18 @@ from ..backends.base import LLMBackend
 from ..classifier.model import RCModel
 from ..doc import Relation
 from ..errors import InputError
+from ..llm.requests import Answer
 from ..tasks.base import ParseStats, RelationTask
+from ..tasks.lmrc.windows import ContextMeter, WindowedRequests, WindowingTask
 from .batched import BatchedPipe
 
 CFG_FILE = "cfg.json"
 TASK_FILE = "task.json"
 BACKEND_DIR = "backend"
 CLASSIFIER_DIR = "classifier"
+#: windowed documents described one by one in :attr:`RelationClassifier.windowed` (all are
+#: counted in ``stats``)
+MAX_WINDOWED_REPORTS = 1000
 
 DEFAULT_CONFIG = {
     "model": None,
@@ -109,6 +122,8 @@ class RelationClassifier(BatchedPipe):
         self.cfg: dict[str, Any] = {"batch_size": batch_size}
         self.stats = ParseStats()
         self.usage: Counter = Counter()
+        #: documents asked over windows, one dict each (see :meth:`predict`)
+        self.windowed: list[dict[str, Any]] = []
         self.model = model
         self.classifier: RCModel | None = None
         self._task = task
@@ -181,19 +196,27 @@ class RelationClassifier(BatchedPipe):
     # prediction -------------------------------------------------------------------------------
 
     def predict(self, docs: Iterable[Doc]) -> list[list[Relation]]:
-        """The relations of each Doc, read from the backend's answers to one request per Doc
-        (Docs stay unchanged); counts of reading them go to :attr:`stats`, request, prompt and
-        timing counts to :attr:`usage`."""
+        """The relations of each Doc, read from the backend's answers to one request per Doc,
+        or per window of a Doc longer than the LLM's context (Docs stay unchanged); counts of
+        reading them go to :attr:`stats`, request, prompt and timing counts to :attr:`usage`,
+        windowed Docs to :attr:`windowed`."""
         docs = list(docs)
         start = time.perf_counter()
         sent_before = self.backend.usage()
-        built = [self.task.build_request(doc) for doc in docs]
-        answers = self.backend.answer([request for request, _ in built], self.task.prompt_format,
-                                      self.stats)
-        relations = [self.task.relations_from_answers(doc, pairs, doc_answers, self.stats)
-                     for doc, (_, pairs), doc_answers in zip(docs, built, answers)]
+        first = self.usage["documents"]
+        built = [self._requests(doc, first + i) for i, doc in enumerate(docs)]
+        requests = [request for doc_requests, _ in built for request in doc_requests.requests]
+        answers = iter(self.backend.answer(requests, self.task.prompt_format, self.stats))
+        relations = []
+        for doc, (doc_requests, pairs) in zip(docs, built):
+            doc_answers: list[Answer] = [[] for _ in pairs]
+            for indices in doc_requests.pair_indices:
+                for index, answer in zip(indices, next(answers)):
+                    doc_answers[index] = answer
+            relations.append(self.task.relations_from_answers(doc, pairs, doc_answers,
+                                                              self.stats))
         self.usage["documents"] += len(docs)
-        self.usage["requests"] += len(built)
+        self.usage["requests"] += len(requests)
         self.usage["pairs"] += sum(len(pairs) for _, pairs in built)
         for key, count in self.backend.usage().items():
             if count - sent_before.get(key, 0):
@@ -201,20 +224,46 @@ class RelationClassifier(BatchedPipe):
         self.usage["milliseconds"] += int((time.perf_counter() - start) * 1000)
         return relations
 
+    def _requests(self, doc: Doc, index: int
+                  ) -> tuple[WindowedRequests, list[tuple[int, int]]]:
+        """``doc``'s requests and its pairs: one request, or, when it does not fit the LLM's
+        context and the task can window it, one per window (counted, and described in
+        :attr:`windowed` with the Doc's ``index`` in the stream)."""
+        request, pairs = self.task.build_request(doc)
+        whole = WindowedRequests([request], [list(range(len(pairs)))])
+        if not pairs or not isinstance(self.task, WindowingTask) \
+                or not isinstance(self.backend, ContextMeter):
+            return whole, pairs
+        fit = self.backend.context_fit(request, self.task.prompt_format)
+        if fit is None or fit.fits:
+            return whole, pairs
+        windowed = self.task.window_requests(doc, pairs, fit, self.backend)
+        report = windowed.report or {}
+        self.stats.add("windowed_documents")
+        self.stats.add("windows", report.get("windows", len(windowed.requests)))
+        if report.get("pairs_over_context"):
+            self.stats.add("pairs_over_context", report["pairs_over_context"])
+        if len(self.windowed) < MAX_WINDOWED_REPORTS:
+            self.windowed.append({"index": index, "title": doc._.title, **report})
+        return windowed, pairs
+
     def set_annotations(self, docs: Iterable[Doc], relations: list[list[Relation]]) -> None:
         """Write what :meth:`predict` returned to ``doc._.relations``."""
         for doc, doc_relations in zip(docs, relations):
             doc._.relations = doc_relations
 
     def report(self) -> dict[str, Any]:
-        """Parse counts, usage and samples of dropped answer lines, e.g. for logs."""
+        """Parse counts, usage, samples of dropped answer lines and the documents asked over
+        windows (the first :data:`MAX_WINDOWED_REPORTS`), e.g. for logs."""
         return {"parse": self.stats.to_dict(), "usage": dict(self.usage),
-                "samples": {k: list(v) for k, v in self.stats.samples.items()}}
+                "samples": {k: list(v) for k, v in self.stats.samples.items()},
+                "windowed": [dict(entry) for entry in self.windowed]}
 
     def reset_stats(self) -> None:
         """Start counting parse statistics and usage afresh (e.g. before an evaluation)."""
         self.stats = ParseStats()
         self.usage = Counter()
+        self.windowed = []
 
     # serialization ----------------------------------------------------------------------------
 

@@ -22,8 +22,12 @@ the proposer's P(pair related) and the LLM's P(None) by the task's ``fusion``
 answer (no probability) scores the proposer's P(pair) when the pair came from
 ``doc._.relation_candidates``, else 1.0.
 
+A document longer than the LLM's context is asked over windows of its sentences, each pair
+over its mention sentences and their neighbours (:mod:`.windows`); one that fits is sent whole.
+
 The package is laid out as spacy-llm lays out its tasks: :mod:`.task` (requests),
-:mod:`.parser` (answers to relations) and :mod:`.registry` (the registered factories).
+:mod:`.parser` (answers to relations), :mod:`.windows` (documents longer than the context)
+and :mod:`.registry` (the registered factories).
 """
 
 from .parser import NONE_NAME, relations_from_answers

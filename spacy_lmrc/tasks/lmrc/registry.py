@@ -29,6 +29,7 @@ def make_lmrc_task(
     train_negatives: float | None = 1.0,
     negative_source: str = "candidates",
     hint_top_m: int | None = None,
+    window_neighbours: int = 1,
 ) -> LMRCTask:
     """LMRC's RC task on the pairs of ``pair_source`` (``candidates``: the proposer's;
     ``all``; ``auto``: candidates, else every pair), able to reject a candidate: with
@@ -44,13 +45,15 @@ def make_lmrc_task(
     kept from 0) turns the proposer's P(pair), the LLM's P(relation) and P(None) into the
     relation's score and keeps those reaching its threshold: ``spacy-lmrc tune-fusion``
     chooses both on dev. ``hint_top_m``: narrow each candidate's answer space to the
-    proposer's best relation-type hints (None: the whole set).
+    proposer's best relation-type hints (None: the whole set). ``window_neighbours``: a
+    document longer than the LLM's context is asked over windows of its sentences, each
+    pair's mention sentences with up to this many neighbours either side.
     """
     return LMRCTask(labels=labels, labels_path=labels_path, pair_source=pair_source,
                     allow_none=allow_none, prompt_format=prompt_format or CompactFormat(),
                     fusion=fusion, min_probability=min_probability,
                     train_negatives=train_negatives, negative_source=negative_source,
-                    hint_top_m=hint_top_m)
+                    hint_top_m=hint_top_m, window_neighbours=window_neighbours)
 
 
 @registry.misc("spacy_lmrc.LMRCBaselineTask.v1")
@@ -60,11 +63,12 @@ def make_lmrc_baseline_task(
     prompt_format: PromptFormat | None = None,
     threshold: float = 0.0,
     train_negatives: float | None = None,
+    window_neighbours: int = 1,
 ) -> LMRCTask:
     """The LLM-only baseline (LMRC section 3.2): every ordered pair, ``None`` allowed;
     ``train_negatives`` samples its training pairs without relation (None: every pair);
-    ``threshold``: the least LLM probability a relation needs. ``prompt_format`` as
-    ``spacy_lmrc.LMRCTask.v1``."""
+    ``threshold``: the least LLM probability a relation needs. ``prompt_format`` and
+    ``window_neighbours`` as ``spacy_lmrc.LMRCTask.v1``."""
     return LMRCTask(labels=labels, labels_path=labels_path, pair_source="all", allow_none=True,
                     prompt_format=prompt_format or CompactFormat(), fusion=LLMScore(threshold),
-                    train_negatives=train_negatives)
+                    train_negatives=train_negatives, window_neighbours=window_neighbours)

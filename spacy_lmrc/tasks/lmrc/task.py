@@ -18,8 +18,10 @@ from ...errors import InputError
 from ...fusion import LLMScore, ScoreFusion, fusion_from_config
 from ...llm.formats import PaperFormat, PromptFormat, format_from_config
 from ...llm.requests import Answer, EntityNames, PairQuery, RelationRequest
+from ...llm.sequences import ContextFit
 from ..base import ParseStats, RelationTask
 from .parser import NONE_NAME, relations_from_answers
+from .windows import ContextMeter, WindowedRequests, window_requests
 
 PAIR_SOURCES = ("auto", "candidates", "all")
 #: where training pairs without relation come from: a seeded sample of every pair without
@@ -53,6 +55,9 @@ class LMRCTask(RelationTask):
     hint_top_m: narrow each candidate pair's answer space to the proposer's ``hint_top_m``
         best relation-type hints (``doc._.relation_candidates`` ``"hints"``); None = the whole
         relation set.
+    window_neighbours: a document longer than the LLM's context is asked over windows of its
+        sentences (:mod:`.windows`): each pair's mention sentences and up to this many
+        sentences either side of them, as the context allows.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class LMRCTask(RelationTask):
         train_negatives: float | None = None,
         negative_source: str = "random",
         hint_top_m: int | None = None,
+        window_neighbours: int = 1,
     ) -> None:
         if pair_source not in PAIR_SOURCES:
             raise ValueError(f"pair_source must be one of {PAIR_SOURCES}, not {pair_source!r}")
@@ -77,6 +83,8 @@ class LMRCTask(RelationTask):
             raise ValueError(f"min_probability must be in (0, 1] or None, not {min_probability}")
         if hint_top_m is not None and hint_top_m < 1:
             raise ValueError(f"hint_top_m must be at least 1 or None, not {hint_top_m}")
+        if window_neighbours < 0:
+            raise ValueError(f"window_neighbours must be 0 or more, not {window_neighbours}")
         if labels is not None:
             self.labels = dict(labels)
         elif labels_path is not None and Path(labels_path).exists():
@@ -93,6 +101,7 @@ class LMRCTask(RelationTask):
         self.negative_source = negative_source
         self.training_counts = Counter()
         self.hint_top_m = hint_top_m
+        self.window_neighbours = window_neighbours
 
     def select_pairs(self, doc: Doc) -> list[tuple[int, int]]:
         """The ordered entity pairs to classify, in (head, tail) order."""
@@ -126,6 +135,14 @@ class LMRCTask(RelationTask):
                                                      [m["name"] for m in ent["mentions"]])
                                          for ent in entities],
                                min_probability=self.min_probability)
+
+    def window_requests(self, doc: Doc, pairs: list[tuple[int, int]], fit: ContextFit,
+                        meter: ContextMeter) -> WindowedRequests:
+        """``doc``'s requests for ``pairs`` when its whole request does not ``fit`` the LLM's
+        context: one per window of its sentences, each the request :meth:`request_for` builds
+        for the window's pairs with the window's text (see :mod:`.windows`)."""
+        return window_requests(doc, pairs, fit, lambda chosen: self.request_for(doc, chosen),
+                               meter, self.prompt_format, self.window_neighbours)
 
     def _hinted_spaces(self, doc: Doc) -> dict[tuple[int, int], list[str]]:
         """Per candidate pair, the names of its ``hint_top_m`` best hinted relation types (none
@@ -212,6 +229,7 @@ class LMRCTask(RelationTask):
             "train_negatives": self.train_negatives,
             "negative_source": self.negative_source,
             "hint_top_m": self.hint_top_m,
+            "window_neighbours": self.window_neighbours,
         }
 
     def set_labels(self, labels: Mapping[str, str]) -> None:
