@@ -5,12 +5,7 @@ requests with GBNF-constrained answers."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -18,45 +13,6 @@ pytest.importorskip("gguf", reason="the GGUF export needs the gguf package ([mod
 
 LABELS = {"P19": "place of birth", "P170": "creator", "P1327": "partner in business or sport",
           "P17": "country"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_llama_server(gguf: Path, alias: str, log: Path, n_ctx: int = 2048,
-                       timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
-    """``python -m llama_cpp.server`` on a free 127.0.0.1 port, once it answers; its output
-    goes to ``log`` (named in the error when it does not come up)."""
-    port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias",
-             alias, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-             "--n_threads", "1", "--logits_all", "true"], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the llama.cpp server exited ({process.returncode}): see {log}")
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=2).read()
-            return process, url
-        except OSError:
-            time.sleep(0.5)
-    stop_server(process)
-    raise RuntimeError(f"the llama.cpp server did not answer within {timeout} s: see {log}")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def test_export_reads_back_as_the_same_model(tiny_llama, tmp_path):
@@ -92,14 +48,12 @@ def llama_server(tiny_llama, tmp_path_factory):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install "
                         "'spacy-lmrc[serve]' (it builds llama.cpp from source)")
     from spacy_lmrc.export import export_gguf
+    from spacy_lmrc.llama_server import llama_server as serve
 
     folder = tmp_path_factory.mktemp("llama_server")
     gguf = export_gguf(tiny_llama, folder / "tiny.gguf")
-    process, url = start_llama_server(gguf, "tiny", folder / "server.log")
-    try:
+    with serve(gguf, folder / "server.log", alias="tiny", n_ctx=2048) as url:
         yield url
-    finally:
-        stop_server(process)
 
 
 def classifier_pipeline(backend: dict, min_probability: float | None):
