@@ -47,7 +47,8 @@ def make_lmrc_task(
     chooses both on dev. ``hint_top_m``: narrow each candidate's answer space to the
     proposer's best relation-type hints (None: the whole set). ``window_neighbours``: a
     document longer than the LLM's context is asked over windows of its sentences, each
-    pair's mention sentences with up to this many neighbours either side.
+    pair's mention sentences, and up to this many neighbours either side where a window's
+    room allows.
     """
     return LMRCTask(labels=labels, labels_path=labels_path, pair_source=pair_source,
                     allow_none=allow_none, prompt_format=prompt_format or CompactFormat(),

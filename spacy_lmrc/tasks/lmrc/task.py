@@ -56,8 +56,8 @@ class LMRCTask(RelationTask):
         best relation-type hints (``doc._.relation_candidates`` ``"hints"``); None = the whole
         relation set.
     window_neighbours: a document longer than the LLM's context is asked over windows of its
-        sentences (:mod:`.windows`): each pair's mention sentences and up to this many
-        sentences either side of them, as the context allows.
+        sentences (:mod:`.windows`): each pair's mention sentences, and up to this many
+        sentences either side of a window's sentences where its room allows.
     """
 
     def __init__(
