@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from spacy_lmrc.cli import app
 from spacy_lmrc.corpus import docred_record_to_doc
 from spacy_lmrc.corpus.readers import input_copy
+from spacy_lmrc.tasks.lmrc import LMRCTask
 from spacy_lmrc.tasks.lmrc.windows import (
     SENTENCE_SLACK,
     describe_windowed,
@@ -140,6 +141,15 @@ def test_window_text_keeps_runs_of_sentences_as_written(nlp):
     assert text == (f"{doc[spans[0][0]:spans[1][1]].text} {doc[spans[29][0]:spans[29][1]].text}")
 
 
+def test_window_neighbours_is_a_task_setting_kept_with_the_pipeline():
+    task = LMRCTask(labels=LABELS, window_neighbours=2)
+    restored = LMRCTask()
+    restored.set_config(json.loads(json.dumps(task.get_config())))
+    assert restored.window_neighbours == 2
+    with pytest.raises(ValueError, match="window_neighbours must be 0 or more"):
+        LMRCTask(window_neighbours=-1)
+
+
 # the component, on a model whose context is short -----------------------------------------
 
 
@@ -178,7 +188,10 @@ def test_the_baseline_asks_every_pair_once_over_windows_that_fit(short_llama):
         "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": short_llama}})
     rc = nlp.get_pipe("llm_relation_classifier")
     doc = input_copy(docred_record_to_doc(long_record(), nlp.vocab))
-    windowed, pairs = rc._requests(doc, 0)
+    whole, pairs = rc.task.build_request(doc)
+    fit = rc.backend.context_fit(whole, rc.task.prompt_format)
+    assert not fit.fits and fit.context == CONTEXT
+    windowed = rc.task.window_requests(doc, pairs, fit, rc.backend)
     assert len(pairs) == 20 * 19 and len(windowed.requests) > 1
     assert sorted(i for indices in windowed.pair_indices for i in indices) == list(range(380))
     for request, indices in zip(windowed.requests, windowed.pair_indices):
