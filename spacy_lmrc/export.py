@@ -63,6 +63,9 @@ def load_for_export(model: str | Path) -> tuple[Any, Any]:
 
     if RCModel.is_folder(model):
         return RCModel.from_pretrained(model).load(torch.device("cpu"), torch.float32)
+    if Path(model).is_dir() and not (Path(model) / "config.json").exists():
+        raise InputError("neither a classifier folder (lmrc_training.json) nor a Hugging Face "
+                         "model folder (config.json)", path=model)
     path = resolve_llm(str(model))
     return (load_model(path, torch.device("cpu"), torch.float32).eval(), load_tokenizer(path))
 

@@ -41,6 +41,19 @@ def test_export_reads_back_as_the_same_model(tiny_llama, tmp_path):
         export_gguf(tiny_llama, tmp_path / "x.gguf", dtype="int4")
 
 
+def test_export_gguf_command(tiny_llama, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_lmrc.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["export-gguf", tiny_llama, str(tmp_path / "tiny.gguf"),
+                               "--dtype", "bfloat16"])
+    assert done.exit_code == 0 and (tmp_path / "tiny.gguf").stat().st_size > 0
+    refused = runner.invoke(app, ["export-gguf", str(tmp_path), str(tmp_path / "x.gguf")])
+    assert refused.exit_code == 1 and "error:" in refused.output
+
+
 @pytest.fixture(scope="module")
 def llama_server(tiny_llama, tmp_path_factory):
     """The tiny Llama as GGUF, served; the server is stopped whatever the tests do."""
