@@ -211,13 +211,37 @@ def test_timeouts_are_counted_and_all_timeouts_fail():
             client.answer([request], FORMAT)
 
 
-def test_refused_request_names_the_server_message():
+def test_refused_requests_are_counted_and_all_refused_fail():
     def respond(body):
-        return 400, {"error": {"message": "invalid grammar", "type": "invalid_request"}}, 0.0
+        if "London (LOC) | Ada" in body["prompt"]:
+            return 400, {"error": {"message": "Requested tokens (9000) exceed context window",
+                                   "type": "invalid_request_error"}}, 0.0
+        if "Babbage" in body["prompt"]:
+            return 400, {"error": {"message": "invalid grammar", "type": "invalid_request"}}, 0.0
+        return 200, completion([" country"], [{" country": 1.0}]), 0.0
+
+    stats = ParseStats()
+    with server(respond) as (url, _):
+        client = backend(url)
+        (first, second), = client.answer([make_request()], FORMAT, stats)
+        assert first == [("country", 1.0)] and second == []
+        assert client.usage()["refused"] == 1 and stats.counts["refused"] == 1
+        assert stats.samples["refused"] == ["Requested tokens (9000) exceed context window"]
+        request = make_request()
+        request.text = "Babbage designed the Analytical Engine."
+        with pytest.raises(InputError, match=r"refused 2 of 2 requests \(status 400\): "
+                                             "invalid grammar"):
+            client.answer([request], FORMAT)
+
+
+def test_other_error_status_is_a_clear_error():
+    def respond(body):
+        return 404, {"error": {"message": "The model `m` does not exist.", "type": "x"}}, 0.0
 
     with server(respond) as (url, _):
-        with pytest.raises(InputError, match="status 400: invalid grammar"):
+        with pytest.raises(InputError, match="status 404: The model `m` does not exist") as err:
             backend(url).answer([make_request()], FORMAT)
+    assert err.value.field == "model"
 
 
 def test_vllm_and_sglang_constraints():

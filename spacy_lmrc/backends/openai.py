@@ -45,10 +45,12 @@ the server tokenizes it again: names split at word starts, as the vocabularies o
 split them, read the same.
 
 Errors: a server that cannot be reached (after ``max_retries`` tries with exponential back-off)
-or that refuses a request (a bad model name, a constraint it cannot read) ends the call with an
-:class:`~spacy_lmrc.errors.InputError` naming ``base_url`` or the field; a request that times
-out after its retries leaves its pair unanswered, counted as ``timed_out`` in :meth:`usage`
-(when every request of a call times out, the call fails); an answer outside the pair's space
+or that answers with an error status other than 400 (a bad model name or key) ends the call
+with an :class:`~spacy_lmrc.errors.InputError` naming ``base_url`` or the field; a request that
+times out after its retries, or that the server refuses as bad (400: e.g. a prompt longer than
+its context), leaves its pair unanswered, counted as ``timed_out`` or ``refused`` in
+:meth:`usage` and ``stats`` with the server's message as a sample (when every request of a call
+fails so, the call fails with the reason); an answer outside the pair's space
 (a server ignoring the constraint) is dropped and counted as ``out_of_set`` in ``stats`` and
 :meth:`usage`, the first ones kept as samples.
 """
@@ -235,6 +237,7 @@ class QueryResult:
     answer: Answer
     counts: Counter = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
+    refusal: str | None = None
 
 
 class OpenAIBackend(LLMBackend):
@@ -368,18 +371,25 @@ class OpenAIBackend(LLMBackend):
                 raise InputError(f"the server at {self.base_url} refused a request with "
                                  f"status {err.status_code}: {_server_message(err)}",
                                  field="model" if err.status_code == 404 else "server") from err
-        timed_out = 0
+        failed, refusals = 0, []
         for (r, q, *_), outcome in zip(jobs, outcomes):
             results[r][q] = outcome.answer
             self.counts.update(outcome.counts)
-            timed_out += outcome.counts["timed_out"]
+            failed += outcome.counts["timed_out"] + outcome.counts["refused"]
+            if outcome.refusal is not None:
+                refusals.append(outcome.refusal)
             if stats is not None:
                 for key, count in outcome.counts.items():
-                    if key in ("out_of_set", "timed_out", "no_logprobs"):
+                    if key in ("out_of_set", "timed_out", "refused", "no_logprobs"):
                         stats.add(key, count)
                 for sample in outcome.samples:
                     stats.sample("out_of_set", sample)
-        if timed_out == len(jobs):
+                if outcome.refusal is not None:
+                    stats.sample("refused", outcome.refusal)
+        if failed == len(jobs) and refusals:
+            raise InputError(f"the server at {self.base_url} refused {len(refusals)} of "
+                             f"{len(jobs)} requests (status 400): {refusals[0]}", field="server")
+        if failed == len(jobs):
             raise InputError(f"every one of {len(jobs)} requests to {self.base_url} timed out "
                              f"({self.timeout} s, {self.max_retries + 1} tries): raise timeout or "
                              "lower concurrency", field="timeout")
@@ -388,7 +398,8 @@ class OpenAIBackend(LLMBackend):
     def _answer_query(self, prompt: str, request: RelationRequest, query: PairQuery,
                       separator: str) -> QueryResult:
         """The greedy answer of one query and, with ``min_probability``, the first names found
-        by branching (see the module's description); a timeout is counted, not raised."""
+        by branching (see the module's description); a timeout or a refusal (400) is counted,
+        not raised."""
         import openai
 
         language = AnswerLanguage(request.space_of(query), separator, request.none_answer,
@@ -398,6 +409,10 @@ class OpenAIBackend(LLMBackend):
             greedy = self._complete(prompt, language)
         except openai.APITimeoutError:
             result.counts["timed_out"] += 1
+            return result
+        except openai.BadRequestError as err:
+            result.counts["refused"] += 1
+            result.refusal = _server_message(err)
             return result
         result.counts["requests"] += 1
         result.counts["prompt_tokens"] += greedy.prompt_tokens
@@ -507,7 +522,8 @@ class OpenAIBackend(LLMBackend):
     def usage(self) -> dict[str, int]:
         """Requests sent (``requests``: one per pair; ``branch_requests``: the
         ``min_probability`` search), prompt tokens the server counted, and what was skipped:
-        ``timed_out`` pairs, ``out_of_set`` answers, answers with ``no_logprobs``."""
+        ``timed_out`` and ``refused`` pairs, ``out_of_set`` answers, answers with
+        ``no_logprobs``."""
         return dict(self.counts)
 
     # saving ---------------------------------------------------------------------------------
