@@ -3,14 +3,15 @@ same relations? how fast at 1, 4 and 16 concurrent requests? (figures for BENCHM
 
 The pipeline's earlier components (the proposer) run once; then its ``llm_relation_classifier``
 answers the same documents through its own backend (``HFBackend``, the fine-tuned classifier
-folder) and through ``OpenAIBackend`` on ``python -m llama_cpp.server`` serving the same
-weights exported unquantized (``spacy-lmrc export-gguf``, float32 by default), started and
-stopped here. Reported: relations of each (count, identical, every difference with both
-backends' answers to that pair, so it can be explained: a probability on either side of the
-task's ``min_probability`` or threshold, another name at a near tie, a tokenisation), docs/s of
-the classifier stage per backend and concurrency (the server's CPU threads: ``--threads``),
-requests (pairs and ``min_probability`` branches) and the server's prompt-cache hits (its log's
-``prefix-match hit`` lines: prompt tokens reused from the previous request / all prompt tokens).
+folder, run in ``--dtype``) and through ``OpenAIBackend`` on ``python -m llama_cpp.server``
+serving the same weights exported unquantized in that type (``spacy-lmrc export-gguf``,
+float32 by default), started and stopped here. Reported: relations of each (count,
+identical, every difference with both backends' answers to that pair, so it can be
+explained: a probability on either side of the task's ``min_probability`` or threshold,
+another name at a near tie, a tokenisation), docs/s of the classifier stage per backend and
+concurrency (the server's CPU threads: ``--threads``), requests (pairs and
+``min_probability`` branches) and the server's prompt-cache hits (its log's ``prefix-match
+hit`` lines: prompt tokens reused from the previous request / all prompt tokens).
 
     python bench/bench_server.py --pipeline ../models/lmrc_long --dev ../models/dev100.spacy \\
         --n-docs 20 --out ../models/bench/server.json
@@ -81,7 +82,8 @@ def main() -> None:
     parser.add_argument("--dev", required=True, help="dev documents (.spacy)")
     parser.add_argument("--n-docs", type=int, default=20)
     parser.add_argument("--gguf", help="the served model (default: export the classifier)")
-    parser.add_argument("--dtype", default="float32", help="export dtype (float32, bfloat16)")
+    parser.add_argument("--dtype", default="float32",
+                        help="the weights' type, exported and in process (float32, bfloat16)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2, help="the server's CPU threads")
     parser.add_argument("--n-ctx", type=int, default=8192, help="the server's context")
@@ -99,6 +101,7 @@ def main() -> None:
     nlp = spacy.load(args.pipeline)
     component = nlp.get_pipe(RC)
     hf_backend = component.backend
+    hf_backend.dtype_name = args.dtype  # the served weights' precision (auto may pick bf16)
     gold = read_docbin(args.dev, nlp, first=args.n_docs)
     with nlp.select_pipes(disable=[RC]):
         docs = list(nlp.pipe(gold))  # the proposer's candidates, once for both backends
