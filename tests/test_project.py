@@ -55,7 +55,7 @@ def readme_commands() -> list[str]:
 def test_readme_names_the_workflows_and_the_tests():
     commands = readme_commands()
     assert commands[0] == "bash scripts/setup.sh && .venv/bin/weasel run all"
-    assert commands[1] == "bash scripts/setup.sh && .venv/bin/python -m pytest -q"
+    assert commands[1] == "bash scripts/setup.sh --serve && .venv/bin/python -m pytest -q"
     assert commands[2].startswith("bash scripts/setup.sh && .venv/bin/weasel run all_smoke ")
     assert commands[3] == "bash scripts/setup.sh && .venv/bin/weasel run rag4re"
 
