@@ -30,9 +30,10 @@ TEXT = "Ada Lovelace was born in London. She worked with Charles Babbage in Lond
 # imported by the interpreter's own start-up (.pth files), not by the pipeline
 STARTUP_DISTRIBUTIONS = {"setuptools", "pip"}
 #: imported by a dependency only because they are installed beside it (torch.utils.data imports
-#: dill when present, and a dependency of the model stack protobuf likewise; here datasets, for
-#: sentence-transformers[train], and ray[data] install them): the wheel runs without them
-OPPORTUNISTIC_IMPORTS = {"dill", "protobuf"}
+#: dill when present, a dependency of the model stack protobuf likewise, httpcore2 sniffio; here
+#: datasets, for sentence-transformers[train], ray[data] and openai, for the serve extra,
+#: install them): the wheel runs without them
+OPPORTUNISTIC_IMPORTS = {"dill", "protobuf", "sniffio"}
 
 RUN = """
 import json, sys
