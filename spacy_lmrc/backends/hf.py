@@ -99,6 +99,9 @@ class HFBackend(LLMBackend, TextModel):
         self.prompt_tokens = 0
         self.refused_prompts = 0
         self._text = TextBackend(self, text_format)
+        #: requests :meth:`context_fit` encoded, kept (with the format) for :meth:`answer`,
+        #: so a document measured before it is sent is tokenized once; emptied by each answer
+        self._measured: dict[int, tuple[RelationRequest, PromptFormat, EncodedRequest]] = {}
 
     def use_classifier(self, classifier: RCModel) -> None:
         """Run the fine-tuned ``classifier`` (its base model, weights and tokenizer) instead of
@@ -156,7 +159,18 @@ class HFBackend(LLMBackend, TextModel):
             needed = max((self.count_tokens(prompt.text) for prompt in prompts), default=0)
             return ContextFit(context=limit, needed=needed, text=text)
         encoded = encode_request(self._tokenizer, prompt_format, request)
+        self._measured[id(request)] = (request, prompt_format, encoded)
         return ContextFit(context=limit, needed=encoded.longest_path + ANSWER_ROOM, text=text)
+
+    def _encoded(self, request: RelationRequest, prompt_format: PromptFormat,
+                  measured: dict[int, tuple[RelationRequest, PromptFormat, EncodedRequest]]
+                  ) -> EncodedRequest:
+        """``request`` tokenized in ``prompt_format``: the encoding :meth:`context_fit` made
+        of this very request in this format, else a new one."""
+        seen = measured.get(id(request))
+        if seen is not None and seen[0] is request and seen[1] is prompt_format:
+            return seen[2]
+        return encode_request(self._tokenizer, prompt_format, request)
 
     def text_tokens(self, texts: Sequence[str]) -> list[int]:
         """The length in tokens of each of ``texts`` (no special tokens): what a piece of a
@@ -242,10 +256,11 @@ class HFBackend(LLMBackend, TextModel):
         accepted: list[int] = []
         encoded_requests: list[EncodedRequest] = []
         spaces: list[list[AnswerSpace]] = []
+        measured, self._measured = self._measured, {}
         for index, request in enumerate(requests):
             if not request.queries:
                 continue
-            encoded = encode_request(self._tokenizer, prompt_format, request)
+            encoded = self._encoded(request, prompt_format, measured)
             if limit and encoded.longest_path + ANSWER_ROOM > limit:
                 self.refused_prompts += 1
                 continue
