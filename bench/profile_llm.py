@@ -185,15 +185,13 @@ def forward_calls() -> Iterator[list[tuple[int, int]]]:
     meanwhile: SDPA over the dense mask computes tokens squared, planned attention
     (:mod:`spacy_lmrc.llm.attention`) its plan's."""
     from spacy_lmrc.classifier import training as training_module
-    from spacy_lmrc.llm.attention import PACKED_SDPA, AttentionPlan
+    from spacy_lmrc.llm.attention import AttentionPlan, uses_packed_attention
 
     calls: list[tuple[int, int]] = []
     packed_loss = training_module.packed_loss
 
     def counted(model: Any, seq: Any, dtype: Any) -> Any:
-        base = getattr(model, "module", model)  # under DistributedDataParallel
-        base = base.get_base_model() if hasattr(base, "get_base_model") else base
-        planned = base.config._attn_implementation == PACKED_SDPA
+        planned = uses_packed_attention(model)
         calls.append((len(seq), AttentionPlan.of(seq).scores if planned else len(seq) ** 2))
         return packed_loss(model, seq, dtype)
 

@@ -52,6 +52,63 @@ def test_labels_cover_answer_tokens_only(tiny_llama, toy_doc):
     assert seq.input_ids[: len(seq.prefix_ids)] == seq.prefix_ids
 
 
+def test_documents_whose_pairs_exceed_max_length_are_split_and_counted(tiny_llama, toy_doc):
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    task = LMRCTask(labels=LABELS, allow_none=True, train_negatives=None)  # all 12 pairs
+    (whole,) = build_packed_sequences(task, [toy_doc], tokenizer)
+    counts = Counter()
+    parts = build_packed_sequences(task, [toy_doc], tokenizer, counts=counts,
+                                   max_length=len(whole) - 10)
+    assert len(parts) >= 2 and all(len(part) <= len(whole) - 10 for part in parts)
+    assert counts["split_documents"] == 1 and counts["split_sequences"] == len(parts)
+    assert sum(len(part.target_ids) for part in parts) == len(whole.target_ids)
+
+
+def test_a_token_budget_without_max_steps_sets_the_schedule(tiny_llama, toy_doc, tmp_path):
+    """The learning rate decays over the steps max_tokens takes, not over the epochs."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    (seq,) = build_packed_sequences(LMRCTask(labels=LABELS), [toy_doc], tokenizer)
+    settings = FinetuneSettings(base_model=tiny_llama, epochs=50, batch_size=1, warmup_steps=1,
+                                max_tokens=3 * len(seq), save_every=100)
+    summary = finetune(LMRCTask(labels=LABELS), [toy_doc], tmp_path / "out", settings)
+    assert summary["schedule_steps"] == 3 and summary["steps"] == 3
+    assert summary["train_tokens"] == 3 * len(seq)
+
+
+def test_planned_attention_trains_as_sdpa_and_is_recorded(tiny_llama, toy_doc, tmp_path,
+                                                          monkeypatch):
+    """finetune.attention = planned: the same losses as SDPA over the dense mask, every
+    forward call given its plan."""
+    from spacy_lmrc.classifier import training as finetune_module
+
+    planned_calls = []
+    packed_loss = finetune_module.packed_loss
+
+    def spy(model, seq, dtype):
+        planned_calls.append(finetune_module.uses_packed_attention(model))
+        return packed_loss(model, seq, dtype)
+
+    monkeypatch.setattr(finetune_module, "packed_loss", spy)
+    task = LMRCTask(labels=LABELS, allow_none=True, train_negatives=None)
+    losses = {}
+    for attention in ("sdpa", "planned"):
+        settings = FinetuneSettings(base_model=tiny_llama, max_steps=3, batch_size=1,
+                                    warmup_steps=1, learning_rate=1e-3, attention=attention,
+                                    dtype="float32", save_every=100)
+        losses[attention] = finetune(task, [toy_doc], tmp_path / attention, settings)["losses"]
+    assert planned_calls == [False] * 3 + [True] * 3
+    assert losses["planned"] == pytest.approx(losses["sdpa"], rel=1e-4)
+    with pytest.raises(InputError, match="attention"):
+        finetune(task, [toy_doc], tmp_path / "x",
+                 FinetuneSettings(base_model=tiny_llama, max_steps=1, attention="flash"))
+
+
 def test_seq2seq_base_model_is_refused(tmp_path, toy_doc, monkeypatch):
     from spacy_lmrc.classifier import training as finetune_module
 
@@ -180,6 +237,20 @@ def test_cli_finetunes_from_the_config_on_redocred(shared_data, tiny_llama, tiny
     assert 0 < counts["negative_pairs"] <= counts["related_pairs"]
     assert "(3 documents)" in stored["data"]
     assert len(stored["task"]["labels"]) == 96
+    # the paper's baseline (every pair), trained to the RC's tokens
+    result = CliRunner().invoke(app, [
+        "finetune-classifier", "configs/classifier_baseline.cfg", "-o", str(tmp_path / "base"),
+        "--paths.train", str(shared_data / "redocred" / "dev_revised.json"),
+        "--paths.labels", str(shared_data / "redocred" / "rel_info.json"),
+        "--corpora.train.first", "3", "--finetune.base_model", tiny_llama,
+        "--finetune.batch_size", "1", "--task.train_negatives", "null",
+        "--match-tokens", str(tmp_path / "rc"),
+    ])
+    assert result.exit_code == 0, result.output
+    baseline = RCModel.from_pretrained(tmp_path / "base").description
+    assert baseline["settings"]["max_tokens"] == stored["train_tokens"]
+    assert baseline["train_tokens"] >= stored["train_tokens"] and baseline["steps"] == 1
+    assert baseline["schedule_steps"] == 1  # the schedule ends where those tokens do
 
 
 def test_both_trainers_check_their_settings_one_way(tmp_path):

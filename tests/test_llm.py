@@ -28,6 +28,7 @@ from spacy_lmrc.llm import (
     encode_request,
     format_from_config,
     pack_training_sequence,
+    pack_training_sequences,
 )
 from spacy_lmrc.llm.sequences import ROOT, TokenTree
 from spacy_lmrc.tasks.lmrc import LMRCTask
@@ -160,6 +161,26 @@ def test_packed_sequence_reads_each_pair_as_if_alone(tiny):
             reference = model(alone).logits[0, -len(answer):]
             assert torch.allclose(packed[offset : offset + len(answer)], reference, atol=1e-4)
             offset += len(answer)
+
+
+def test_pairs_beyond_max_length_go_to_more_sequences_each_with_the_prefix(tiny):
+    """The paper's n(n-1)/k inputs: every pair is trained on, each sequence fits, and a pair
+    reads exactly what it reads in the single sequence."""
+    _, tokenizer = tiny
+    encoded = encode_request(tokenizer, CompactFormat(), _request())
+    space = AnswerSpace(tokenizer, NAMES)
+    answers = [space.encode(["place of birth"]), space.encode(["creator"]),
+               space.encode(["country"]), space.encode(["creator", "country"])]
+    whole = pack_training_sequence(encoded, answers)
+    assert pack_training_sequences(encoded, answers, None)[0].input_ids == whole.input_ids
+    assert len(pack_training_sequences(encoded, answers, len(whole))) == 1  # exact lengths
+    limit = len(whole) - 1
+    parts = pack_training_sequences(encoded, answers, limit)
+    assert len(parts) == 2 and all(len(part) <= limit for part in parts)
+    assert all(part.prefix_ids == encoded.prefix_ids for part in parts)
+    assert [t for part in parts for t in part.target_ids] == whole.target_ids
+    tiny_limit = len(encoded.prefix_ids) + 1  # no pair fits: one sequence per pair, too long
+    assert len(pack_training_sequences(encoded, answers, tiny_limit)) == len(answers)
 
 
 # constrained decoding -----------------------------------------------------------------------
@@ -450,7 +471,7 @@ def test_packed_finetuning_saves_what_the_backend_loads(tiny_llama, toy_doc, tmp
     assert summary["steps"] == 2
     assert summary["train_tokens"] > 0 and summary["tokens_per_second"] > 0
     line = finished_line(summary, out)
-    assert line.startswith("1 documents (0 skipped as too long), 2 steps") and "tokens/s" in line
+    assert line.startswith("1 sequences (0 skipped as too long), 2 steps") and "tokens/s" in line
     assert line.endswith(f"{'LoRA adapter' if method == 'lora' else 'model'} in {out}")
     stored = json.loads((out / "lmrc_training.json").read_text())
     assert stored["task"]["prompt_format"] == CompactFormat().config()

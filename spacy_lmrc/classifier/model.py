@@ -138,6 +138,16 @@ class RCModel:
         return method
 
     @property
+    def train_tokens(self) -> int:
+        """The training tokens fine-tuning saw (to train another model to as many)."""
+        tokens = self.description.get("train_tokens")
+        if not isinstance(tokens, int):
+            raise InputError("the description records no training tokens (train_tokens): it "
+                             "was not written by spacy-lmrc finetune-classifier",
+                             path=self.path / DESCRIPTION, field="train_tokens")
+        return tokens
+
+    @property
     def task_settings(self) -> dict[str, Any]:
         """The task's settings as fine-tuning used them (its ``get_config()``)."""
         return self.description["task"]

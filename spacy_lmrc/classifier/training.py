@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from ..checkpoints import checkpoint_folders, load_state, save_checkpoint
 from ..errors import InputError
+from ..llm.attention import AttentionPlan, use_packed_attention, uses_packed_attention
 from ..llm.constraints import AnswerSpace
 from ..llm.loading import (
     is_seq2seq,
@@ -51,7 +52,7 @@ from ..llm.sequences import (
     PackedSequence,
     encode_request,
     group_sequences,
-    pack_training_sequence,
+    pack_training_sequences,
 )
 from ..tasks.base import RelationTask
 from ..training_config import load_config, require_sections, settings_from_section
@@ -68,8 +69,18 @@ class FinetuneSettings:
         the learning-rate schedule still spans ``max_steps`` / ``epochs``.
     max_tokens: likewise, stop after the optimizer step that reaches this many training tokens
         (to compare models at equal training tokens, e.g. LMRC's RC and the LLM-only baseline).
+        Without ``max_steps`` the learning-rate schedule then ends where these tokens do (at
+        the mean sequence length), so runs with longer or shorter sequences decay alike.
+    max_length: the longest training sequence in tokens: a document whose pairs do not fit
+        one is packed into several, each repeating the document; a sequence whose document and
+        one pair exceed it is skipped and counted.
     pack_tokens: packed sequences of a micro-batch are concatenated into forward calls of at
         most this many tokens (the attention mask is dense: its memory grows with the square).
+    attention: ``planned`` computes each packed sequence's attention over only the keys its
+        tokens see (:mod:`spacy_lmrc.llm.attention`; the same outputs and gradients as SDPA
+        over the dense mask, from a fraction of the scores where a document has many pairs);
+        ``sdpa`` is transformers' SDPA over the dense mask. Models without transformers'
+        attention interface keep their own.
     dtype: the precision training computes in (:func:`training_precision`): ``auto`` is bf16
         autocast where the hardware computes bf16 (a bf16 GPU, a CPU with AMX or AVX512-BF16)
         and fp32 elsewhere; ``float32`` or ``bfloat16`` force one. Trained weights and the
@@ -95,6 +106,7 @@ class FinetuneSettings:
     load_in_4bit: bool = False
     device: str = "cpu"
     dtype: str = "auto"
+    attention: str = "planned"
     save_every: int = 50
     keep_checkpoints: int = 2
     seed: int = 0
@@ -121,15 +133,18 @@ def training_precision(dtype: str, device: Any) -> str:
 
 
 def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: Any,
-                           seed: int = 0, counts: Counter | None = None) -> list[PackedSequence]:
-    """One packed training sequence per Doc with at least one training pair.
+                           seed: int = 0, counts: Counter | None = None,
+                           max_length: int | None = None) -> list[PackedSequence]:
+    """One packed training sequence per Doc with at least one training pair, or several
+    where its pairs do not fit ``max_length`` tokens (:func:`pack_training_sequences`).
 
     The task first sees the whole corpus (:meth:`RelationTask.prepare_training`: e.g. the
     sentence task's class balance needs the label counts). ``counts`` (if given) receives
     ``no_pairs``
     (documents without a training pair), ``truncated_answers`` (pairs with more gold relations
-    than an answer may hold) and the task's own ``training_counts`` (e.g. negative pairs
-    dropped for class balance).
+    than an answer may hold), ``split_documents`` and ``split_sequences`` (documents packed
+    into several sequences, and how many those made) and the task's own ``training_counts``
+    (e.g. negative pairs dropped for class balance).
     """
     counts = counts if counts is not None else Counter()
     docs = list(docs)
@@ -157,7 +172,11 @@ def build_packed_sequences(task: RelationTask, docs: Iterable[Doc], tokenizer: A
                 counts["truncated_answers"] += 1
                 names = names[: space.max_names]
             answers.append(space.encode(names))
-        sequences.append(pack_training_sequence(encoded, answers))
+        packed = pack_training_sequences(encoded, answers, max_length)
+        if len(packed) > 1:
+            counts["split_documents"] += 1
+            counts["split_sequences"] += len(packed)
+        sequences.extend(packed)
     counts.update(task.training_counts)
     return sequences
 
@@ -169,16 +188,20 @@ def packed_loss(model: Any, seq: PackedSequence | PackedBatch, dtype: Any) -> An
     ``dtype`` is the attention's compute dtype (bf16 under bf16 autocast): the mask is built
     in it, since SDPA would otherwise cast a mask of another dtype in every layer. Logits are
     computed only where an answer token is predicted (``logits_to_keep``), which skips the
-    vocabulary projection for the prefix and the queries; the loss is computed in fp32.
+    vocabulary projection for the prefix and the queries; the loss is computed in fp32. A
+    model switched to planned attention (:func:`use_packed_attention`) gets the sequence's
+    :class:`AttentionPlan`.
     """
     import torch
 
     device = next(model.parameters()).device
     mask = seq.mask(dtype, device)
+    plan = ({"attention_plan": AttentionPlan.of(seq, device=device)}
+            if uses_packed_attention(model) else {})
     out = model(input_ids=torch.tensor([seq.input_ids], device=device),
                 position_ids=torch.tensor([seq.position_ids], device=device),
                 attention_mask=mask, use_cache=False,
-                logits_to_keep=torch.tensor(seq.target_index, device=device))
+                logits_to_keep=torch.tensor(seq.target_index, device=device), **plan)
     losses = torch.nn.functional.cross_entropy(
         out.logits[0].float(), torch.tensor(seq.target_ids, device=device), reduction="none")
     return (losses * torch.tensor(seq.target_weights, device=device)).sum()
@@ -198,8 +221,13 @@ def _training_data(task: RelationTask, docs: list[Doc], tokenizer: Any,
     """Packed training sequences, how many were built and skipped as too long, and the counts
     of what building them left out."""
     counts: Counter = Counter()
-    items = build_packed_sequences(task, docs, tokenizer, settings.seed, counts)
+    items = build_packed_sequences(task, docs, tokenizer, settings.seed, counts,
+                                   settings.max_length)
     built = len(items)
+    if counts["split_documents"]:
+        log(f"{counts['split_documents']} documents have more pairs than one sequence of "
+            f"max_length={settings.max_length} tokens holds: packed into "
+            f"{counts['split_sequences']} sequences, each with the document")
     if counts["negative_pairs_dropped"]:
         log(f"class balance: dropped {counts['negative_pairs_dropped']} of "
             f"{counts['negative_pairs']} training pairs with the negative label")
@@ -240,9 +268,14 @@ def _prepare_model(model_path: str, device: Any, settings: FinetuneSettings,
     if settings.load_in_4bit and (device.type != "cuda" or settings.method != "lora"):
         raise ValueError("QLoRA (load_in_4bit) needs CUDA and method = \"lora\": set device = "
                          "\"cuda\" on a GPU machine, or train without 4-bit on CPU")
+    if settings.attention not in ("planned", "sdpa"):
+        raise InputError(f"unknown attention {settings.attention!r} (expected planned or sdpa)",
+                         field="finetune.attention")
     frozen_bf16 = settings.method == "lora" and device.type == "cuda" and precision == "bf16"
     model = load_model(model_path, device, torch.bfloat16 if frozen_bf16 else torch.float32,
                        settings.load_in_4bit)
+    if settings.attention == "planned":
+        use_packed_attention(model)
     if settings.method == "full":
         return model
     if settings.load_in_4bit:
@@ -374,6 +407,20 @@ def _adamw(params: list[Any], learning_rate: float) -> tuple[Any, str]:
     return torch.optim.AdamW(params, lr=learning_rate, foreach=True), "foreach"
 
 
+def _schedule_steps(settings: FinetuneSettings, steps_per_epoch: int,
+                    items: list[PackedSequence], processes: int) -> int:
+    """Optimizer steps the learning-rate schedule spans without ``max_steps``: the epochs',
+    or fewer where ``max_tokens`` ends training first (the steps those tokens take at the
+    mean sequence length)."""
+    steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
+    if settings.max_tokens is None:
+        return steps
+    mean_length = sum(len(seq) for seq in items) / len(items)
+    per_step = (mean_length * settings.batch_size * settings.gradient_accumulation_steps
+                * processes)
+    return max(1, min(steps, math.ceil(settings.max_tokens / per_step)))
+
+
 class _Trainer:
     """The Accelerate training loop of :func:`finetune`: the optimizer and schedule, the
     position reached (step, losses, tokens, seconds), checkpoints and the time budget.
@@ -394,8 +441,8 @@ class _Trainer:
         batches_per_epoch = math.ceil(len(items) / settings.batch_size)
         self.groups_per_epoch = math.ceil(batches_per_epoch / accelerator.num_processes)
         steps_per_epoch = math.ceil(self.groups_per_epoch / settings.gradient_accumulation_steps)
-        self.total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch
-                                                                  * settings.epochs))
+        self.total_steps = settings.max_steps or _schedule_steps(
+            settings, steps_per_epoch, items, accelerator.num_processes)
         optimizer, self.optimizer_impl = _adamw(
             [p for p in model.parameters() if p.requires_grad], settings.learning_rate)
         self.scheduler = get_linear_schedule_with_warmup(
@@ -506,11 +553,12 @@ class _Trainer:
                               f"{self.total_steps} steps")
 
     def progress_summary(self) -> dict[str, Any]:
-        """Steps, epochs, tokens, time, precision, optimizer and losses, for
-        ``lmrc_training.json``."""
+        """Steps (and the steps the learning-rate schedule spans), epochs, tokens, time,
+        precision, optimizer and losses, for ``lmrc_training.json``."""
         settings, seconds = self.settings, self.seconds
         return {
             "steps": self.step,
+            "schedule_steps": self.total_steps,
             "epochs_done": round(self.step * settings.batch_size
                                  * settings.gradient_accumulation_steps
                                  * self.accelerator.num_processes / len(self.items), 3),

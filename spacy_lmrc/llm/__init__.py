@@ -12,10 +12,12 @@ from .sequences import (
     concat_sequences,
     encode_request,
     pack_training_sequence,
+    pack_training_sequences,
 )
 
 __all__ = [
     "Answer", "AnswerSpace", "CompactFormat", "EncodedRequest", "PackedBatch", "PackedDecoder",
     "PairQuery", "PaperFormat", "PromptFormat", "RelationRequest", "SentenceFormat", "TokenTree",
     "concat_sequences", "encode_request", "format_from_config", "pack_training_sequence",
+    "pack_training_sequences",
 ]

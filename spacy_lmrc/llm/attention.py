@@ -204,3 +204,11 @@ def use_packed_attention(model: Any) -> bool:
         return False
     base.set_attn_implementation(register_packed_attention())
     return True
+
+
+def uses_packed_attention(model: Any) -> bool:
+    """Whether ``model`` (or the model a peft model wraps) runs :data:`PACKED_SDPA`, so its
+    packed forward calls should pass an ``attention_plan``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(base, "module", base)  # unwrapped from DistributedDataParallel
+    return getattr(getattr(base, "config", None), "_attn_implementation", None) == PACKED_SDPA

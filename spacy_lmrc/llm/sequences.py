@@ -6,9 +6,10 @@ entity) share them, each answer hangs under its query's last token, and every to
 to the prefix and to its own ancestors only, at the position it would have right after the
 prefix. So each pair is read exactly as if it were alone after the prefix, and shared query
 tokens are computed once. Training packs prefix + tree of a document into one sequence
-(:func:`pack_training_sequence`); inference encodes the prefix once and grows a tree over its
-KV cache (:mod:`spacy_lmrc.llm.decoding`). Both take their attention masks from the tree.
-Short packed sequences (one sentence each) are concatenated for training
+(:func:`pack_training_sequence`), or into several that each repeat the prefix when its pairs
+do not fit one (:func:`pack_training_sequences`); inference encodes the prefix once and grows
+a tree over its KV cache (:mod:`spacy_lmrc.llm.decoding`). Both take their attention masks
+from the tree. Short packed sequences (one sentence each) are concatenated for training
 (:func:`concat_sequences`): block-diagonal visibility, positions restarting per sequence, one
 forward call for a whole batch.
 """
@@ -293,3 +294,37 @@ def pack_training_sequence(encoded: EncodedRequest,
             if i + 1 < len(answer):  # the last token predicts nothing: it is not read
                 predictor = seq.tree.add(predictor, [token])
     return seq
+
+
+def pack_training_sequences(encoded: EncodedRequest, answer_ids: Sequence[Sequence[int]],
+                            max_length: int | None) -> list[PackedSequence]:
+    """The request as few packed sequences of at most ``max_length`` tokens as it takes: each
+    holds the whole prefix and the next queries (in order) with their answers that fit.
+
+    This is the LMRC paper's n(n-1)/k inputs per document with k as large as the length
+    allows, so the LLM-only baseline can train on every pair of a document. Lengths are exact
+    (a query's tokens shared with an earlier query of its sequence are not counted twice); a
+    sequence whose prefix and first query alone exceed ``max_length`` holds that query only
+    (the caller skips it as too long).
+    """
+    if len(answer_ids) != len(encoded.query_ids):
+        raise ValueError(f"{len(answer_ids)} answers for {len(encoded.query_ids)} queries")
+    if max_length is None:
+        return [pack_training_sequence(encoded, answer_ids)]
+    chunks: list[list[int]] = []
+    seen: set[tuple[int, ...]] = set()  # query prefixes already in the current sequence
+    used = max_length + 1
+    for i, (query, answer) in enumerate(zip(encoded.query_ids, answer_ids)):
+        shared = next((k for k in range(len(query), 0, -1) if tuple(query[:k]) in seen), 0)
+        cost = len(query) - shared + max(0, len(answer) - 1)
+        if used + cost > max_length:
+            chunks.append([])
+            seen.clear()
+            used = len(encoded.prefix_ids)
+            cost = len(query) + max(0, len(answer) - 1)
+        chunks[-1].append(i)
+        seen.update(tuple(query[:k]) for k in range(1, len(query) + 1))
+        used += cost
+    return [pack_training_sequence(
+        EncodedRequest(encoded.prefix_ids, [encoded.query_ids[i] for i in chunk]),
+        [answer_ids[i] for i in chunk]) for chunk in chunks]
