@@ -109,7 +109,7 @@ def test_lmrc_through_llama_server(llama_server, tiny_llama, toy_doc, min_probab
     (0, 1], and the greedy names those of the in-process backend on the same weights (their
     probabilities differ here: a random model spreads its mass over the whole vocabulary,
     beyond the top tokens a server returns)."""
-    backend = {"@misc": "spacy_lmrc.OpenAIBackend.v1", "base_url": llama_server,
+    backend = {"@misc": "spacy_lmrc.OpenAIBackend.v2", "base_url": llama_server,
                "model": "tiny", "concurrency": 4, "timeout": 120.0}
     nlp = classifier_pipeline(backend, min_probability)
     component = nlp.get_pipe("llm_relation_classifier")

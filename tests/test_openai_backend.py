@@ -1,7 +1,8 @@
 """OpenAIBackend against a real HTTP server on 127.0.0.1 that answers as scripted: the
 constraint and prompts it receives, the probabilities read from its log-probabilities, the
-``min_probability`` search, and each failure (nothing listening, a timeout, a refused
-request, an answer outside the space) ending in a clear error or a counted skip."""
+``min_probability`` search, each failure (nothing listening, a timeout, a refused request, an
+answer outside the space) ending in a clear error or a counted skip, and a document longer
+than the server's context asked over windows measured with the classifier's tokenizer."""
 
 from __future__ import annotations
 
@@ -13,16 +14,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import spacy
 
 pytest.importorskip("openai", reason="the OpenAI backend needs the openai package ([serve])")
 
+from spacy_lmrc.backends.hf import ANSWER_ROOM, HFBackend  # noqa: E402
 from spacy_lmrc.backends.openai import AnswerLanguage, OpenAIBackend  # noqa: E402
+from spacy_lmrc.classifier.model import RCModel  # noqa: E402
 from spacy_lmrc.errors import InputError  # noqa: E402
 from spacy_lmrc.llm.formats import CompactFormat  # noqa: E402
 from spacy_lmrc.llm.parsing import ParseStats  # noqa: E402
 from spacy_lmrc.llm.requests import PairQuery, RelationRequest  # noqa: E402
+from spacy_lmrc.tasks.lmrc import LMRCTask  # noqa: E402
+
+from .test_windows import CANDIDATES, LABELS, _input, long_record  # noqa: E402
 
 NAMES = ["country", "country of citizenship", "place of birth", "place of death"]
 FORMAT = CompactFormat()
@@ -267,7 +275,7 @@ def test_settings_round_trip_without_the_key(tmp_path, monkeypatch):
     original.to_disk(tmp_path)
     assert "secret-key" not in "".join(p.read_text() for p in tmp_path.iterdir())
     loaded = OpenAIBackend("http://other/v1", "x").from_disk(tmp_path)
-    assert loaded.settings() == original.settings()
+    assert loaded.settings() == original.settings() and loaded.context_length is None
     monkeypatch.delenv("LMRC_TEST_KEY")
     with pytest.raises(InputError, match="LMRC_TEST_KEY"):
         loaded.client  # noqa: B018
@@ -276,6 +284,134 @@ def test_settings_round_trip_without_the_key(tmp_path, monkeypatch):
 def test_registered():
     from spacy.util import registry
 
-    made = registry.misc.get("spacy_lmrc.OpenAIBackend.v1")(base_url="http://127.0.0.1:1/v1",
-                                                            model="m")
-    assert isinstance(made, OpenAIBackend)
+    made = registry.misc.get("spacy_lmrc.OpenAIBackend.v2")(base_url="http://127.0.0.1:1/v1",
+                                                            model="m", context_length=512)
+    assert isinstance(made, OpenAIBackend) and made.context_length == 512
+    legacy = registry.misc.get("spacy_lmrc.OpenAIBackend.v1")(base_url="http://127.0.0.1:1/v1",
+                                                              model="m")
+    assert legacy.context_length is None and legacy.settings()["model"] == "m"
+
+
+# long documents: requests measured with the classifier's tokenizer ------------------------
+
+#: the server's context in tokens (the tiny Llama's positions go to 2048), and the answer room
+CONTEXT = 128
+MAX_TOKENS = 32
+
+
+def classifier_folder(tiny_llama: str, folder: Path, method: str = "full") -> Path:
+    """A classifier folder for the windowing tests' relation set: the tiny Llama's config and
+    tokenizer (full fine-tuning), or an adapter on it as the base model (LoRA)."""
+    task = LMRCTask(labels=LABELS, pair_source="candidates", allow_none=False,
+                    prompt_format=CompactFormat())
+    folder.mkdir(parents=True)
+    names = [p.name for p in Path(tiny_llama).iterdir() if p.name.startswith("tokenizer")]
+    if method == "full":
+        names.append("config.json")
+    else:
+        (folder / "adapter_config.json").write_text("{}")
+    for name in names:
+        (folder / name).write_bytes((Path(tiny_llama) / name).read_bytes())
+    (folder / "lmrc_training.json").write_text(json.dumps({
+        "base_model": tiny_llama, "method": method, "task_kind": "lmrc",
+        "task": task.get_config()}))
+    return folder
+
+
+def served_pipeline(url: str, classifier: Path | None, **backend) -> spacy.Language:
+    """The relation classifier on the server at ``url``: the classifier folder's, or without
+    one the same task."""
+    task = {"@misc": "spacy_lmrc.LMRCTask.v1", "labels": LABELS, "pair_source": "candidates",
+            "allow_none": False, "min_probability": None,
+            "prompt_format": {"@misc": "spacy_lmrc.CompactFormat.v1"}}
+    nlp = spacy.blank("en")
+    nlp.add_pipe("llm_relation_classifier", config={
+        "model": str(classifier) if classifier else None,
+        "task": None if classifier else task,
+        "backend": {"@misc": "spacy_lmrc.OpenAIBackend.v2", "base_url": url, "model": "rc",
+                    "max_retries": 0, "max_tokens": MAX_TOKENS, **backend}})
+    return nlp
+
+
+def place_of_birth(body: dict) -> tuple[int, dict, float]:
+    return 200, completion([" place", " of", " birth"],
+                           [{" place": 1.0}, {" of": 1.0}, {" birth": 1.0}]), 0.0
+
+
+def test_a_document_three_times_the_context_is_asked_over_windows_that_fit(tiny_llama,
+                                                                            tmp_path):
+    folder = classifier_folder(tiny_llama, tmp_path / "rc")
+    with server(place_of_birth) as (url, received):
+        nlp = served_pipeline(url, folder, context_length=CONTEXT)
+        rc = nlp.get_pipe("llm_relation_classifier")
+        assert rc.backend._tokenizer is None  # loaded when a request is first measured
+        doc = _input(nlp, long_record())
+        tokenizer = rc.backend.tokenizer
+        assert len(tokenizer(doc.text)["input_ids"]) >= 3 * CONTEXT
+        doc = nlp(doc)
+    # every pair asked once, in a window whose prompt and answer fit the server's context
+    assert len(received) == len(CANDIDATES)
+    assert all(len(tokenizer(body["prompt"])["input_ids"]) + MAX_TOKENS <= CONTEXT
+               for body in received)
+    assert all(body["max_tokens"] == MAX_TOKENS for body in received)
+    (entry,) = rc.report()["windowed"]
+    assert entry["title"] == "Letters" and entry["context"] == CONTEXT
+    assert entry["prompt_tokens"] > CONTEXT and entry["pairs_over_context"] == 0
+    assert entry["windows"] == rc.stats.counts["windows"] > 1
+    assert sorted((r["head"], r["tail"], r["label"]) for r in doc._.relations) == sorted(
+        (head, tail, "P19") for head, tail in CANDIDATES)
+    assert "refused" not in rc.usage
+
+
+def test_the_context_is_the_smaller_of_the_server_s_and_the_model_s(tiny_llama, tmp_path):
+    request, _ = LMRCTask(labels=LABELS).build_request(_input(spacy.blank("en"),
+                                                              long_record()))
+    hf_fit = HFBackend(model=tiny_llama).context_fit(request, FORMAT)
+    for method in ("full", "lora"):  # the position limit: the folder's, or its base model's
+        classifier = RCModel.from_pretrained(classifier_folder(tiny_llama, tmp_path / method,
+                                                               method))
+        for context_length, limit in ((CONTEXT, CONTEXT), (None, 2048), (4096, 2048)):
+            backend = OpenAIBackend("http://127.0.0.1:1/v1", "rc", context_length=context_length,
+                                    max_tokens=MAX_TOKENS)
+            backend.use_classifier(classifier)
+            fit = backend.context_fit(request, FORMAT)
+            assert fit.context == limit
+            # HFBackend's measure of the same tokens, with its own room for the answer
+            assert fit.needed - MAX_TOKENS == hf_fit.needed - ANSWER_ROOM
+            assert fit.text == hf_fit.text == backend.text_tokens([request.text])[0]
+
+
+def test_without_a_classifier_the_document_is_sent_whole(tmp_path):
+    with server(place_of_birth) as (url, received):
+        nlp = served_pipeline(url, None, context_length=CONTEXT)
+        rc = nlp.get_pipe("llm_relation_classifier")
+        doc = _input(nlp, long_record())
+        whole, _ = rc.task.build_request(doc)
+        assert rc.backend.context_fit(whole, rc.task.prompt_format) is None
+        with pytest.raises(InputError, match="tokenizer"):
+            rc.backend.text_tokens(["no tokenizer to count with"])
+        doc = nlp(doc)
+    assert len(received) == len(CANDIDATES)
+    assert all(body["prompt"].startswith(FORMAT.prefix(whole)) for body in received)
+    assert rc.report()["windowed"] == [] and "windowed_documents" not in rc.stats.counts
+    assert len(doc._.relations) == len(CANDIDATES)
+
+
+def test_context_length_round_trips_and_the_classifier_stays(tiny_llama, tmp_path):
+    original = OpenAIBackend("http://127.0.0.1:1/v1", "rc", context_length=4096)
+    original.to_disk(tmp_path / "backend")
+    assert json.loads((tmp_path / "backend" / "openai_backend.json").read_text())[
+        "context_length"] == 4096
+    loaded = OpenAIBackend("http://other/v1", "x")
+    classifier = RCModel.from_pretrained(classifier_folder(tiny_llama, tmp_path / "rc"))
+    loaded.use_classifier(classifier)  # the component hands it over before from_disk
+    loaded = loaded.from_disk(tmp_path / "backend")
+    assert loaded.settings() == original.settings() and loaded.context_length == 4096
+    assert loaded.classifier is classifier
+    with pytest.raises(InputError, match="context_length"):
+        OpenAIBackend("http://127.0.0.1:1/v1", "rc", context_length=0)
+    # a saved pipeline: the classifier folder and the backend's context_length come back
+    served_pipeline("http://127.0.0.1:1/v1", tmp_path / "rc",
+                    context_length=CONTEXT).to_disk(tmp_path / "pipe")
+    restored = spacy.load(tmp_path / "pipe").get_pipe("llm_relation_classifier").backend
+    assert restored.context_length == CONTEXT and restored.classifier is not None

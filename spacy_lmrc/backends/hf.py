@@ -38,7 +38,13 @@ from ..llm.formats import PromptFormat
 from ..llm.loading import chat_prompt_ids, load_model, load_tokenizer, resolve_dtype, resolve_llm
 from ..llm.parsing import ParseStats
 from ..llm.requests import Answer, RelationRequest
-from ..llm.sequences import ContextFit, EncodedRequest, encode_request
+from ..llm.sequences import (
+    ContextFit,
+    EncodedRequest,
+    encode_request,
+    measure_request,
+    text_token_counts,
+)
 from ..llm.text import TextFormat
 from ..util import resolve_device
 from .base import LLMBackend, TextModel
@@ -153,14 +159,15 @@ class HFBackend(LLMBackend, TextModel):
         limit = self._context_limit()
         if not limit:
             return None
-        text = self.text_tokens([request.text])[0]
         if self._seq2seq:
+            text = self.text_tokens([request.text])[0]
             prompts = self._text.text_format.prompts(request)
             needed = max((self.count_tokens(prompt.text) for prompt in prompts), default=0)
             return ContextFit(context=limit, needed=needed, text=text)
-        encoded = encode_request(self._tokenizer, prompt_format, request)
+        fit, encoded = measure_request(self._tokenizer, prompt_format, request, limit,
+                                       ANSWER_ROOM)
         self._measured[id(request)] = (request, prompt_format, encoded)
-        return ContextFit(context=limit, needed=encoded.longest_path + ANSWER_ROOM, text=text)
+        return fit
 
     def _encoded(self, request: RelationRequest, prompt_format: PromptFormat,
                   measured: dict[int, tuple[RelationRequest, PromptFormat, EncodedRequest]]
@@ -176,10 +183,7 @@ class HFBackend(LLMBackend, TextModel):
         """The length in tokens of each of ``texts`` (no special tokens): what a piece of a
         document takes in a prompt."""
         self._load()
-        if not texts:
-            return []
-        return [len(ids) for ids in
-                self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return text_token_counts(self._tokenizer, texts)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
         """Greedy text answers, each at most ``max_new_tokens`` (and the backend's own

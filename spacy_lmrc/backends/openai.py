@@ -53,6 +53,17 @@ its context), leaves its pair unanswered, counted as ``timed_out`` or ``refused`
 fails so, the call fails with the reason); an answer outside the pair's space
 (a server ignoring the constraint) is dropped and counted as ``out_of_set`` in ``stats`` and
 :meth:`usage`, the first ones kept as samples.
+
+Long documents: with a fine-tuned classifier (:meth:`OpenAIBackend.use_classifier`, the
+folder whose export the server serves) the backend measures requests as ``HFBackend`` does
+(:meth:`OpenAIBackend.context_fit`: prefix, longest query and ``max_tokens`` for the answer,
+in the classifier's tokens, which are the served model's), against the smaller of
+``context_length`` (the server's context: ``--n_ctx`` of llama-cpp-python's server,
+``--ctx-size`` of ``llama-server``, vLLM's ``--max-model-len``) and the model's
+``max_position_embeddings``. So the LMRC tasks ask a document longer than that over windows
+of its sentences (:mod:`spacy_lmrc.tasks.lmrc.windows`) instead of sending it whole to be
+refused. Without a classifier there is no tokenizer to count with: no limit is known and every
+request is sent whole (the server refuses what it cannot hold: counted as ``refused``).
 """
 
 from __future__ import annotations
@@ -75,6 +86,7 @@ from ..errors import InputError
 from ..llm.formats import PromptFormat
 from ..llm.parsing import ParseStats
 from ..llm.requests import Answer, PairQuery, RelationRequest
+from ..llm.sequences import ContextFit, measure_request, text_token_counts
 from .base import LLMBackend
 
 if TYPE_CHECKING:
@@ -253,19 +265,27 @@ class OpenAIBackend(LLMBackend):
         errors, timeouts, 429 and 5xx answers, with exponential back-off (the openai client's).
     top_logprobs: best tokens returned per answer step (vLLM allows 20 by default).
     max_names: most relation names in one answer (``HFBackend``'s answer space has 4).
-    max_tokens: most tokens of one answer.
+    max_tokens: most tokens of one answer (the room a request keeps for it in the context).
+    context_length: the server's context in tokens (llama.cpp's ``--n_ctx``, vLLM's
+        ``--max-model-len``); with a fine-tuned classifier (:meth:`use_classifier`) requests
+        are measured against it, or against the model's ``max_position_embeddings`` where
+        that is smaller or it is unset, so that longer documents are asked over windows.
+        Without a classifier nothing is measured (see the module's description).
     """
 
     def __init__(self, base_url: str, model: str, server: str = "llama.cpp",
                  api_key_env: str | None = None, concurrency: int = 4, timeout: float = 60.0,
                  max_retries: int = 2, top_logprobs: int = 10, max_names: int = 4,
-                 max_tokens: int = 64) -> None:
+                 max_tokens: int = 64, context_length: int | None = None) -> None:
         if server not in SERVERS:
             raise InputError(f"unknown server {server!r} (expected one of {', '.join(SERVERS)})",
                              field="server")
         if concurrency < 1 or top_logprobs < 1 or max_names < 1:
             raise InputError("concurrency, top_logprobs and max_names must be at least 1",
                              field="concurrency")
+        if context_length is not None and context_length < 1:
+            raise InputError(f"context_length must be at least 1 token (got {context_length})",
+                             field="context_length")
         self.base_url = base_url
         self.model = model
         self.server = server
@@ -276,8 +296,13 @@ class OpenAIBackend(LLMBackend):
         self.top_logprobs = top_logprobs
         self.max_names = max_names
         self.max_tokens = max_tokens
+        self.context_length = context_length
         self.counts: Counter = Counter()
         self._client: Any = None
+        #: the fine-tuned classifier the server serves an export of: its tokenizer measures
+        self.classifier: RCModel | None = None
+        self._tokenizer: Any = None
+        self._position_limit: int | None = None  # 0: read, and the model states none
 
     # the client ---------------------------------------------------------------------------
 
@@ -303,7 +328,49 @@ class OpenAIBackend(LLMBackend):
     def use_classifier(self, classifier: RCModel) -> None:
         """A fine-tuned classifier runs on the server: serve its export (``spacy-lmrc
         export-gguf`` for llama.cpp, the merged folder for vLLM/SGLang) as ``model``; the
-        component takes the task (relation set, prompt format) from the folder."""
+        component takes the task (relation set, prompt format) from the folder. The backend
+        keeps the folder to measure requests with its tokenizer (the served model's), loaded
+        when a request is first measured."""
+        self.classifier = classifier
+        self._tokenizer = None
+        self._position_limit = None
+
+    # measuring (long documents) -------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        """The classifier's tokenizer, loaded on first use; requests are measured with it."""
+        if self.classifier is None:
+            raise InputError("OpenAIBackend measures requests with a fine-tuned classifier's "
+                             "tokenizer, and it has none (use_classifier)", field="model")
+        if self._tokenizer is None:
+            self._tokenizer = self.classifier.load_tokenizer()
+        return self._tokenizer
+
+    def _context_limit(self) -> int | None:
+        """The smaller of ``context_length`` and the classifier's position limit, where known
+        (None: neither is)."""
+        if self.classifier is not None and self._position_limit is None:
+            self._position_limit = _position_limit(self.classifier) or 0
+        limits = [self.context_length, self._position_limit]
+        return min((x for x in limits if x), default=None)
+
+    def context_fit(self, request: RelationRequest,
+                    prompt_format: PromptFormat) -> ContextFit | None:
+        """How ``request`` fits the server's context: its prefix, longest query and
+        ``max_tokens`` for the answer, in the classifier's tokens (``HFBackend``'s measure).
+        None without a classifier (no tokenizer to count with) or without a known limit: the
+        request is sent whole."""
+        limit = self._context_limit()
+        if self.classifier is None or not limit:
+            return None
+        fit, _ = measure_request(self.tokenizer, prompt_format, request, limit, self.max_tokens)
+        return fit
+
+    def text_tokens(self, texts: Sequence[str]) -> list[int]:
+        """The length of each of ``texts`` in the classifier's tokens (no special tokens):
+        what a piece of a document takes in a prompt."""
+        return text_token_counts(self.tokenizer, texts)
 
     def _constraint(self, language: AnswerLanguage,
                     alternatives: Sequence[str] | None) -> dict[str, Any]:
@@ -535,7 +602,7 @@ class OpenAIBackend(LLMBackend):
                 "api_key_env": self.api_key_env, "concurrency": self.concurrency,
                 "timeout": self.timeout, "max_retries": self.max_retries,
                 "top_logprobs": self.top_logprobs, "max_names": self.max_names,
-                "max_tokens": self.max_tokens}
+                "max_tokens": self.max_tokens, "context_length": self.context_length}
 
     def to_disk(self, path: Path) -> None:
         """The settings, as JSON."""
@@ -545,11 +612,26 @@ class OpenAIBackend(LLMBackend):
 
     def from_disk(self, path: Path) -> OpenAIBackend:
         """The settings :meth:`to_disk` wrote; a folder without them (another backend's) leaves
-        the configured ones."""
+        the configured ones. The classifier in use is kept: a saved pipeline's component
+        hands it over before the backend's settings are read."""
         settings_path = Path(path) / SETTINGS_FILE
         if settings_path.exists():
+            classifier = self.classifier
             self.__init__(**srsly.read_json(settings_path))
+            if classifier is not None:
+                self.use_classifier(classifier)
         return self
+
+
+def _position_limit(classifier: RCModel) -> int | None:
+    """``max_position_embeddings`` of the classifier's model: from its folder's config.json
+    (full fine-tuning), else from its base model's where that is a local folder (a LoRA
+    adapter); None where neither states it."""
+    for folder in (classifier.path, Path(classifier.base_model)):
+        config = folder / "config.json"
+        if config.is_file():
+            return srsly.read_json(config).get("max_position_embeddings")
+    return None
 
 
 def _prob(logprob: float | None) -> float | None:
@@ -564,15 +646,33 @@ def _server_message(err: Any) -> str:
     return str(err)[:500]
 
 
-@registry.misc("spacy_lmrc.OpenAIBackend.v1")
+@registry.misc("spacy_lmrc.OpenAIBackend.v2")
 def make_openai_backend(base_url: str, model: str, server: str = "llama.cpp",
                         api_key_env: str | None = None, concurrency: int = 4,
                         timeout: float = 60.0, max_retries: int = 2, top_logprobs: int = 10,
-                        max_names: int = 4, max_tokens: int = 64) -> OpenAIBackend:
+                        max_names: int = 4, max_tokens: int = 64,
+                        context_length: int | None = None) -> OpenAIBackend:
     """An OpenAI-compatible completions server (llama.cpp, vLLM, SGLang) as the LLM backend:
     one constrained request per pair query, ``concurrency`` at a time; the API key is read
-    from the environment variable ``api_key_env``."""
+    from the environment variable ``api_key_env``. ``context_length``: the server's context
+    in tokens, against which a fine-tuned classifier's requests are measured (longer
+    documents are asked over windows of their sentences)."""
     return OpenAIBackend(base_url=base_url, model=model, server=server,
                          api_key_env=api_key_env, concurrency=concurrency, timeout=timeout,
                          max_retries=max_retries, top_logprobs=top_logprobs,
-                         max_names=max_names, max_tokens=max_tokens)
+                         max_names=max_names, max_tokens=max_tokens,
+                         context_length=context_length)
+
+
+@registry.misc("spacy_lmrc.OpenAIBackend.v1")
+def make_openai_backend_v1(base_url: str, model: str, server: str = "llama.cpp",
+                           api_key_env: str | None = None, concurrency: int = 4,
+                           timeout: float = 60.0, max_retries: int = 2, top_logprobs: int = 10,
+                           max_names: int = 4, max_tokens: int = 64) -> OpenAIBackend:
+    """``spacy_lmrc.OpenAIBackend.v2`` without ``context_length`` (no limit is known, so
+    every document is sent whole), for configs that name v1."""
+    return make_openai_backend(base_url=base_url, model=model, server=server,
+                               api_key_env=api_key_env, concurrency=concurrency,
+                               timeout=timeout, max_retries=max_retries,
+                               top_logprobs=top_logprobs, max_names=max_names,
+                               max_tokens=max_tokens)

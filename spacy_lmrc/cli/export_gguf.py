@@ -25,7 +25,7 @@ def export_gguf_cli(
                                       "from the tokenizer)"),
 ) -> None:
     """Write a fine-tuned relation classifier (LoRA merged) as an unquantized GGUF file, the
-    model a llama.cpp server serves to spacy_lmrc.OpenAIBackend.v1:
+    model a llama.cpp server serves to spacy_lmrc.OpenAIBackend.v2:
 
         python -m llama_cpp.server --model OUT.gguf --logits_all true
     """

@@ -77,6 +77,29 @@ def encode_request(tokenizer: Any, fmt: PromptFormat, request: RelationRequest) 
     return EncodedRequest(prefix_ids, query_ids)
 
 
+def text_token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """The length in tokens of each of ``texts`` (no special tokens): what a piece of a
+    document takes in a prompt."""
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def measure_request(tokenizer: Any, fmt: PromptFormat, request: RelationRequest, context: int,
+                    answer_room: int) -> tuple[ContextFit, EncodedRequest]:
+    """How ``request`` in ``fmt`` fits a ``context`` of that many tokens, and its encoding.
+
+    What it needs is its prefix, its longest query and ``answer_room`` tokens for the answer;
+    every backend that prompts with prefix + query measures so (one rule for a local model and
+    a server serving the same weights). The encoding is returned for a caller that sends the
+    request it measured without tokenizing it again.
+    """
+    encoded = encode_request(tokenizer, fmt, request)
+    text = text_token_counts(tokenizer, [request.text])[0]
+    fit = ContextFit(context=context, needed=encoded.longest_path + answer_room, text=text)
+    return fit, encoded
+
+
 #: parent of a tree token that follows the prefix directly
 ROOT = -1
 
