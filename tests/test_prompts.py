@@ -97,14 +97,22 @@ def test_unfilled_variable_is_an_error(toy_doc, tmp_path):
         _prompts(LMRCTask(labels=LABELS), toy_doc, template=template)
 
 
-def test_every_registered_name_has_one_version():
-    """One version per registered name, each registered through an entry point."""
+def test_registered_names_are_versioned_from_v1_through_entry_points():
+    """Every registered name is NAME.vN, each through an entry point; a name's versions run
+    v1..vN without gaps (a changed signature adds a version, the old one stays)."""
+    import re
+    from collections import defaultdict
     from importlib import metadata
 
-    versioned = [ep.name for ep in metadata.distribution("spacy-lmrc").entry_points
-                 if ep.name.startswith("spacy_lmrc.")]
-    assert versioned and all(name.endswith(".v1") for name in versioned), versioned
-    assert "spacy_lmrc.LMRCTask.v1" in versioned and "spacy_lmrc.HFBackend.v1" in versioned
+    versions: dict[str, list[int]] = defaultdict(list)
+    for ep in metadata.distribution("spacy-lmrc").entry_points:
+        if ep.name.startswith("spacy_lmrc."):
+            match = re.fullmatch(r"(.+)\.v(\d+)", ep.name)
+            assert match, ep.name
+            versions[match.group(1)].append(int(match.group(2)))
+    assert all(sorted(found) == list(range(1, len(found) + 1)) for found in versions.values())
+    assert versions["spacy_lmrc.LMRCTask"] == [1] and versions["spacy_lmrc.HFBackend"] == [1]
+    assert sorted(versions["spacy_lmrc.OpenAIBackend"]) == [1, 2]
 
 
 def test_settings_of_the_earlier_layout_are_left_to_the_text_format():

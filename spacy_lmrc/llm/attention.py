@@ -21,7 +21,8 @@ The attention function is registered with transformers' ``AttentionInterface`` u
 in by passing ``attention_plan=AttentionPlan.of(seq)`` beside the dense 4D
 ``attention_mask`` (transformers forwards unknown keyword arguments to the attention
 function); a call without a plan, a padded batch or decoding with a KV cache, runs
-transformers' own SDPA attention unchanged.
+transformers' own SDPA attention unchanged. Fine-tuning does both by default
+(``finetune.attention = "planned"``; :func:`uses_packed_attention` tells a switched model).
 """
 
 from __future__ import annotations
