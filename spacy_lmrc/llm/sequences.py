@@ -334,13 +334,13 @@ def pack_training_sequences(encoded: EncodedRequest, answer_ids: Sequence[Sequen
         raise ValueError(f"{len(answer_ids)} answers for {len(encoded.query_ids)} queries")
     if max_length is None:
         return [pack_training_sequence(encoded, answer_ids)]
-    chunks: list[list[int]] = []
+    chunks: list[list[int]] = [[]]
     seen: set[tuple[int, ...]] = set()  # query prefixes already in the current sequence
-    used = max_length + 1
+    used = len(encoded.prefix_ids)
     for i, (query, answer) in enumerate(zip(encoded.query_ids, answer_ids)):
         shared = next((k for k in range(len(query), 0, -1) if tuple(query[:k]) in seen), 0)
         cost = len(query) - shared + max(0, len(answer) - 1)
-        if used + cost > max_length:
+        if chunks[-1] and used + cost > max_length:  # full: the next sequence starts
             chunks.append([])
             seen.clear()
             used = len(encoded.prefix_ids)
