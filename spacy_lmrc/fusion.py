@@ -222,14 +222,17 @@ def fit_fusion(kind: str, items: Sequence[ScoredRelation], gold: int
 
 
 def cross_fitted_f1(kind: str, items: Sequence[ScoredRelation],
-                    gold_per_doc: dict[int, int], folds: int = 2) -> float:
+                    gold_per_doc: dict[int, int], folds: int = 2) -> float | None:
     """F1 of ``kind`` fitted (weights and threshold) on all folds but one and applied to the
     held-out one, pooled over folds (documents are assigned to folds by index): the fused
-    score's dev figure without the optimism of choosing on the same documents."""
+    score's dev figure without the optimism of choosing on the same documents. None when a
+    fold would be fitted on no relation (fewer documents with predictions than folds)."""
     tp = kept = 0
     for fold in range(folds):
         train = [item for item in items if item.doc % folds != fold]
         test = [item for item in items if item.doc % folds == fold]
+        if not train:
+            return None
         train_gold = sum(n for doc, n in gold_per_doc.items() if doc % folds != fold)
         fusion, _ = fit_fusion(kind, train, train_gold)
         for item in test:
@@ -244,7 +247,8 @@ def tune_fusion(items: Sequence[ScoredRelation], gold_per_doc: dict[int, int],
                 kinds: Sequence[str] = FUSION_KINDS
                 ) -> tuple[ScoreFusion, list[dict[str, Any]]]:
     """Each fusion of ``kinds`` fitted on every dev relation, with its F1-best threshold; the
-    one with the best cross-fitted F1 is returned with one report row per kind."""
+    one with the best cross-fitted F1 (its dev F1 where too few documents allow cross-fitting)
+    is returned with one report row per kind."""
     gold = sum(gold_per_doc.values())
     rows, fitted = [], {}
     for kind in kinds:
@@ -252,5 +256,6 @@ def tune_fusion(items: Sequence[ScoredRelation], gold_per_doc: dict[int, int],
         fitted[kind] = fusion
         rows.append({"fusion": kind, "config": fusion.config(), **metrics,
                      "cross_fitted_f1": cross_fitted_f1(kind, items, gold_per_doc)})
-    best = max(rows, key=lambda row: (row["cross_fitted_f1"], row["f1"]))
+    best = max(rows, key=lambda row: (row["f1"] if row["cross_fitted_f1"] is None
+                                      else row["cross_fitted_f1"], row["f1"]))
     return fitted[best["fusion"]], rows

@@ -185,6 +185,23 @@ def test_an_rc_naming_a_relation_for_every_candidate_keeps_its_threshold():
     assert task.fusion.config() == {"@misc": "spacy_lmrc.fusion.llm.v1", "threshold": 0.3}
 
 
+def test_the_baseline_decodes_relations_below_none_for_its_fusion(toy_doc):
+    """v2: every pair, None allowed, relations above min_probability for the fusion to keep;
+    v1: greedy answers kept from a threshold on the LLM's probability."""
+    v2 = registry.resolve({"t": {
+        "@misc": "spacy_lmrc.LMRCBaselineTask.v2", "labels": LABELS,
+        "fusion": {"@misc": "spacy_lmrc.fusion.logistic.v1", "weights": [0, 1, 1], "bias": 0.0,
+                   "threshold": 0.2}}})["t"]
+    request = v2.build_request(toy_doc)[0]
+    assert request.min_probability == 0.05 and request.none_answer == "None"
+    assert len(request.queries) == len(toy_doc._.entities) * (len(toy_doc._.entities) - 1)
+    assert v2.fusion.config()["@misc"] == "spacy_lmrc.fusion.logistic.v1"
+    v1 = registry.resolve({"t": {"@misc": "spacy_lmrc.LMRCBaselineTask.v1", "labels": LABELS,
+                                 "threshold": 0.3}})["t"]
+    assert v1.min_probability is None and v1.pair_source == "all"
+    assert v1.fusion.config() == LLMScore(0.3).config()
+
+
 def test_bad_task_settings_are_refused():
     with pytest.raises(ValueError, match="negative_source"):
         LMRCTask(labels=LABELS, negative_source="proposer")
@@ -284,3 +301,40 @@ def test_tune_fusion_stores_the_chosen_fusion_in_the_pipeline(tiny_encoder_dir, 
     stored = tuned.get_pipe("llm_relation_classifier").task.fusion.config()
     assert stored["@misc"] == report["stored"]["@misc"]
     assert stored["threshold"] == pytest.approx(report["stored"]["threshold"])
+
+
+def test_tune_fusion_thresholds_the_llm_only_baseline(tiny_llama, toy_record, tmp_path):
+    import spacy
+    from typer.testing import CliRunner
+
+    from spacy_lmrc.cli import app
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("llm_relation_classifier", config={
+        "task": {"@misc": "spacy_lmrc.LMRCBaselineTask.v2", "labels": LABELS,
+                 "min_probability": 0.05},
+        "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": tiny_llama}})
+    nlp.to_disk(tmp_path / "untuned")
+    second = {**toy_record, "title": "Charles Babbage"}
+    (tmp_path / "dev.json").write_text(json.dumps([toy_record, second]))
+    result = CliRunner().invoke(app, [
+        "tune-fusion", str(tmp_path / "untuned"), str(tmp_path / "dev.json"),
+        "-o", str(tmp_path / "tuned"), "--report", str(tmp_path / "fusion.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "fusion.json").read_text())
+    pairs = 2 * len(toy_record["vertexSet"]) * (len(toy_record["vertexSet"]) - 1)
+    # every ordered pair is asked, and relations below the greedy answer are decoded too
+    assert report["relations_scored"] > pairs
+    assert {row["fusion"] for row in report["fusions"]} == {"llm", "product", "logistic"}
+    tuned = spacy.load(tmp_path / "tuned").get_pipe("llm_relation_classifier").task
+    assert tuned.pair_source == "all" and tuned.min_probability == 0.05
+    assert tuned.fusion.config()["@misc"] == report["stored"]["@misc"]
+
+
+def test_one_document_is_tuned_without_cross_fitting():
+    items = [ScoredRelation(0, RelationScores(None, p, 0.5), correct)
+             for p, correct in [(0.9, True), (0.6, True), (0.3, False), (0.2, False)]]
+    fusion, rows = tune_fusion(items, {0: 2})
+    assert all(row["cross_fitted_f1"] is None for row in rows)
+    assert fusion.kind == "llm" and fusion.threshold == pytest.approx(0.6)  # first by dev F1
+    assert [row["f1"] for row in rows] == pytest.approx([1.0, 1.0, 1.0])

@@ -70,9 +70,11 @@ def fusion_table(rows: list[dict[str, Any]], chosen: str) -> str:
     lines = [f"{'fusion':10} {'threshold':>9} {'P':>6} {'R':>6} {'F1':>6} {'cross-fit F1':>12}"]
     for row in rows:
         mark = "  <- stored" if row["fusion"] == chosen else ""
+        cross = row["cross_fitted_f1"]
+        cross_text = "-" if cross is None else f"{100 * cross:.2f}"
         lines.append(f"{row['fusion']:10} {row['config']['threshold']:9.4f} "
                      f"{100 * row['p']:6.2f} {100 * row['r']:6.2f} {100 * row['f1']:6.2f} "
-                     f"{100 * row['cross_fitted_f1']:12.2f}{mark}")
+                     f"{cross_text:>12}{mark}")
     return "\n".join(lines)
 
 

@@ -8,8 +8,10 @@
   (``negative_source = "candidates"``: the pairs it meets at inference); with
   ``allow_none = false`` it must name a relation for every candidate and trains on gold pairs
   with relations only.
-* **Baseline** (``spacy_lmrc.LMRCBaselineTask.v1``, LMRC section 3.2): every ordered pair, and
-  the model answers ``None`` for pairs without relation; fine-tuning data holds all pairs.
+* **Baseline** (``spacy_lmrc.LMRCBaselineTask.v2``, LMRC section 3.2): every ordered pair, and
+  the model answers ``None`` for pairs without relation; fine-tuning data holds all pairs. Its
+  relations are scored and thresholded by the same fusion as RC's (without a proposer: the
+  LLM's probabilities of the relation and of ``None``), tuned on dev the same way.
 
 A Doc becomes one structured request (:meth:`LMRCTask.build_request`): the document once as a
 shared prefix, one query per pair, and the relation names as the answer space, rendered by the

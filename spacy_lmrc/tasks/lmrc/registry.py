@@ -1,5 +1,6 @@
 """The registered LMRC tasks: ``spacy_lmrc.LMRCTask.v1`` (relation classification) and
-``spacy_lmrc.LMRCBaselineTask.v1`` (the LLM-only baseline).
+``spacy_lmrc.LMRCBaselineTask.v2`` (the LLM-only baseline; ``.v1``, greedy answers with a
+threshold on the LLM's probability, stays registered for configs that name it).
 
 Neither needs a relation set up front: without ``labels`` or ``labels_path`` the
 ``llm_relation_classifier`` gets it in ``initialize`` (from its ``labels`` or the examples), or
@@ -57,8 +58,32 @@ def make_lmrc_task(
                     hint_top_m=hint_top_m, window_neighbours=window_neighbours)
 
 
-@registry.misc("spacy_lmrc.LMRCBaselineTask.v1")
+@registry.misc("spacy_lmrc.LMRCBaselineTask.v2")
 def make_lmrc_baseline_task(
+    labels_path: str | None = None,
+    labels: dict[str, str] | None = None,
+    prompt_format: PromptFormat | None = None,
+    fusion: ScoreFusion | None = None,
+    min_probability: float | None = 0.05,
+    train_negatives: float | None = None,
+    window_neighbours: int = 1,
+) -> LMRCTask:
+    """The LLM-only baseline (LMRC section 3.2): every ordered pair, ``None`` allowed;
+    ``train_negatives`` samples its training pairs without relation (None: every pair, as the
+    paper). As ``spacy_lmrc.LMRCTask.v1``, the backend returns every relation the LLM gives at
+    least ``min_probability`` (None: the greedy answer only) with its probability and
+    ``None``'s, and ``fusion`` scores them and keeps those reaching its threshold: ``spacy-lmrc
+    tune-fusion`` chooses both on dev, so a relation the LLM ranks below ``None`` can be kept
+    when that pays on dev, as LMRC's are. ``prompt_format`` and ``window_neighbours`` as
+    ``spacy_lmrc.LMRCTask.v1``."""
+    return LMRCTask(labels=labels, labels_path=labels_path, pair_source="all", allow_none=True,
+                    prompt_format=prompt_format or CompactFormat(), fusion=fusion,
+                    min_probability=min_probability, train_negatives=train_negatives,
+                    window_neighbours=window_neighbours)
+
+
+@registry.misc("spacy_lmrc.LMRCBaselineTask.v1")
+def make_lmrc_baseline_task_v1(
     labels_path: str | None = None,
     labels: dict[str, str] | None = None,
     prompt_format: PromptFormat | None = None,
@@ -66,10 +91,9 @@ def make_lmrc_baseline_task(
     train_negatives: float | None = None,
     window_neighbours: int = 1,
 ) -> LMRCTask:
-    """The LLM-only baseline (LMRC section 3.2): every ordered pair, ``None`` allowed;
-    ``train_negatives`` samples its training pairs without relation (None: every pair);
-    ``threshold``: the least LLM probability a relation needs. ``prompt_format`` and
-    ``window_neighbours`` as ``spacy_lmrc.LMRCTask.v1``."""
-    return LMRCTask(labels=labels, labels_path=labels_path, pair_source="all", allow_none=True,
-                    prompt_format=prompt_format or CompactFormat(), fusion=LLMScore(threshold),
-                    train_negatives=train_negatives, window_neighbours=window_neighbours)
+    """``spacy_lmrc.LMRCBaselineTask.v2`` decoding greedy answers only, each kept when the
+    LLM's probability reaches ``threshold``."""
+    return make_lmrc_baseline_task(labels_path=labels_path, labels=labels,
+                                   prompt_format=prompt_format, fusion=LLMScore(threshold),
+                                   min_probability=None, train_negatives=train_negatives,
+                                   window_neighbours=window_neighbours)
