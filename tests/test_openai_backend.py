@@ -415,3 +415,35 @@ def test_context_length_round_trips_and_the_classifier_stays(tiny_llama, tmp_pat
                     context_length=CONTEXT).to_disk(tmp_path / "pipe")
     restored = spacy.load(tmp_path / "pipe").get_pipe("llm_relation_classifier").backend
     assert restored.context_length == CONTEXT and restored.classifier is not None
+
+
+def test_a_branch_keeps_its_prompt_and_answer_within_the_request_s_and_a_refusal_is_counted(
+        tiny_llama, tmp_path):
+    """A branch's prompt ends with part of the answer: those tokens come off its max_tokens (so
+    a request filled to the context stays within it, as vLLM checks prompt + max_tokens), and
+    a branch the server refuses anyway leaves the pair its greedy answer, counted."""
+
+    def respond(body):
+        if body["prompt"].endswith("=>"):
+            return 200, completion([" country"], [{" country": 0.6, " place": 0.4}]), 0
+        if body["prompt"].endswith("=> country"):
+            return 200, completion([""], [{"": 1.0}]), 0
+        return 400, {"error": {"message": "maximum context length exceeded",
+                               "type": "invalid_request_error"}}, 0.0
+
+    request = make_request(min_probability=0.1)
+    request.queries = request.queries[:1]
+    stats = ParseStats()
+    with server(respond) as (url, received):
+        client = backend(url, max_tokens=MAX_TOKENS)
+        client.use_classifier(RCModel.from_pretrained(classifier_folder(tiny_llama, tmp_path / "rc")))
+        (answer,), = client.answer([request], FORMAT, stats)
+    assert [name for name, _ in answer] == ["country"]
+    def tokens(text):
+        return len(client.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    budgets = {body["prompt"].rsplit("=>", 1)[1]: body["max_tokens"] for body in received}
+    assert budgets == {"": MAX_TOKENS, " country": MAX_TOKENS - tokens(" country") - 1,
+                       " place": MAX_TOKENS - tokens(" place") - 1}
+    assert client.usage()["refused_branches"] == 1 and stats.counts["refused_branches"] == 1
+    assert stats.samples["refused"] == ["maximum context length exceeded"]

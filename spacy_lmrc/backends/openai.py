@@ -385,10 +385,13 @@ class OpenAIBackend(LLMBackend):
         return {"structured_outputs": {"regex": language.regex()}}
 
     def _complete(self, prompt: str, language: AnswerLanguage,
-                  alternatives: Sequence[str] | None = None) -> Completion:
-        """One constrained greedy completion; raises ``openai`` errors after the retries."""
+                  alternatives: Sequence[str] | None = None, answered: str = "") -> Completion:
+        """One constrained greedy completion; raises ``openai`` errors after the retries.
+        ``answered``: the part of the answer the prompt already ends with (a branch), whose
+        tokens come off the answer's budget, so prompt and answer fit where the request did."""
         response = self.client.completions.create(
-            model=self.model, prompt=prompt, max_tokens=self.max_tokens, temperature=0.0,
+            model=self.model, prompt=prompt, max_tokens=self._answer_budget(answered),
+            temperature=0.0,
             logprobs=self.top_logprobs, extra_body=self._constraint(language, alternatives))
         if not response.choices:
             return Completion("", None, None)
@@ -401,6 +404,15 @@ class OpenAIBackend(LLMBackend):
                 tokens = top = None  # tokens that do not spell the answer: no probabilities
         used = response.usage.prompt_tokens if response.usage is not None else 0
         return Completion(choice.text, tokens, top, used)
+
+    def _answer_budget(self, answered: str) -> int:
+        """``max_tokens`` less the tokens of ``answered`` (with one for where the server's
+        tokenizer joins it to the prompt), counted with the classifier's tokenizer; the whole
+        ``max_tokens`` without a classifier (no context is known then)."""
+        if not answered or self.classifier is None:
+            return self.max_tokens
+        used = len(self.tokenizer(answered, add_special_tokens=False)["input_ids"]) + 1
+        return max(1, self.max_tokens - used)
 
     # answering ------------------------------------------------------------------------------
 
@@ -447,7 +459,8 @@ class OpenAIBackend(LLMBackend):
                 refusals.append(outcome.refusal)
             if stats is not None:
                 for key, count in outcome.counts.items():
-                    if key in ("out_of_set", "timed_out", "refused", "no_logprobs"):
+                    if key in ("out_of_set", "timed_out", "refused", "no_logprobs",
+                               "timed_out_branches", "refused_branches"):
                         stats.add(key, count)
                 for sample in outcome.samples:
                     stats.sample("out_of_set", sample)
@@ -548,9 +561,13 @@ class OpenAIBackend(LLMBackend):
             if completion is None:
                 try:
                     completion = self._complete(prompt + start, language,
-                                                language.continuations(start))
+                                                language.continuations(start), answered=start)
                 except openai.APITimeoutError:
                     result.counts["timed_out_branches"] += 1
+                    continue
+                except openai.BadRequestError as err:
+                    result.counts["refused_branches"] += 1
+                    result.refusal = result.refusal or _server_message(err)
                     continue
                 result.counts["branch_requests"] += 1
                 result.counts["prompt_tokens"] += completion.prompt_tokens
@@ -589,8 +606,9 @@ class OpenAIBackend(LLMBackend):
     def usage(self) -> dict[str, int]:
         """Requests sent (``requests``: one per pair; ``branch_requests``: the
         ``min_probability`` search), prompt tokens the server counted, and what was skipped:
-        ``timed_out`` and ``refused`` pairs, ``out_of_set`` answers, answers with
-        ``no_logprobs``."""
+        ``timed_out`` and ``refused`` pairs, ``timed_out_branches`` and ``refused_branches``
+        of the search (their names are missing from the pair's answer), ``out_of_set``
+        answers, answers with ``no_logprobs``."""
         return dict(self.counts)
 
     # saving ---------------------------------------------------------------------------------
