@@ -434,9 +434,10 @@ def test_a_branch_keeps_its_prompt_and_answer_within_the_request_s_and_a_refusal
     request = make_request(min_probability=0.1)
     request.queries = request.queries[:1]
     stats = ParseStats()
+    classifier = RCModel.from_pretrained(classifier_folder(tiny_llama, tmp_path / "rc"))
     with server(respond) as (url, received):
         client = backend(url, max_tokens=MAX_TOKENS)
-        client.use_classifier(RCModel.from_pretrained(classifier_folder(tiny_llama, tmp_path / "rc")))
+        client.use_classifier(classifier)
         (answer,), = client.answer([request], FORMAT, stats)
     assert [name for name, _ in answer] == ["country"]
     def tokens(text):
