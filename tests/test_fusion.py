@@ -269,12 +269,28 @@ def test_the_proposed_corpus_scores_every_pair_of_the_reference_docs(tiny_encode
     assert len(request.queries) == 6 and targets.count(["None"]) == 3
 
 
-def test_tune_fusion_stores_the_chosen_fusion_in_the_pipeline(tiny_encoder_dir, tiny_llama,
-                                                              toy_record, tmp_path):
+def _tuned(nlp, toy_record: dict, tmp_path):
+    """``nlp`` saved, tuned by ``spacy-lmrc tune-fusion`` on two toy documents: the report
+    and the tuned pipeline."""
     import spacy
     from typer.testing import CliRunner
 
     from spacy_lmrc.cli import app
+
+    nlp.to_disk(tmp_path / "untuned")
+    second = {**toy_record, "title": "Charles Babbage"}
+    (tmp_path / "dev.json").write_text(json.dumps([toy_record, second]))
+    result = CliRunner().invoke(app, [
+        "tune-fusion", str(tmp_path / "untuned"), str(tmp_path / "dev.json"),
+        "-o", str(tmp_path / "tuned"), "--report", str(tmp_path / "fusion.json")])
+    assert result.exit_code == 0, result.output
+    return json.loads((tmp_path / "fusion.json").read_text()), spacy.load(tmp_path / "tuned")
+
+
+def test_tune_fusion_stores_the_chosen_fusion_in_the_pipeline(tiny_encoder_dir, tiny_llama,
+                                                              toy_record, tmp_path):
+    import spacy
+
     from spacy_lmrc.proposer.model import RCPModel
 
     proposer = RCPModel.from_encoder(str(tiny_encoder_dir), emb_size=64, block_size=16)
@@ -286,18 +302,10 @@ def test_tune_fusion_stores_the_chosen_fusion_in_the_pipeline(tiny_encoder_dir, 
     nlp.add_pipe("llm_relation_classifier", config={
         "task": {"@misc": "spacy_lmrc.LMRCTask.v1", "labels": LABELS, "min_probability": 0.05},
         "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": tiny_llama}})
-    nlp.to_disk(tmp_path / "untuned")
-    second = {**toy_record, "title": "Charles Babbage"}
-    (tmp_path / "dev.json").write_text(json.dumps([toy_record, second]))
-    result = CliRunner().invoke(app, [
-        "tune-fusion", str(tmp_path / "untuned"), str(tmp_path / "dev.json"),
-        "-o", str(tmp_path / "tuned"), "--report", str(tmp_path / "fusion.json")])
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "fusion.json").read_text())
+    report, tuned = _tuned(nlp, toy_record, tmp_path)
     assert report["documents"] == 2 and report["gold_facts"] == 6
     assert report["relations_scored"] >= 12  # every candidate pair has a greedy answer
     assert {row["fusion"] for row in report["fusions"]} == {"llm", "product", "logistic"}
-    tuned = spacy.load(tmp_path / "tuned")
     stored = tuned.get_pipe("llm_relation_classifier").task.fusion.config()
     assert stored["@misc"] == report["stored"]["@misc"]
     assert stored["threshold"] == pytest.approx(report["stored"]["threshold"])
@@ -305,30 +313,20 @@ def test_tune_fusion_stores_the_chosen_fusion_in_the_pipeline(tiny_encoder_dir, 
 
 def test_tune_fusion_thresholds_the_llm_only_baseline(tiny_llama, toy_record, tmp_path):
     import spacy
-    from typer.testing import CliRunner
-
-    from spacy_lmrc.cli import app
 
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_relation_classifier", config={
         "task": {"@misc": "spacy_lmrc.LMRCBaselineTask.v2", "labels": LABELS,
                  "min_probability": 0.05},
         "backend": {"@misc": "spacy_lmrc.HFBackend.v1", "model": tiny_llama}})
-    nlp.to_disk(tmp_path / "untuned")
-    second = {**toy_record, "title": "Charles Babbage"}
-    (tmp_path / "dev.json").write_text(json.dumps([toy_record, second]))
-    result = CliRunner().invoke(app, [
-        "tune-fusion", str(tmp_path / "untuned"), str(tmp_path / "dev.json"),
-        "-o", str(tmp_path / "tuned"), "--report", str(tmp_path / "fusion.json")])
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "fusion.json").read_text())
+    report, tuned = _tuned(nlp, toy_record, tmp_path)
     pairs = 2 * len(toy_record["vertexSet"]) * (len(toy_record["vertexSet"]) - 1)
     # every ordered pair is asked, and relations below the greedy answer are decoded too
     assert report["relations_scored"] > pairs
     assert {row["fusion"] for row in report["fusions"]} == {"llm", "product", "logistic"}
-    tuned = spacy.load(tmp_path / "tuned").get_pipe("llm_relation_classifier").task
-    assert tuned.pair_source == "all" and tuned.min_probability == 0.05
-    assert tuned.fusion.config()["@misc"] == report["stored"]["@misc"]
+    task = tuned.get_pipe("llm_relation_classifier").task
+    assert task.pair_source == "all" and task.min_probability == 0.05
+    assert task.fusion.config()["@misc"] == report["stored"]["@misc"]
 
 
 def test_one_document_is_tuned_without_cross_fitting():
