@@ -3,18 +3,21 @@ same relations? how fast at 1, 4 and 16 concurrent requests? (figures for BENCHM
 
 The pipeline's earlier components (the proposer) run once; then its ``llm_relation_classifier``
 answers the same documents through its own backend (``HFBackend``, the fine-tuned classifier
-folder, run in ``--dtype``) and through ``OpenAIBackend`` on ``python -m llama_cpp.server``
-serving the same weights exported unquantized in that type (``spacy-lmrc export-gguf``,
-float32 by default), started and stopped here. Reported: relations of each (count,
+folder, run in ``--dtype``) and through ``OpenAIBackend`` on a llama.cpp server serving the
+same weights exported unquantized in that type (``spacy-lmrc export-gguf``, float32 by
+default), started and stopped here: llama-cpp-python's ``python -m llama_cpp.server``, or with
+``--server-binary`` llama.cpp's C++ ``llama-server`` with as many slots as the highest
+concurrency. Reported: relations of each (count,
 identical, every difference with both backends' answers to that pair, so it can be
 explained: a probability on either side of the task's ``min_probability`` or threshold,
 another name at a near tie, a tokenisation), docs/s of the classifier stage per backend and
 concurrency (the server's CPU threads: ``--threads``), requests (pairs and
-``min_probability`` branches) and the server's prompt-cache hits (its log's ``prefix-match
-hit`` lines: prompt tokens reused from the previous request / all prompt tokens).
+``min_probability`` branches) and the server's prompt-cache hits: prompt tokens reused from a
+cached prompt and prompt tokens evaluated (llama-cpp-python: its log's ``prefix-match hit``
+lines; ``llama-server``: the ``timings`` of every response, ``cache_n`` and ``prompt_n``).
 
     python bench/bench_server.py --pipeline ../models/lmrc_long --dev ../models/dev100.spacy \\
-        --n-docs 20 --out ../models/bench/server.json
+        --n-docs 20 --out ../models/bench/server.json [--server-binary PATH/llama-server]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -76,6 +80,27 @@ def cache_hits(log: Path, start: int) -> dict[str, int]:
             "evaluated_tokens": sum(b for _, b in hits)}
 
 
+def count_response_cache(backend: Any) -> Counter:
+    """Sum, over the backend's completions from here on, the prompt tokens ``llama-server``
+    reports as reused from a slot's cache (``timings.cache_n``) and as evaluated
+    (``prompt_n``); requests run on several threads, so the sums take a lock."""
+    counts: Counter = Counter()
+    lock = threading.Lock()
+    create = backend.client.completions.create
+
+    def recording(**kwargs: Any) -> Any:
+        response = create(**kwargs)
+        timings = (response.model_extra or {}).get("timings") or {}
+        with lock:
+            counts["requests_logged"] += bool(timings)
+            counts["cached_tokens"] += int(timings.get("cache_n", 0))
+            counts["evaluated_tokens"] += int(timings.get("prompt_n", 0))
+        return response
+
+    backend.client.completions.create = recording
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", required=True, help="a saved pipeline with " + RC)
@@ -88,6 +113,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="the server's CPU threads")
     parser.add_argument("--n-ctx", type=int, default=8192, help="the server's context")
     parser.add_argument("--top-logprobs", type=int, default=10)
+    parser.add_argument("--server-binary", help="llama.cpp's llama-server (default: "
+                        "llama-cpp-python's server)")
     parser.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = parser.parse_args()
 
@@ -121,18 +148,26 @@ def main() -> None:
             component.classifier.path if component.classifier else hf_backend.model_name,
             Path(tmp) / "model.gguf", dtype=args.dtype)
         log = Path(tmp) / "server.log"
-        with llama_server(gguf, log, alias="rc", n_ctx=args.n_ctx,
-                          n_threads=args.threads) as url:
+        with llama_server(gguf, log, alias="rc", n_ctx=args.n_ctx, n_threads=args.threads,
+                          binary=args.server_binary,
+                          parallel=max(args.concurrency)) as url:
             results["server"] = {}
+            results["served_by"] = {
+                "server": "llama-server" if args.server_binary else "llama_cpp.server",
+                "threads": args.threads, "n_ctx": args.n_ctx,
+                "slots": max(args.concurrency) if args.server_binary else 1}
             for concurrency in args.concurrency:
                 backend = OpenAIBackend(url, "rc", concurrency=concurrency, timeout=600.0,
                                         top_logprobs=args.top_logprobs)
                 start = log.stat().st_size
+                response_cache = count_response_cache(backend) if args.server_binary else None
                 served_docs, seconds, answers = run_classifier(nlp, docs, backend)
                 served = relation_keys(served_docs)
                 run = {"seconds": round(seconds, 2), "docs_per_s": round(len(docs) / seconds, 3),
                        "relations": len(served), "usage": backend.usage(),
-                       "parse": component.stats.to_dict(), "cache": cache_hits(log, start)}
+                       "parse": component.stats.to_dict(),
+                       "cache": dict(response_cache) if args.server_binary
+                       else cache_hits(log, start)}
                 results["server"][str(concurrency)] = run
                 print(f"server, {concurrency} concurrent: {run['docs_per_s']} docs/s, "
                       f"{len(served)} relations, cache {run['cache']}", flush=True)

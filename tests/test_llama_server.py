@@ -1,11 +1,14 @@
 """LMRC through a real llama.cpp server: a tiny Llama exported to GGUF (the export checked by
-reading it back with transformers), served by ``python -m llama_cpp.server`` on 127.0.0.1
-(started and stopped here), answering the ``llm_relation_classifier`` component's structured
-requests with GBNF-constrained answers."""
+reading it back with transformers), served on 127.0.0.1 (started and stopped here) by
+``python -m llama_cpp.server`` and, where ``LLAMA_SERVER`` names a built binary, by llama.cpp's
+C++ ``llama-server`` (4 slots), answering the ``llm_relation_classifier`` component's
+structured requests with GBNF-constrained answers."""
 
 from __future__ import annotations
 
+import os
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -54,19 +57,28 @@ def test_export_gguf_command(tiny_llama, tmp_path):
     assert refused.exit_code == 1 and "error:" in refused.output
 
 
-@pytest.fixture(scope="module")
-def llama_server(tiny_llama, tmp_path_factory):
-    """The tiny Llama as GGUF, served; the server is stopped whatever the tests do."""
+@pytest.fixture(scope="module", params=["llama_cpp.server", "llama-server"])
+def llama_server(request, tiny_llama, tmp_path_factory):
+    """The tiny Llama as GGUF, served by either server; yields (API root, server). The server
+    is stopped whatever the tests do."""
     pytest.importorskip("openai", reason="the OpenAI backend needs the openai package ([serve])")
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install "
-                        "'spacy-lmrc[serve]' (it builds llama.cpp from source)")
+    binary = None
+    if request.param == "llama-server":
+        binary = os.environ.get("LLAMA_SERVER")
+        if not binary or not Path(binary).is_file():
+            pytest.skip("LLAMA_SERVER does not name a llama-server binary (built from "
+                        "llama.cpp's sources: cmake --build build --target llama-server)")
+    else:
+        pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip "
+                            "install 'spacy-lmrc[serve]' (it builds llama.cpp from source)")
     from spacy_lmrc.export import export_gguf
     from spacy_lmrc.llama_server import llama_server as serve
 
     folder = tmp_path_factory.mktemp("llama_server")
     gguf = export_gguf(tiny_llama, folder / "tiny.gguf")
-    with serve(gguf, folder / "server.log", alias="tiny", n_ctx=2048) as url:
-        yield url
+    with serve(gguf, folder / "server.log", alias="tiny", n_ctx=2048, binary=binary,
+               parallel=4) as url:
+        yield url, request.param
 
 
 def classifier_pipeline(backend: dict, min_probability: float | None):
@@ -86,6 +98,11 @@ def test_tokens_the_server_reads_are_the_in_process_ones(llama_server, tiny_llam
     """The text prompt (prefix + query) becomes the ids HFBackend encodes apart."""
     import json
 
+    url, server = llama_server
+    endpoint, field = ((url.removesuffix("/v1") + "/extras/tokenize", "input")
+                       if server == "llama_cpp.server"
+                       else (url.removesuffix("/v1") + "/tokenize", "content"))
+
     from spacy_lmrc.llm.loading import load_tokenizer
     from spacy_lmrc.llm.sequences import encode_request
 
@@ -95,10 +112,9 @@ def test_tokens_the_server_reads_are_the_in_process_ones(llama_server, tiny_llam
     encoded = encode_request(load_tokenizer(tiny_llama), task.prompt_format, request)
     prefix = task.prompt_format.prefix(request)
     for query, query_ids in zip(request.queries[:3], encoded.query_ids):
-        body = json.dumps({"input": prefix + task.prompt_format.query(query)}).encode()
+        body = json.dumps({field: prefix + task.prompt_format.query(query)}).encode()
         answer = urllib.request.urlopen(urllib.request.Request(
-            llama_server.removesuffix("/v1") + "/extras/tokenize", body,
-            {"Content-Type": "application/json"}), timeout=30).read()
+            endpoint, body, {"Content-Type": "application/json"}), timeout=30).read()
         assert json.loads(answer)["tokens"] == encoded.prefix_ids + query_ids
 
 
@@ -109,7 +125,7 @@ def test_lmrc_through_llama_server(llama_server, tiny_llama, toy_doc, min_probab
     (0, 1], and the greedy names those of the in-process backend on the same weights (their
     probabilities differ here: a random model spreads its mass over the whole vocabulary,
     beyond the top tokens a server returns)."""
-    backend = {"@misc": "spacy_lmrc.OpenAIBackend.v2", "base_url": llama_server,
+    backend = {"@misc": "spacy_lmrc.OpenAIBackend.v2", "base_url": llama_server[0],
                "model": "tiny", "concurrency": 4, "timeout": 120.0}
     nlp = classifier_pipeline(backend, min_probability)
     component = nlp.get_pipe("llm_relation_classifier")

@@ -146,6 +146,34 @@ def test_answers_with_probabilities_and_shared_prefix():
     assert received[0]["temperature"] == 0.0 and received[0]["logprobs"] == 10
 
 
+def llama_server_completion(tokens: list[str], tops: list[dict[str, float]]) -> dict:
+    """The same response as :func:`completion` in the shape llama.cpp's ``llama-server`` gives
+    ``/v1/completions``: ``logprobs.content``, one entry per step, best alternatives listed."""
+    response = completion(tokens)
+    response["choices"][0]["logprobs"] = {"content": [
+        {"id": i, "token": token, "logprob": math.log(top[token]), "bytes": [],
+         "top_logprobs": [{"id": j, "token": k, "logprob": math.log(v), "bytes": []}
+                          for j, (k, v) in enumerate(sorted(top.items(),
+                                                            key=lambda kv: -kv[1]))]}
+        for i, (token, top) in enumerate(zip(tokens, tops))]}
+    response["timings"] = {"cache_n": 5, "prompt_n": 2}
+    return response
+
+
+def test_llama_server_s_logprobs_shape_gives_the_same_probabilities():
+    tokens = [" place", " of", " birth"]
+    tops = [{" place": 0.8, " country": 0.1, "!": 0.1}, {" of": 1.0},
+            {" birth": 0.6, " death": 0.4}]
+    results = []
+    for shape in (completion, llama_server_completion):
+        with server(lambda body, shape=shape: (200, shape(tokens, tops), 0.0)) as (url, _):
+            results.append(backend(url).answer([make_request()], FORMAT, ParseStats()))
+    legacy, chat_shaped = results
+    assert [[(n, pytest.approx(p)) for n, p in answer] for answer in chat_shaped[0]] == [
+        [(n, pytest.approx(p)) for n, p in answer] for answer in legacy[0]]
+    assert chat_shaped[0][0][0][1] == pytest.approx(0.8 / 0.9 * 0.6)
+
+
 def test_min_probability_branches_find_every_name_above_it():
     """Greedy " country" (it stops: a longer name goes on, so what follows is asked), and the
     alternative " place" (0.3) opens a branch that finds place of birth (0.3 x 0.6)."""

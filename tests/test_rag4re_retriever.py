@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import spacy
 import srsly
+import torch
 from spacy.training import Example
 from typer.testing import CliRunner
 
@@ -18,6 +19,7 @@ from spacy_lmrc.cli import app
 from spacy_lmrc.corpus.readers import input_copy
 from spacy_lmrc.corpus.sentence import semeval_sentence_to_doc
 from spacy_lmrc.rag4re import EmbeddingIndex, Representation, SentenceEmbedder
+from spacy_lmrc.rag4re.losses import supervised_contrastive_loss
 
 TRAIN = [
     ("The <e1>burst</e1> has been caused by water hammer <e2>pressure</e2>.",
@@ -92,7 +94,8 @@ def test_representations_of_a_sentence(nlp):
         Representation.parse("marked")(empty)
 
 
-@pytest.mark.parametrize("loss", ["batch_all", "batch_hard_soft_margin"])
+@pytest.mark.parametrize("loss", ["supervised_contrastive", "batch_all",
+                                  "batch_hard_soft_margin"])
 def test_train_retriever_writes_a_model_and_how_it_was_trained(tmp_path, tiny_encoder_dir, loss):
     data = write_corpus(tmp_path / "train.json", TRAIN)
     result = invoke("train-retriever", data, tmp_path / "emb", "--base-model", tiny_encoder_dir,
@@ -108,12 +111,39 @@ def test_train_retriever_writes_a_model_and_how_it_was_trained(tmp_path, tiny_en
     assert vectors.shape == (1, 32)
 
 
+def test_supervised_contrastive_loss_by_hand():
+    """Three unit vectors, labels (0, 0, 1), temperature 1: each anchor's loss is minus the
+    log-softmax of its positive among the other two; the lone label-1 sentence is no anchor."""
+    embeddings = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, 1])
+    loss = supervised_contrastive_loss(embeddings, labels, temperature=1.0)
+    cos = embeddings.detach() @ embeddings.detach().T
+    first = -torch.log(torch.exp(cos[0, 1]) / (torch.exp(cos[0, 1]) + torch.exp(cos[0, 2])))
+    second = -torch.log(torch.exp(cos[1, 0]) / (torch.exp(cos[1, 0]) + torch.exp(cos[1, 2])))
+    assert loss.item() == pytest.approx(((first + second) / 2).item(), abs=1e-6)
+    loss.backward()
+    assert embeddings.grad is not None and bool(embeddings.grad.abs().sum() > 0)
+    # the same vectors scaled: cosine similarity, so the same loss
+    scaled = supervised_contrastive_loss(embeddings.detach() * 3, labels, temperature=1.0)
+    assert scaled.item() == pytest.approx(loss.item(), abs=1e-6)
+    # a lower temperature weighs more the anchor (the second) whose nearest sentence has
+    # another label
+    assert supervised_contrastive_loss(embeddings.detach(), labels, 0.1) > loss
+    # no two sentences share a label: no positive pair, a zero loss that still backpropagates
+    lonely = supervised_contrastive_loss(embeddings, torch.tensor([0, 1, 2]), 0.1)
+    assert lonely.item() == 0.0 and lonely.requires_grad
+    with pytest.raises(ValueError, match="one label per embedding"):
+        supervised_contrastive_loss(embeddings, torch.tensor([0, 1]), 0.1)
+
+
 def test_train_retriever_rejects_bad_settings(tmp_path):
     data = write_corpus(tmp_path / "train.json", TRAIN)
     result = invoke("train-retriever", data, tmp_path / "emb", "--batch-size", "5")
     assert result.exit_code != 0 and "even size" in result.output
     result = invoke("train-retriever", data, tmp_path / "emb", "--loss", "softmax")
     assert result.exit_code != 0 and "batch_all" in result.output
+    result = invoke("train-retriever", data, tmp_path / "emb", "--temperature", "0")
+    assert result.exit_code != 0 and "temperature 0.0" in result.output
     one_label = write_corpus(tmp_path / "one.json", [(s, "Other") for s, _ in TRAIN])
     result = invoke("train-retriever", one_label, tmp_path / "emb")
     assert result.exit_code != 0

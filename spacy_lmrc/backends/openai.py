@@ -231,6 +231,29 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
+def token_logprobs(logprobs: Any) -> tuple[list[str] | None, list[dict[str, float]] | None]:
+    """A completion's chosen tokens and each step's best tokens with their log-probabilities,
+    from either shape servers answer ``/v1/completions`` with: the legacy OpenAI one (vLLM,
+    SGLang, llama-cpp-python: ``tokens`` and ``top_logprobs`` as token -> logprob maps) or
+    the chat one that llama.cpp's ``llama-server`` uses (``content``: one entry per step with
+    ``token`` and ``top_logprobs`` as a list of ``{token, logprob}``). (None, None) without."""
+    if logprobs is None:
+        return None, None
+    if getattr(logprobs, "tokens", None) and getattr(logprobs, "top_logprobs", None):
+        return list(logprobs.tokens), [dict(t or {}) for t in logprobs.top_logprobs]
+    steps = (getattr(logprobs, "model_extra", None) or {}).get("content")
+    if not steps:
+        return None, None
+    tokens, top = [], []
+    for step in steps:
+        tokens.append(str(step.get("token", "")))
+        best: dict[str, float] = {}
+        for alternative in step.get("top_logprobs") or []:  # best first: a text's best id
+            best.setdefault(str(alternative.get("token", "")), float(alternative["logprob"]))
+        top.append(best)
+    return tokens, top
+
+
 @dataclass
 class Completion:
     """One answer read from the server: its text and, per step, the chosen token and the
@@ -396,12 +419,9 @@ class OpenAIBackend(LLMBackend):
         if not response.choices:
             return Completion("", None, None)
         choice = response.choices[0]
-        logprobs = choice.logprobs
-        tokens = top = None
-        if logprobs is not None and logprobs.tokens and logprobs.top_logprobs:
-            tokens, top = list(logprobs.tokens), [dict(t or {}) for t in logprobs.top_logprobs]
-            if "".join(tokens) != choice.text or len(top) != len(tokens):
-                tokens = top = None  # tokens that do not spell the answer: no probabilities
+        tokens, top = token_logprobs(choice.logprobs)
+        if tokens is not None and ("".join(tokens) != choice.text or len(top) != len(tokens)):
+            tokens = top = None  # tokens that do not spell the answer: no probabilities
         used = response.usage.prompt_tokens if response.usage is not None else 0
         return Completion(choice.text, tokens, top, used)
 

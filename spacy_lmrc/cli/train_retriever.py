@@ -45,8 +45,11 @@ def train_retriever_cli(
     representation: str = typer.Option(
         "marked", "--representation", callback=check_representation,
         help="What is embedded: sentence, marked, span[:N] or pair"),
-    loss: str = typer.Option("batch_all", "--loss", callback=check_loss,
-                             help=f"Batch triplet loss over the labels: {', '.join(LOSSES)}"),
+    loss: str = typer.Option(EmbedderSettings.loss, "--loss", callback=check_loss,
+                             help=f"Batch loss over the labels: {', '.join(LOSSES)}"),
+    temperature: float = typer.Option(
+        EmbedderSettings.temperature, "--temperature",
+        help="Softmax temperature of the supervised_contrastive loss"),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training sentences"),
     max_steps: int | None = typer.Option(None, "--max-steps", parser=count_or_null,
                                          help="Stop after this many optimiser steps"),
@@ -68,8 +71,8 @@ def train_retriever_cli(
     skip_invalid: bool = skip_invalid_option(),
 ) -> None:
     """Fine-tune a sentence-transformers embedder so that a sentence's nearest training
-    sentences hold the same relation (labels as classes, a batch triplet loss, label-grouped
-    batches; sentence-transformers' own trainer).
+    sentences hold the same relation (labels as classes, a supervised contrastive or batch
+    triplet loss, label-grouped batches; sentence-transformers' own trainer).
 
     Use only the training split (SemEval here: --first 7000). Then
     ``spacy-lmrc build-index ... --embedder OUTPUT`` embeds the index with it, in the
@@ -77,8 +80,8 @@ def train_retriever_cli(
     atomically.
     """
     settings = EmbedderSettings(
-        base_model=base_model, representation=representation, loss=loss, epochs=epochs,
-        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+        base_model=base_model, representation=representation, loss=loss, temperature=temperature,
+        epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
         warmup_ratio=warmup_ratio, seed=seed, device=device)
     try:
         settings.check()

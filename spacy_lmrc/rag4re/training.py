@@ -3,12 +3,18 @@
 sentence-transformers' own training (``SentenceTransformerTrainer``) with the relation labels as
 classes: every training sentence is embedded in a :mod:`.representation` view (``marked`` by
 default: the direction of the relation is in the text), batches are drawn by
-``GroupByLabelBatchSampler`` (at least two sentences of each label in a batch) and a batch
-triplet loss pulls sentences of one label together and pushes the others apart:
+``GroupByLabelBatchSampler`` (at least two sentences of each label in a batch) and a batch loss
+pulls sentences of one label together and pushes the others apart:
 
+``supervised_contrastive``  :class:`.losses.SupervisedContrastiveLoss` (the default): a softmax
+                            over each sentence's cosine similarities in the batch, the same
+                            label's sentences as the targets (``temperature``);
 ``batch_all``               ``BatchAllTripletLoss``: every valid triplet of the batch;
 ``batch_hard_soft_margin``  ``BatchHardSoftMarginTripletLoss``: the hardest positive and
                             negative of each anchor, no margin to set.
+
+The triplet losses' Euclidean margin does not suit a normalised embedder such as
+all-MiniLM-L6-v2 (see :mod:`.losses`); they are kept for embedders without ``Normalize``.
 
 The negative label (``Other``) is a class like the others. The model is written as a
 sentence-transformers folder with ``rag4re_embedder.json`` (how it was trained), which
@@ -31,9 +37,10 @@ from spacy.tokens import Doc
 from ..corpus.sentence import sentence_label
 from ..util import DEFAULT_ENCODER, resolve_device, resolve_model_name
 from .embedder import TRAINING_FILE, canonical_name
+from .losses import SupervisedContrastiveLoss
 from .representation import Representation
 
-LOSSES = ("batch_all", "batch_hard_soft_margin")
+LOSSES = ("supervised_contrastive", "batch_all", "batch_hard_soft_margin")
 
 
 @dataclass
@@ -42,7 +49,8 @@ class EmbedderSettings:
 
     base_model: str = DEFAULT_ENCODER
     representation: str = "marked"
-    loss: str = "batch_all"
+    loss: str = "supervised_contrastive"
+    temperature: float = 0.1
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 64
@@ -56,6 +64,8 @@ class EmbedderSettings:
         Representation.parse(self.representation)
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature {self.temperature}: expected more than 0")
         if self.batch_size < 4 or self.batch_size % 2:
             raise ValueError(f"batch_size {self.batch_size}: the label-grouped batches need an "
                              f"even size of at least 4")
@@ -65,10 +75,12 @@ class EmbedderSettings:
             raise ValueError(f"warmup_ratio {self.warmup_ratio}: expected 0 <= ratio < 1")
 
 
-def _loss(name: str, model: Any) -> Any:
+def _loss(settings: EmbedderSettings, model: Any) -> Any:
     from sentence_transformers.sentence_transformer import losses
 
-    if name == "batch_all":
+    if settings.loss == "supervised_contrastive":
+        return SupervisedContrastiveLoss(model, temperature=settings.temperature)
+    if settings.loss == "batch_all":
         return losses.BatchAllTripletLoss(model)
     return losses.BatchHardSoftMarginTripletLoss(model)
 
@@ -121,7 +133,7 @@ def train_embedder(docs: Sequence[Doc], output: str | Path, settings: EmbedderSe
             use_cpu=device.type == "cpu",
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
-                                             loss=_loss(settings.loss, model))
+                                             loss=_loss(settings, model))
         result = trainer.train()
     seconds = time.perf_counter() - start
     losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history
