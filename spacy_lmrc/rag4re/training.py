@@ -50,7 +50,7 @@ class EmbedderSettings:
     base_model: str = DEFAULT_ENCODER
     representation: str = "marked"
     loss: str = "supervised_contrastive"
-    temperature: float = 0.1
+    temperature: float = 0.025
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 64
