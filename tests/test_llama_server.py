@@ -98,13 +98,13 @@ def test_tokens_the_server_reads_are_the_in_process_ones(llama_server, tiny_llam
     """The text prompt (prefix + query) becomes the ids HFBackend encodes apart."""
     import json
 
+    from spacy_lmrc.llm.loading import load_tokenizer
+    from spacy_lmrc.llm.sequences import encode_request
+
     url, server = llama_server
     endpoint, field = ((url.removesuffix("/v1") + "/extras/tokenize", "input")
                        if server == "llama_cpp.server"
                        else (url.removesuffix("/v1") + "/tokenize", "content"))
-
-    from spacy_lmrc.llm.loading import load_tokenizer
-    from spacy_lmrc.llm.sequences import encode_request
 
     nlp = classifier_pipeline({"@misc": "spacy_lmrc.HFBackend.v1", "model": tiny_llama}, None)
     task = nlp.get_pipe("llm_relation_classifier").task
