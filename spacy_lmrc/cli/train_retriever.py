@@ -60,6 +60,17 @@ def train_retriever_cli(
                                        help="Share of the steps with a linear warmup"),
     seed: int = typer.Option(0, "--seed", help="Seed of the batches and the initialisation"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+    pooling: str = typer.Option(
+        EmbedderSettings.pooling, "--pooling",
+        help="Sentence vector: mean (the model's own pooling) or entity_start (the hidden "
+             "states at <e1> and <e2>; needs marked, span or pair)"),
+    folds: int = typer.Option(1, "--folds", min=1,
+                              help="Folds the sentences are split into by their text (with "
+                                   "--held-out-fold)"),
+    held_out_fold: int | None = typer.Option(
+        None, "--held-out-fold", parser=count_or_null,
+        help="Train without this fold's sentences: a cross-fitted retriever for the "
+             "generator's training prompts (RetrievedSentenceCorpus.v2)"),
     negative_label: str | None = typer.Option(
         None, "--negative-label", help="Label of sentences without relation, a class of its "
         "own (default: Other for SemEval, no_relation for TACRED)"),
@@ -78,11 +89,17 @@ def train_retriever_cli(
     ``spacy-lmrc build-index ... --embedder OUTPUT`` embeds the index with it, in the
     representation it was trained on, and bundles it with the index. The folder is written
     atomically.
+
+    Cross-fitting (``--folds K --held-out-fold i``, once for each i): K retrievers, each
+    trained without one fold of the sentences, whose indexes build the training prompts of
+    ``spacy_lmrc.RetrievedSentenceCorpus.v2``, so that each training sentence's example comes
+    from a retriever that never saw it, as at inference.
     """
     settings = EmbedderSettings(
         base_model=base_model, representation=representation, loss=loss, temperature=temperature,
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio, seed=seed, device=device)
+        warmup_ratio=warmup_ratio, seed=seed, device=device, pooling=pooling, folds=folds,
+        held_out_fold=held_out_fold)
     try:
         settings.check()
     except ValueError as err:
@@ -95,6 +112,9 @@ def train_retriever_cli(
              f"(skipped {len(report)} invalid), representation {representation}, loss {loss}")
         summary = train_embedder(docs, folder, settings, negative, source=source)
     left_out = summary["labels_left_out"]
+    if held_out_fold is not None:
+        info(f"held out fold {held_out_fold} of {folds}: {summary['held_out_sentences']} "
+             f"sentences, trained on {summary['sentences']}")
     info(f"{summary['steps']} steps in {summary['train_seconds']:.0f} s, loss "
          f"{summary['train_loss']:.4f}"
          + (f"; labels with one sentence left out: {', '.join(left_out)}" if left_out else "")

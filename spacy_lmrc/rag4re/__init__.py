@@ -2,6 +2,8 @@
 
 * :mod:`.representation`: what is embedded for a sentence and its entity pair;
 * :mod:`.embedder`: the sentence-transformers embedder, its fingerprint;
+* :mod:`.pooling`: entity-start pooling, the embedder's vector read at the ``<e1>`` and
+  ``<e2>`` markers (``train-retriever --pooling entity_start``);
 * :mod:`.training`: fine-tuning the embedder so neighbours share a relation
   (``spacy-lmrc train-retriever``);
 * :mod:`.retrieval`: the embedding index (``spacy-lmrc build-index``) and its exact search;

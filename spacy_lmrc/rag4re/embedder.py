@@ -34,10 +34,10 @@ def canonical_name(name: str) -> str:
 def load_sentence_model(name: str, device: str = "cpu") -> Any:
     """A sentence-transformers model by name or path, loaded once per process and device
     (components and CLI commands that embed with the same model share it; it is only read)."""
-    from sentence_transformers import SentenceTransformer
+    from .pooling import load_sentence_transformer
 
-    return SentenceTransformer(resolve_model_name(canonical_name(name)),
-                               device=str(resolve_device(device)))
+    return load_sentence_transformer(resolve_model_name(canonical_name(name)),
+                                     device=str(resolve_device(device)))
 
 
 @lru_cache(maxsize=4)

@@ -16,6 +16,19 @@ pulls sentences of one label together and pushes the others apart:
 The triplet losses' Euclidean margin does not suit a normalised embedder such as
 all-MiniLM-L6-v2 (see :mod:`.losses`); they are kept for embedders without ``Normalize``.
 
+``pooling`` makes the sentence vector:
+
+``mean``          the base model's own pooling module (the mean of the tokens for
+                  all-MiniLM-L6-v2), as published;
+``entity_start``  :class:`.pooling.EntityStartPooling` in place of it: the hidden states at the
+                  ``<e1>`` and ``<e2>`` markers side by side (Baldini Soares et al. 2019), for the
+                  views that keep the markers (``marked``, ``span``, ``pair``); a ``Normalize``
+                  after the pooling is kept.
+
+With ``held_out_fold`` the sentences of that fold (:func:`.folds.fold_of`, ``folds`` in all)
+are left out of training: the cross-fitted retrievers that build the generator's training
+prompts (see :mod:`.folds`).
+
 The negative label (``Other``) is a class like the others. The model is written as a
 sentence-transformers folder with ``rag4re_embedder.json`` (how it was trained), which
 ``build-index`` and ``rag4re_retriever`` read to embed in the same representation.
@@ -37,10 +50,12 @@ from spacy.tokens import Doc
 from ..corpus.sentence import sentence_label
 from ..util import DEFAULT_ENCODER, resolve_device, resolve_model_name
 from .embedder import TRAINING_FILE, canonical_name
+from .folds import fold_of
 from .losses import SupervisedContrastiveLoss
 from .representation import Representation
 
 LOSSES = ("supervised_contrastive", "batch_all", "batch_hard_soft_margin")
+POOLINGS = ("mean", "entity_start")
 
 
 @dataclass
@@ -58,10 +73,18 @@ class EmbedderSettings:
     warmup_ratio: float = 0.1
     seed: int = 0
     device: str = "cpu"
+    pooling: str = "mean"
+    folds: int = 1
+    held_out_fold: int | None = None
 
     def check(self) -> None:
         """Reject settings the trainer would fail on later, naming the setting."""
-        Representation.parse(self.representation)
+        representation = Representation.parse(self.representation)
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if self.pooling == "entity_start" and representation.name == "sentence":
+            raise ValueError("pooling entity_start reads the entity markers: the sentence "
+                             "representation has none (use marked, span or pair)")
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
         if self.temperature <= 0:
@@ -73,6 +96,11 @@ class EmbedderSettings:
             raise ValueError(f"epochs {self.epochs}: expected more than 0 (or max_steps)")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio {self.warmup_ratio}: expected 0 <= ratio < 1")
+        if self.held_out_fold is not None and not 0 <= self.held_out_fold < self.folds:
+            raise ValueError(f"held_out_fold {self.held_out_fold}: expected 0 <= fold < folds "
+                             f"({self.folds}); set folds to 2 or more to hold one out")
+        if self.held_out_fold is None and self.folds != 1:
+            raise ValueError(f"folds {self.folds}: name the fold to hold out (held_out_fold)")
 
 
 def _loss(settings: EmbedderSettings, model: Any) -> Any:
@@ -90,19 +118,25 @@ def train_embedder(docs: Sequence[Doc], output: str | Path, settings: EmbedderSe
     """Fine-tune ``settings.base_model`` on one-pair sentence Docs and save it to ``output``.
 
     Labels with a single sentence cannot form a positive pair: they are counted and left out
-    of the batches (the sampler's rule). Returns the summary also written to
+    of the batches (the sampler's rule). With ``settings.held_out_fold`` that fold's sentences
+    are left out (counted as ``held_out_sentences``). Returns the summary also written to
     ``rag4re_embedder.json``.
     """
     from datasets import Dataset
     from sentence_transformers import (
-        SentenceTransformer,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.base.sampler import BatchSamplers
 
+    from .pooling import EntityStartPooling, load_sentence_transformer, use_entity_start_pooling
+
     settings.check()
     representation = Representation.parse(settings.representation)
+    held_out = 0
+    if settings.held_out_fold is not None:
+        kept = [doc for doc in docs if fold_of(doc.text, settings.folds) != settings.held_out_fold]
+        held_out, docs = len(docs) - len(kept), kept
     labels = [sentence_label(doc, negative_label) for doc in docs]
     classes = sorted(set(labels))
     counts = Counter(labels)
@@ -114,8 +148,13 @@ def train_embedder(docs: Sequence[Doc], output: str | Path, settings: EmbedderSe
         "label": [classes.index(label) for label in labels],
     })
     device = resolve_device(settings.device)
-    model = SentenceTransformer(resolve_model_name(canonical_name(settings.base_model)),
-                                device=str(device))
+    model = load_sentence_transformer(resolve_model_name(canonical_name(settings.base_model)),
+                                      device=str(device))
+    if settings.pooling == "entity_start":
+        use_entity_start_pooling(model)
+    elif any(isinstance(module, EntityStartPooling) for module in model):
+        raise ValueError(f"the base model {settings.base_model} pools at the entity markers: "
+                         f"train it with pooling entity_start")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rag4re_embedder_run_") as run_dir:
         args = SentenceTransformerTrainingArguments(
@@ -144,6 +183,7 @@ def train_embedder(docs: Sequence[Doc], output: str | Path, settings: EmbedderSe
         **asdict(settings), "representation": str(representation),
         "base_model": canonical_name(settings.base_model),
         "negative_label": negative_label, "source": source, "sentences": len(docs),
+        "held_out_sentences": held_out,
         "labels": {label: counts[label] for label in classes},
         "labels_left_out": sorted(label for label in classes if counts[label] < 2),
         "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 1),
