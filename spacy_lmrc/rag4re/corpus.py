@@ -5,8 +5,7 @@
 
 ``spacy_lmrc.RetrievedSentenceCorpus.v2``: one index, as v1, or a cross-fitted set (one index per
 fold, see :mod:`.folds`): each training sentence then takes its examples from the index whose
-embedder never saw it, so that the examples of training prompts are as good as those of
-inference, no better.
+embedder never saw it.
 
 Both log how often a sentence's first example has the sentence's own label.
 """
