@@ -80,8 +80,8 @@ def create_retrieved_sentence_corpus_v2(
             first=first, last=last, negative_label=negative_label, skip_invalid=skip_invalid))
         retrievers = fold_retrievers(nlp, index_paths, k, negative)
         for fold, retriever in enumerate(retrievers):
-            served = [doc for doc in docs
-                      if len(retrievers) == 1 or fold_of(doc.text, len(retrievers)) == fold]
+            # with one index every sentence is in fold 0 of 1
+            served = [doc for doc in docs if fold_of(doc.text, len(retrievers)) == fold]
             for batch in minibatch(served, size=256):
                 retriever.retrieve(list(batch), exclude_identical=True)
         log_agreement(docs, negative, len(retrievers))
