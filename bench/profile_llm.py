@@ -14,9 +14,10 @@ Five subcommands, each printing JSON (and writing it with ``--json OUT``) that n
   share of the limit of the dtype used, and the per-step losses of each run side by side.
 * ``profile``: one training step of the first micro-batch in ``--dtype`` under
   torch.profiler (top operators by self CPU time), the attention of the packed block-masked
-  sequence four ways (SDPA with the dense additive mask training uses, SDPA with a bool mask,
-  ``attn_implementation="eager"``, planned attention of :mod:`spacy_lmrc.llm.attention`; the
-  whole model's forward and backward each), and one AdamW step fused / foreach / for-loop. Flex
+  sequence five ways (SDPA with the dense additive mask, SDPA with a bool mask,
+  ``attn_implementation="eager"``, planned attention of :mod:`spacy_lmrc.llm.attention` with
+  each block kernel, SDPA or matmuls; the whole model's forward and backward each), and one
+  AdamW step fused / foreach / for-loop. Flex
   attention is left out: on CPU it is only fast compiled (inductor, minutes per shape).
 * ``inference``: the constrained decoder on the gold pairs of the first ``--dev-docs`` dev
   documents (fp32): tokens fed, forward calls, tokens/s, top operators of one document.
@@ -24,7 +25,7 @@ Five subcommands, each printing JSON (and writing it with ``--json OUT``) that n
   training sequence at the model's shapes, per dtype (bf16 as under training's autocast):
   SDPA over the dense mask (what training runs today), the prefix as ``is_causal`` with the
   tree's rows over every key (``split``), and :func:`spacy_lmrc.llm.attention.planned_attention`
-  for each ``--blocks`` size (under bf16 also computed in fp32: ``planned_<rows>_fp32``);
+  for each ``--blocks`` size and block kernel (``planned_<rows>_<kernel>``: SDPA, matmuls);
   seconds per layer and per step (x layers), scores computed, and the largest difference of
   output and gradients to the dense path (relative to its largest magnitude). The layout is
   a real document's with ``--config`` (the first forward call ``profile`` times), else
@@ -180,19 +181,20 @@ def run_matmul(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextmanager
-def forward_calls() -> Iterator[list[tuple[int, int]]]:
-    """(tokens, attention scores per head) of every packed forward call ``finetune()`` makes
-    meanwhile: SDPA over the dense mask computes tokens squared, planned attention
-    (:mod:`spacy_lmrc.llm.attention`) its plan's."""
+def forward_calls() -> Iterator[list[tuple[int, int, float]]]:
+    """(tokens, attention scores per head, start time) of every packed forward call
+    ``finetune()`` makes meanwhile: SDPA over the dense mask computes tokens squared, planned
+    attention (:mod:`spacy_lmrc.llm.attention`) its plan's."""
     from spacy_lmrc.classifier import training as training_module
     from spacy_lmrc.llm.attention import AttentionPlan, uses_packed_attention
 
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[int, int, float]] = []
     packed_loss = training_module.packed_loss
 
     def counted(model: Any, seq: Any, dtype: Any) -> Any:
         planned = uses_packed_attention(model)
-        calls.append((len(seq), AttentionPlan.of(seq).scores if planned else len(seq) ** 2))
+        calls.append((len(seq), AttentionPlan.of(seq).scores if planned else len(seq) ** 2,
+                      time.perf_counter()))
         return packed_loss(model, seq, dtype)
 
     with mock.patch.object(training_module, "packed_loss", counted):
@@ -220,9 +222,9 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
             out = Path(args.keep) / dtype if args.keep else Path(scratch)
             summary = finetune(task, docs, out, run_settings, resume=False)
         seconds, tokens = summary["train_seconds"], summary["train_tokens"]
-        lengths = [n for n, _ in calls]
+        lengths = [n for n, _, _ in calls]
         model_flop = 6.0 * body * tokens
-        attn_flop = attention_flops(config, [scores for _, scores in calls])
+        attn_flop = attention_flops(config, [scores for _, scores, _ in calls])
         limit_dtype = "bfloat16" if summary["mixed_precision"] == "bf16" else "float32"
         rows = round(statistics.mean(lengths)) if lengths else 1024
         limit = matmul_limit(config, limit_dtype, rows)["training_gflops"]
@@ -232,9 +234,10 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
             "steps": summary["steps"], "tokens": tokens, "seconds": seconds,
             "s_per_step": round(seconds / max(1, summary["steps"]), 3),
             "tokens_per_second": summary["tokens_per_second"],
+            "tokens_per_second_after_warmup": after_warmup(calls),
             "forward_calls": len(lengths), "mean_call_tokens": rows,
             "model_gflop": round(model_flop / 1e9, 1), "attention_gflop": round(attn_flop / 1e9, 1),
-            "attention_share_of_dense": round(sum(scores for _, scores in calls)
+            "attention_share_of_dense": round(sum(scores for _, scores, _ in calls)
                                               / max(1, sum(n * n for n in lengths)), 3),
             "achieved_gflops": round(achieved, 1),
             "achieved_model_gflops": round(model_flop / seconds / 1e9, 1),
@@ -244,6 +247,16 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
     return {"config": args.config, "overrides": overrides, "base_model": settings.base_model,
             "method": settings.method, "documents": len(docs), "body_parameters": body,
             "runs": runs, "loss_comparison": compare_losses(runs)}
+
+
+def after_warmup(calls: list[tuple[int, int, float]], skip: int = 2) -> float | None:
+    """Tokens/s from the start of forward call ``skip`` to the start of the last (one call per
+    step): without the first steps, where ``finetune.compile`` compiles (about half a
+    minute) and oneDNN builds its kernels."""
+    if len(calls) < skip + 2:
+        return None
+    tokens = sum(n for n, _, _ in calls[skip:-1])
+    return round(tokens / (calls[-1][2] - calls[skip][2]), 1)
 
 
 def compare_losses(runs: dict[str, Any]) -> dict[str, Any]:
@@ -314,11 +327,17 @@ def run_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str
 def compare_attention(model: Any, group: Any, bf16: bool, compute_dtype: Any,
                       repeat: int) -> dict[str, Any]:
     """Forward and backward of one packed forward call with SDPA and the additive mask in the
-    compute dtype (what training does), SDPA with a bool mask, eager attention, and planned
-    attention (:mod:`spacy_lmrc.llm.attention`: the additive mask and the sequence's plan)."""
+    compute dtype, SDPA with a bool mask, eager attention, and planned attention
+    (:mod:`spacy_lmrc.llm.attention`: the additive mask and the sequence's plan) with each
+    block kernel (what training runs: :func:`~spacy_lmrc.llm.attention.block_kernel`)."""
     import torch
 
-    from spacy_lmrc.llm.attention import AttentionPlan, register_packed_attention
+    from spacy_lmrc.llm.attention import (
+        BLOCK_KERNELS,
+        AttentionPlan,
+        block_kernel,
+        register_packed_attention,
+    )
     from spacy_lmrc.util import bf16_autocast
 
     device = torch.device("cpu")
@@ -328,7 +347,8 @@ def compare_attention(model: Any, group: Any, bf16: bool, compute_dtype: Any,
     targets, weights = torch.tensor(group.target_ids), torch.tensor(group.target_weights)
     masks = {"additive": lambda: group.mask(compute_dtype, device),
              "bool": lambda: group.visible(device)[None, None]}
-    plan = {"attention_plan": AttentionPlan.of(group, device=device)}
+    plans = {kernel: {"attention_plan": AttentionPlan.of(group, device=device, kernel=kernel)}
+             for kernel in BLOCK_KERNELS}
     losses: dict[str, float] = {}
 
     def forward_backward(variant: str, mask_kind: str, extra: dict[str, Any]) -> None:
@@ -348,11 +368,13 @@ def compare_attention(model: Any, group: Any, bf16: bool, compute_dtype: Any,
             ("sdpa_additive", "sdpa", "additive", {}),
             ("sdpa_bool", "sdpa", "bool", {}),
             ("eager_additive", "eager", "additive", {}),
-            ("planned_additive", register_packed_attention(), "additive", plan)):
+            *((f"planned_additive_{kernel}", register_packed_attention(), "additive", plan)
+              for kernel, plan in plans.items())):
         model.set_attn_implementation(implementation)
         result[f"{variant}_seconds"] = round(seconds_per_call(
             lambda v=variant, k=mask_kind, e=extra: forward_backward(v, k, e), repeat), 3)
     model.set_attn_implementation("sdpa")
+    result["training_block_kernel"] = block_kernel(torch.zeros(0, dtype=compute_dtype))
     result["losses"] = {name: round(value, 5) for name, value in losses.items()}
     return result
 
@@ -392,7 +414,7 @@ def run_attention(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[s
     import torch
     from transformers import AutoConfig
 
-    from spacy_lmrc.llm.attention import AttentionPlan
+    from spacy_lmrc.llm.attention import BLOCK_KERNELS, AttentionPlan
     from spacy_lmrc.llm.loading import resolve_llm
     from spacy_lmrc.llm.sequences import PackedBatch
 
@@ -405,7 +427,8 @@ def run_attention(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[s
     n, heads = len(seq), config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    plans = {f"planned_{b}": AttentionPlan.of(seq, block=int(b)) for b in args.blocks.split(",")}
+    plans = {f"planned_{b}_{kernel}": AttentionPlan.of(seq, block=int(b), kernel=kernel)
+             for b in args.blocks.split(",") for kernel in BLOCK_KERNELS}
     result: dict[str, Any] = {
         "model": args.model, "layers": config.num_hidden_layers, "heads": heads,
         "kv_heads": kv_heads, "head_dim": head_dim,
@@ -427,8 +450,8 @@ def run_attention(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[s
         grad_out = torch.randn(1, n, heads, head_dim, generator=gen)
         timings: dict[str, Any] = {}
         reference: list[Any] = []
-        for name, attend in attention_variants(q, k, v, mask, lengths, prefixes, plans,
-                                               bf16).items():
+        for name, attend in attention_variants(q, k, v, mask, lengths, prefixes,
+                                               plans).items():
             forward_backward = partial(attention_step, attend, (q, k, v), grad_out, bf16)
             seconds = seconds_per_call(forward_backward, args.repeat)
             got = forward_backward()
@@ -447,14 +470,13 @@ def run_attention(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[s
 
 
 def attention_variants(q: Any, k: Any, v: Any, mask: Any, lengths: list[int],
-                       prefixes: list[int], plans: dict[str, Any],
-                       bf16: bool) -> dict[str, Callable[[], Any]]:
+                       prefixes: list[int],
+                       plans: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     """The attention of one layer over ``q``, ``k``, ``v`` three ways, each returning (batch,
     tokens, heads, dim): ``dense`` (transformers' SDPA attention over the whole mask, as
     training runs it), ``split`` (each sequence's prefix ``is_causal``, its tree's rows over
-    all of its keys with their rows of the mask) and each of ``plans``. With ``bf16`` each
-    plan also as ``<plan>_fp32``: computed in fp32 though under bf16 autocast (on CPU, bf16
-    flash attention's backward is slow on the short blocks a plan makes)."""
+    all of its keys with their rows of the mask) and each of ``plans`` (its blocks by its
+    kernel)."""
     import torch
     from torch.nn.functional import scaled_dot_product_attention as sdpa
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -478,15 +500,9 @@ def attention_variants(q: Any, k: Any, v: Any, mask: Any, lengths: list[int],
             start = end
         return torch.cat([o.transpose(1, 2) for o in outputs], dim=1)
 
-    def fp32(plan: Any) -> Any:
-        with torch.autocast("cpu", enabled=False):
-            return planned_attention(q.float(), k.float(), v.float(), mask.float(), plan)
-
     return {"dense": lambda: sdpa_attention_forward(module, q, k, v, mask)[0], "split": split,
             **{name: partial(planned_attention, q, k, v, mask, plan)
-               for name, plan in plans.items()},
-            **({f"{name}_fp32": partial(fp32, plan) for name, plan in plans.items()}
-               if bf16 else {})}
+               for name, plan in plans.items()}}
 
 
 def attention_step(attend: Callable[[], Any], inputs: tuple[Any, ...], grad_out: Any,

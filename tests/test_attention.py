@@ -17,8 +17,11 @@ from spacy_lmrc.llm import (
     pack_training_sequence,
 )
 from spacy_lmrc.llm.attention import (
+    BLOCK_KERNELS,
     PACKED_SDPA,
+    AttentionBlock,
     AttentionPlan,
+    block_kernel,
     packed_sdpa_attention,
     planned_attention,
     use_packed_attention,
@@ -122,9 +125,11 @@ def test_a_plan_lists_every_key_its_rows_see(document_sequence, sentence_batch):
         assert block.end <= starts[sentence + 1]
 
 
+@pytest.mark.parametrize("kernel", sorted(BLOCK_KERNELS))
 @pytest.mark.parametrize("block", [1, 7, 32, 256])
 @pytest.mark.parametrize("layout", ["document", "sentences"])
-def test_planned_attention_equals_dense_sdpa(document_sequence, sentence_batch, layout, block):
+def test_planned_attention_equals_dense_sdpa(document_sequence, sentence_batch, layout, block,
+                                             kernel):
     seq = document_sequence if layout == "document" else sentence_batch
     n = len(seq)
     gen = torch.Generator().manual_seed(1)
@@ -132,7 +137,7 @@ def test_planned_attention_equals_dense_sdpa(document_sequence, sentence_batch, 
     k = torch.randn(1, 2, n, 8, generator=gen, requires_grad=True)
     v = torch.randn(1, 2, n, 8, generator=gen, requires_grad=True)
     mask = seq.mask(torch.float32)
-    plan = AttentionPlan.of(seq, block=block)
+    plan = AttentionPlan.of(seq, block=block, kernel=kernel)
     dense, dense_grads = _grads(lambda: _dense(q, k, v, mask), [q, k, v])
     planned, planned_grads = _grads(lambda: planned_attention(q, k, v, mask, plan), [q, k, v])
     assert planned.shape == dense.shape == (1, n, 4, 8)
@@ -141,7 +146,8 @@ def test_planned_attention_equals_dense_sdpa(document_sequence, sentence_batch, 
         torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
-def test_planned_attention_under_bf16_autocast_matches_dense(document_sequence):
+@pytest.mark.parametrize("kernel", sorted(BLOCK_KERNELS))
+def test_planned_attention_under_bf16_autocast_matches_dense(document_sequence, kernel):
     """As in bf16 training: queries and keys fp32 (rotary), values bf16, a bf16 mask."""
     n = len(document_sequence)
     gen = torch.Generator().manual_seed(2)
@@ -149,7 +155,7 @@ def test_planned_attention_under_bf16_autocast_matches_dense(document_sequence):
     k = torch.randn(1, 2, n, 16, generator=gen, requires_grad=True)
     v = torch.randn(1, 2, n, 16, generator=gen).bfloat16().requires_grad_()
     mask = document_sequence.mask(torch.bfloat16)
-    plan = AttentionPlan.of(document_sequence, block=16)
+    plan = AttentionPlan.of(document_sequence, block=16, kernel=kernel)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         dense, dense_grads = _grads(lambda: _dense(q, k, v, mask), [q, k, v])
         planned, planned_grads = _grads(lambda: planned_attention(q, k, v, mask, plan),
@@ -157,6 +163,26 @@ def test_planned_attention_under_bf16_autocast_matches_dense(document_sequence):
     torch.testing.assert_close(planned, dense, atol=2e-2, rtol=2e-2)
     for ours, reference in zip(planned_grads, dense_grads):
         torch.testing.assert_close(ours, reference, atol=5e-2, rtol=5e-2)
+
+
+def test_a_bool_mask_gives_the_additive_masks_attention(document_sequence):
+    n = len(document_sequence)
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, n, 8, generator=gen) for _ in range(3))
+    additive = planned_attention(q, k, v, document_sequence.mask(torch.float32),
+                                 AttentionPlan.of(document_sequence, block=16, kernel="matmul"))
+    bool_mask = document_sequence.visible()[None, None]
+    for kernel in BLOCK_KERNELS:
+        plan = AttentionPlan.of(document_sequence, block=16, kernel=kernel)
+        torch.testing.assert_close(planned_attention(q, k, v, bool_mask, plan), additive,
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_blocks_are_matmuls_in_bf16_on_cpu_and_fused_sdpa_in_fp32():
+    assert block_kernel(torch.zeros(1, 2, 3, 4)) == "sdpa"
+    assert block_kernel(torch.zeros(1, 2, 3, 4, dtype=torch.bfloat16)) == "matmul"
+    with pytest.raises(ValueError, match="unknown attention block kernel 'flex'"):
+        AttentionPlan(1, (AttentionBlock(0, 1, slice(0, 1)),), kernel="flex")
 
 
 @pytest.mark.parametrize("layout", ["document", "sentences"])

@@ -10,11 +10,13 @@ only whole 512-key blocks, so even a causal prefix of a few hundred tokens costs
 An :class:`AttentionPlan` splits each sequence's prefix and tree into blocks of
 :data:`BLOCK_ROWS` query rows and lists the keys that some row of a block sees: the prefix up
 to the block's last row for the prefix's blocks (a slice), the prefix plus the block's own
-rows and their ancestors for the tree's (gathered). :func:`planned_attention` runs SDPA once
+rows and their ancestors for the tree's (gathered). :func:`planned_attention` attends once
 per block over those keys only, with the same slice of the same mask: the scores it leaves
 out are the masked ones, so outputs and gradients are those of SDPA over the dense mask, from
 42% of its scores for a 946-token document (357 text tokens, 589 in the tree) and a small
-fraction for a batch of sentences.
+fraction for a batch of sentences. Each block is computed by PyTorch's fused SDPA, or in bf16
+on CPU by two batched matmuls around an fp32 softmax (:func:`block_kernel`), which CPUs
+without AMX run faster than their flash attention kernel.
 
 The attention function is registered with transformers' ``AttentionInterface`` under
 :data:`PACKED_SDPA`; :func:`use_packed_attention` switches a model to it. A forward call opts
@@ -57,14 +59,22 @@ class AttentionBlock:
 
 @dataclass(frozen=True)
 class AttentionPlan:
-    """Which keys each block of query rows of one packed forward call attends to."""
+    """Which keys each block of query rows of one packed forward call attends to, and the
+    kernel that computes a block (a name in :data:`BLOCK_KERNELS`; None: :func:`block_kernel`
+    picks by the queries' device and dtype)."""
 
     length: int
     blocks: tuple[AttentionBlock, ...]
+    kernel: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kernel is not None and self.kernel not in BLOCK_KERNELS:
+            raise ValueError(f"unknown attention block kernel {self.kernel!r}: expected one "
+                             f"of {sorted(BLOCK_KERNELS)} or None (picked by dtype)")
 
     @classmethod
     def of(cls, seq: PackedSequence | PackedBatch, block: int = BLOCK_ROWS,
-           device: Any = None) -> AttentionPlan:
+           device: Any = None, kernel: str | None = None) -> AttentionPlan:
         """The plan of a packed sequence (or a concatenation of them): each sequence's prefix
         and tree in blocks of ``block`` query rows; gather indices on ``device``."""
         import torch
@@ -89,7 +99,7 @@ class AttentionPlan:
                 blocks.append(AttentionBlock(offset + prefix + start, offset + prefix + end,
                                              keys))
             offset += len(sequence)
-        return cls(offset, tuple(blocks))
+        return cls(offset, tuple(blocks), kernel)
 
     @property
     def scores(self) -> int:
@@ -132,33 +142,90 @@ def planned_attention(query: Any, key: Any, value: Any, mask: Any, plan: Attenti
 
     ``query`` is (1, heads, tokens, dim), ``key`` and ``value`` (1, kv_heads, tokens, dim)
     with grouped heads, ``mask`` the additive or bool mask (1, 1, tokens, tokens) the plan was
-    made for. Returns (1, tokens, heads, dim), as transformers' attention functions do.
+    made for. Returns (1, tokens, heads, dim), as transformers' attention functions do. Each
+    block is computed by the plan's kernel: ``"sdpa"`` (PyTorch's fused attention) or
+    ``"matmul"`` (two batched matmuls around an fp32 softmax).
     """
     import torch
-    import torch.nn.functional as F
 
     device = query.device.type
     if torch.is_autocast_enabled(device):  # cast once, not each block's keys again
         dtype = torch.get_autocast_dtype(device)
         query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    attend = BLOCK_KERNELS[plan.kernel or block_kernel(query)]
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    outputs = [attend(query, key, value, mask, block, scaling, dropout) for block in plan.blocks]
+    return torch.cat(outputs, dim=1)
+
+
+def block_kernel(query: Any) -> str:
+    """The faster way to compute a plan's blocks for ``query``'s device and dtype.
+
+    CPU flash attention has no bf16 tile kernels without AMX and its backward is slow on
+    128-row blocks: in bf16 two oneDNN batched matmuls and an fp32 softmax train a block
+    1.6-2x faster (BENCHMARKS.md, "Planned attention's blocks as matmuls"); in fp32, and on
+    GPUs, the fused kernel is the faster.
+    """
+    import torch
+
+    low_precision = query.dtype in (torch.bfloat16, torch.float16)
+    return "matmul" if query.device.type == "cpu" and low_precision else "sdpa"
+
+
+def _block_inputs(key: Any, value: Any, mask: Any,
+                  block: AttentionBlock) -> tuple[Any, Any, Any]:
+    """The keys, values and mask rows one block attends over."""
+    rows, keys = slice(block.start, block.end), block.keys
+    if isinstance(keys, slice):
+        return key[:, :, keys], value[:, :, keys], mask[..., rows, keys]
+    return (key.index_select(2, keys), value.index_select(2, keys),
+            mask[..., rows, :].index_select(-1, keys))
+
+
+def _sdpa_block(query: Any, key: Any, value: Any, mask: Any, block: AttentionBlock,
+                scaling: float, dropout: float) -> Any:
+    """One block through PyTorch's scaled_dot_product_attention: (1, rows, heads, dim)."""
+    import torch.nn.functional as F
+
     groups = query.shape[1] // key.shape[1]
     # CPU flash attention reads grouped key heads in place; elsewhere SDPA may do that only
     # without a mask, so the key and value heads are repeated, as transformers does
-    gqa = groups > 1 and device == "cpu"
+    gqa = groups > 1 and query.device.type == "cpu"
     if groups > 1 and not gqa:
         key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
-    outputs = []
-    for block in plan.blocks:
-        rows, keys = slice(block.start, block.end), block.keys
-        if isinstance(keys, slice):
-            k, v, m = key[:, :, keys], value[:, :, keys], mask[..., rows, keys]
-        else:
-            k, v = key.index_select(2, keys), value.index_select(2, keys)
-            m = mask[..., rows, :].index_select(-1, keys)
-        out = F.scaled_dot_product_attention(query[:, :, rows], k, v, attn_mask=m,
-                                             dropout_p=dropout, scale=scaling, enable_gqa=gqa)
-        outputs.append(out.transpose(1, 2))
-    return torch.cat(outputs, dim=1)
+    k, v, m = _block_inputs(key, value, mask, block)
+    out = F.scaled_dot_product_attention(query[:, :, block.start:block.end], k, v, attn_mask=m,
+                                         dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+    return out.transpose(1, 2)
+
+
+def _matmul_block(query: Any, key: Any, value: Any, mask: Any, block: AttentionBlock,
+                  scaling: float, dropout: float) -> Any:
+    """One block as ``softmax(q k^T * scaling + mask) v``, the softmax in fp32, each key
+    head's query heads in one batched matmul: (1, rows, heads, dim)."""
+    import torch
+    import torch.nn.functional as F
+
+    k, v, m = _block_inputs(key, value, mask, block)
+    heads, kv_heads, dim = query.shape[1], k.shape[1], query.shape[-1]
+    rows = block.end - block.start
+    # query head h reads key head h // groups (transformers' repeat_kv): a key head's query
+    # heads are adjacent, so its rows stack into one (groups * rows, dim) matrix
+    q = query[0, :, block.start:block.end].reshape(kv_heads, -1, dim) * scaling
+    scores = torch.bmm(q, k[0].transpose(1, 2)).view(kv_heads, -1, rows, k.shape[2])
+    if m.dtype == torch.bool:
+        scores = scores.masked_fill(~m[0], torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + m[0]
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+    if dropout:
+        weights = F.dropout(weights, p=dropout)
+    out = torch.bmm(weights.view(kv_heads, -1, k.shape[2]), v[0])
+    return out.view(heads, rows, dim).transpose(0, 1).unsqueeze(0)
+
+
+#: how :func:`planned_attention` computes one block, by name
+BLOCK_KERNELS = {"sdpa": _sdpa_block, "matmul": _matmul_block}
 
 
 def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any,
