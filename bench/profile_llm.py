@@ -11,7 +11,9 @@ Five subcommands, each printing JSON (and writing it with ``--json OUT``) that n
   ``--dtypes`` entry with the same data order: tokens/s, achieved GFLOP/s (6 x non-embedding
   parameters x tokens, plus the attention computed: 12 x layers x query width x scores, a
   forward call's tokens^2 with SDPA's dense mask, its plan's with planned attention) and its
-  share of the limit of the dtype used, and the per-step losses of each run side by side.
+  share of the limit of the dtype used, tokens/s after the first two steps, and the per-step
+  losses of each run side by side.
+  ``--block-kernel`` forces planned attention's block kernel (SDPA or matmuls) in every run.
 * ``profile``: one training step of the first micro-batch in ``--dtype`` under
   torch.profiler (top operators by self CPU time), the attention of the packed block-masked
   sequence five ways (SDPA with the dense additive mask, SDPA with a bool mask,
@@ -181,6 +183,18 @@ def run_matmul(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextmanager
+def forced_block_kernel(kernel: str | None) -> Iterator[None]:
+    """Planned attention computes every block with ``kernel`` meanwhile (None: as picked)."""
+    from spacy_lmrc.llm import attention
+
+    if kernel is None:
+        yield
+        return
+    with mock.patch.object(attention, "block_kernel", lambda query: kernel):
+        yield
+
+
+@contextmanager
 def forward_calls() -> Iterator[list[tuple[int, int, float]]]:
     """(tokens, attention scores per head, start time) of every packed forward call
     ``finetune()`` makes meanwhile: SDPA over the dense mask computes tokens squared, planned
@@ -206,6 +220,7 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
     import torch
 
     from spacy_lmrc.classifier.training import finetune
+    from spacy_lmrc.llm.attention import block_kernel
     from spacy_lmrc.llm.loading import load_model
 
     task, docs, settings, model_path = load_training(args.config, overrides)
@@ -218,7 +233,8 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
     for dtype in args.dtypes.split(","):
         run_settings = replace(settings, dtype=dtype, max_steps=args.steps,
                                save_every=args.steps + 1, max_minutes=None)
-        with tempfile.TemporaryDirectory() as scratch, forward_calls() as calls:
+        with (tempfile.TemporaryDirectory() as scratch, forward_calls() as calls,
+              forced_block_kernel(args.block_kernel)):
             out = Path(args.keep) / dtype if args.keep else Path(scratch)
             summary = finetune(task, docs, out, run_settings, resume=False)
         seconds, tokens = summary["train_seconds"], summary["train_tokens"]
@@ -231,6 +247,8 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
         achieved = (model_flop + attn_flop) / seconds / 1e9
         runs[dtype] = {
             "mixed_precision": summary["mixed_precision"], "optimizer": summary["optimizer"],
+            "block_kernel": args.block_kernel or block_kernel(torch.zeros(0, dtype=(
+                torch.bfloat16 if summary["mixed_precision"] == "bf16" else torch.float32))),
             "steps": summary["steps"], "tokens": tokens, "seconds": seconds,
             "s_per_step": round(seconds / max(1, summary["steps"]), 3),
             "tokens_per_second": summary["tokens_per_second"],
@@ -251,8 +269,7 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
 
 def after_warmup(calls: list[tuple[int, int, float]], skip: int = 2) -> float | None:
     """Tokens/s from the start of forward call ``skip`` to the start of the last (one call per
-    step): without the first steps, where ``finetune.compile`` compiles (about half a
-    minute) and oneDNN builds its kernels."""
+    step): without the first steps, where oneDNN builds its kernels."""
     if len(calls) < skip + 2:
         return None
     tokens = sum(n for n, _, _ in calls[skip:-1])
@@ -604,6 +621,9 @@ def main() -> dict[str, Any]:
                        help="finetune.dtype values, comma-separated, run in this order")
     train.add_argument("--keep", default=None,
                        help="save each run's model under KEEP/<dtype> (default: not kept)")
+    train.add_argument("--block-kernel", default=None, choices=("sdpa", "matmul"),
+                       help="compute planned attention's blocks with this kernel in every run "
+                            "(default: spacy_lmrc.llm.attention.block_kernel's pick by dtype)")
     train.add_argument("--docs", type=int, default=None,
                        help="first N training documents (default: as many as the steps take)")
     prof = command("profile", "one training step profiled; attention, AdamW")

@@ -7,8 +7,6 @@ import json
 import math
 
 import pytest
-import torch
-from transformers import AutoConfig
 
 from spacy_lmrc.backends.hf import HFBackend
 from spacy_lmrc.classifier.model import RCModel
@@ -109,49 +107,6 @@ def test_planned_attention_trains_as_sdpa_and_is_recorded(tiny_llama, toy_doc, t
     with pytest.raises(InputError, match="attention"):
         finetune(task, [toy_doc], tmp_path / "x",
                  FinetuneSettings(base_model=tiny_llama, max_steps=1, attention="flash"))
-
-
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_compiled_mlps_and_norms_train_as_eager_and_save_the_same_weights(
-        tiny_llama, toy_doc, tmp_path, method):
-    """finetune.compile: the same losses and weights (without LoRA dropout: compiled dropout
-    draws its own random masks), the modules counted."""
-    from spacy_lmrc.llm.compilation import compiler_available
-
-    if not compiler_available(torch.device("cpu")):
-        pytest.skip("torch.compile needs a C++ compiler on CPU; none is installed")
-    task = LMRCTask(labels=LABELS, allow_none=True, train_negatives=None)
-    summaries = {}
-    for compile in (False, True):
-        settings = FinetuneSettings(base_model=tiny_llama, method=method, max_steps=2,
-                                    batch_size=1, warmup_steps=1, learning_rate=1e-3,
-                                    lora_dropout=0.0, dtype="float32", save_every=100,
-                                    compile=compile)
-        summaries[compile] = finetune(task, [toy_doc], tmp_path / str(compile), settings)
-    layers = AutoConfig.from_pretrained(tiny_llama).num_hidden_layers
-    # each layer's MLP and two norms, and the final norm
-    assert summaries[True]["compiled_modules"] == 3 * layers + 1
-    assert summaries[False]["compiled_modules"] == 0
-    assert summaries[True]["losses"] == pytest.approx(summaries[False]["losses"], rel=1e-4)
-    weights = {compile: RCModel.from_pretrained(tmp_path / str(compile))
-               .load(torch.device("cpu"), torch.float32)[0].state_dict()
-               for compile in (False, True)}
-    assert weights[True].keys() == weights[False].keys()
-    for name, value in weights[False].items():
-        torch.testing.assert_close(weights[True][name], value, atol=1e-4, rtol=1e-3, msg=name)
-
-
-def test_compile_without_a_compiler_trains_uncompiled(tiny_llama, toy_doc, tmp_path,
-                                                       monkeypatch, capsys):
-    from spacy_lmrc.classifier import training as finetune_module
-
-    monkeypatch.setattr(finetune_module, "compiler_available", lambda device: False)
-    settings = FinetuneSettings(base_model=tiny_llama, method="full", max_steps=1,
-                                batch_size=1, warmup_steps=1, dtype="float32",
-                                save_every=100, compile=True)
-    summary = finetune(LMRCTask(labels=LABELS), [toy_doc], tmp_path / "out", settings)
-    assert summary["compiled_modules"] == 0 and summary["steps"] == 1
-    assert "no compiler for cpu found" in capsys.readouterr().out
 
 
 def test_seq2seq_base_model_is_refused(tmp_path, toy_doc, monkeypatch):

@@ -39,7 +39,6 @@ from tqdm import tqdm
 from ..checkpoints import checkpoint_folders, load_state, save_checkpoint
 from ..errors import InputError
 from ..llm.attention import AttentionPlan, use_packed_attention, uses_packed_attention
-from ..llm.compilation import compile_mlp_and_norms, compiler_available
 from ..llm.constraints import AnswerSpace
 from ..llm.loading import (
     is_seq2seq,
@@ -82,11 +81,6 @@ class FinetuneSettings:
         over the dense mask, from a fraction of the scores where a document has many pairs);
         ``sdpa`` is transformers' SDPA over the dense mask. Models without transformers'
         attention interface keep their own.
-    compile: compile each decoder layer's MLP and RMS norms with ``torch.compile``
-        (:mod:`spacy_lmrc.llm.compilation`): their elementwise work fused, for about half a
-        minute of compilation at the start. Without a compiler for the device (on CPU a C++
-        compiler) training runs uncompiled and says so; ``lmrc_training.json`` records the
-        modules compiled.
     dtype: the precision training computes in (:func:`training_precision`): ``auto`` is bf16
         autocast where the hardware computes bf16 (a bf16 GPU, a CPU with AMX or AVX512-BF16)
         and fp32 elsewhere; ``float32`` or ``bfloat16`` force one. Trained weights and the
@@ -113,7 +107,6 @@ class FinetuneSettings:
     device: str = "cpu"
     dtype: str = "auto"
     attention: str = "planned"
-    compile: bool = False
     save_every: int = 50
     keep_checkpoints: int = 2
     seed: int = 0
@@ -294,21 +287,6 @@ def _prepare_model(model_path: str, device: Any, settings: FinetuneSettings,
         return get_peft_model(model, lora)
 
 
-def _compile(model: Any, settings: FinetuneSettings, device: Any,
-             log: Callable[[str], None]) -> int:
-    """With ``settings.compile``, compile ``model``'s MLPs and RMS norms in place where
-    ``device`` has a compiler; the number of modules compiled."""
-    if not settings.compile:
-        return 0
-    if not compiler_available(device):
-        log(f"finetune.compile: no compiler for {device.type} found (on CPU torch.compile "
-            "needs a C++ compiler, g++ or clang++, or $CXX); training uncompiled")
-        return 0
-    compiled = compile_mlp_and_norms(model)
-    log(f"finetune.compile: {compiled} MLP and RMS norm modules compiled")
-    return compiled
-
-
 def _checkpoints(output_dir: Path, settings: FinetuneSettings) -> list[Path]:
     """Checkpoints of a run with the same method and base model, oldest first."""
     return checkpoint_folders(output_dir, _same_run(settings))
@@ -371,7 +349,6 @@ def finetune(
     items, built, too_long, data_counts = _training_data(task, list(docs), tokenizer, settings,
                                                          accelerator.print)
     model = _prepare_model(model_path, device, settings, precision)
-    compiled = _compile(model, settings, device, accelerator.print)
     trainer = _Trainer(settings, accelerator, model, items, output_dir,
                        bf16=precision == "bf16")
     if resume:
@@ -391,7 +368,6 @@ def finetune(
         "built": built,
         "skipped_too_long": too_long,
         "data_counts": data_counts,
-        "compiled_modules": compiled,
         **trainer.progress_summary(),
     }
     accelerator.wait_for_everyone()

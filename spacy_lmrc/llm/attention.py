@@ -152,8 +152,14 @@ def planned_attention(query: Any, key: Any, value: Any, mask: Any, plan: Attenti
     if torch.is_autocast_enabled(device):  # cast once, not each block's keys again
         dtype = torch.get_autocast_dtype(device)
         query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
-    attend = BLOCK_KERNELS[plan.kernel or block_kernel(query)]
+    kernel = plan.kernel or block_kernel(query)
+    groups = query.shape[1] // key.shape[1]
+    if kernel == "sdpa" and groups > 1 and device != "cpu":
+        # CPU flash attention reads grouped key heads in place; elsewhere SDPA may do that only
+        # without a mask, so the key and value heads are repeated (once), as transformers does
+        key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    attend = BLOCK_KERNELS[kernel]
     outputs = [attend(query, key, value, mask, block, scaling, dropout) for block in plan.blocks]
     return torch.cat(outputs, dim=1)
 
@@ -184,15 +190,11 @@ def _block_inputs(key: Any, value: Any, mask: Any,
 
 def _sdpa_block(query: Any, key: Any, value: Any, mask: Any, block: AttentionBlock,
                 scaling: float, dropout: float) -> Any:
-    """One block through PyTorch's scaled_dot_product_attention: (1, rows, heads, dim)."""
+    """One block through PyTorch's scaled_dot_product_attention, grouped key heads read in
+    place: (1, rows, heads, dim)."""
     import torch.nn.functional as F
 
-    groups = query.shape[1] // key.shape[1]
-    # CPU flash attention reads grouped key heads in place; elsewhere SDPA may do that only
-    # without a mask, so the key and value heads are repeated, as transformers does
-    gqa = groups > 1 and query.device.type == "cpu"
-    if groups > 1 and not gqa:
-        key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
+    gqa = key.shape[1] != query.shape[1]
     k, v, m = _block_inputs(key, value, mask, block)
     out = F.scaled_dot_product_attention(query[:, :, block.start:block.end], k, v, attn_mask=m,
                                          dropout_p=dropout, scale=scaling, enable_gqa=gqa)
