@@ -58,12 +58,13 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -190,25 +191,42 @@ def forced_block_kernel(kernel: str | None) -> Iterator[None]:
     if kernel is None:
         yield
         return
-    with mock.patch.object(attention, "block_kernel", lambda query: kernel):
+    with mock.patch.object(attention, "block_kernel", lambda query, plan: kernel):
         yield
 
 
-@contextmanager
-def forward_calls() -> Iterator[list[tuple[int, int, float]]]:
-    """(tokens, attention scores per head, start time) of every packed forward call
-    ``finetune()`` makes meanwhile: SDPA over the dense mask computes tokens squared, planned
-    attention (:mod:`spacy_lmrc.llm.attention`) its plan's."""
-    from spacy_lmrc.classifier import training as training_module
-    from spacy_lmrc.llm.attention import AttentionPlan, uses_packed_attention
+class ForwardCall(NamedTuple):
+    """One packed forward call of fine-tuning: its tokens, the attention scores per head it
+    computes, when it started, and the kernel of its attention (``sdpa`` without a plan)."""
 
-    calls: list[tuple[int, int, float]] = []
+    tokens: int
+    scores: int
+    started: float
+    kernel: str
+
+
+@contextmanager
+def forward_calls() -> Iterator[list[ForwardCall]]:
+    """Every packed forward call ``finetune()`` makes meanwhile: SDPA over the dense mask
+    computes tokens squared, planned attention (:mod:`spacy_lmrc.llm.attention`) its plan's,
+    in the blocks its ``block_kernel`` picks."""
+    import torch
+
+    from spacy_lmrc.classifier import training as training_module
+    from spacy_lmrc.llm import attention
+
+    calls: list[ForwardCall] = []
     packed_loss = training_module.packed_loss
 
     def counted(model: Any, seq: Any, dtype: Any) -> Any:
-        planned = uses_packed_attention(model)
-        calls.append((len(seq), AttentionPlan.of(seq).scores if planned else len(seq) ** 2,
-                      time.perf_counter()))
+        started = time.perf_counter()
+        if attention.uses_packed_attention(model):
+            plan = attention.AttentionPlan.of(seq)
+            heads = model.config.num_attention_heads
+            kernel = attention.block_kernel(torch.empty(1, heads, 0, 0, dtype=dtype), plan)
+            calls.append(ForwardCall(len(seq), plan.scores, started, kernel))
+        else:
+            calls.append(ForwardCall(len(seq), len(seq) ** 2, started, "sdpa"))
         return packed_loss(model, seq, dtype)
 
     with mock.patch.object(training_module, "packed_loss", counted):
@@ -220,7 +238,6 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
     import torch
 
     from spacy_lmrc.classifier.training import finetune
-    from spacy_lmrc.llm.attention import block_kernel
     from spacy_lmrc.llm.loading import load_model
 
     task, docs, settings, model_path = load_training(args.config, overrides)
@@ -238,24 +255,23 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
             out = Path(args.keep) / dtype if args.keep else Path(scratch)
             summary = finetune(task, docs, out, run_settings, resume=False)
         seconds, tokens = summary["train_seconds"], summary["train_tokens"]
-        lengths = [n for n, _, _ in calls]
+        lengths = [call.tokens for call in calls]
         model_flop = 6.0 * body * tokens
-        attn_flop = attention_flops(config, [scores for _, scores, _ in calls])
+        attn_flop = attention_flops(config, [call.scores for call in calls])
         limit_dtype = "bfloat16" if summary["mixed_precision"] == "bf16" else "float32"
         rows = round(statistics.mean(lengths)) if lengths else 1024
         limit = matmul_limit(config, limit_dtype, rows)["training_gflops"]
         achieved = (model_flop + attn_flop) / seconds / 1e9
         runs[dtype] = {
             "mixed_precision": summary["mixed_precision"], "optimizer": summary["optimizer"],
-            "block_kernel": args.block_kernel or block_kernel(torch.zeros(0, dtype=(
-                torch.bfloat16 if summary["mixed_precision"] == "bf16" else torch.float32))),
+            "block_kernels": dict(Counter(call.kernel for call in calls)),
             "steps": summary["steps"], "tokens": tokens, "seconds": seconds,
             "s_per_step": round(seconds / max(1, summary["steps"]), 3),
             "tokens_per_second": summary["tokens_per_second"],
             "tokens_per_second_after_warmup": after_warmup(calls),
             "forward_calls": len(lengths), "mean_call_tokens": rows,
             "model_gflop": round(model_flop / 1e9, 1), "attention_gflop": round(attn_flop / 1e9, 1),
-            "attention_share_of_dense": round(sum(scores for _, scores, _ in calls)
+            "attention_share_of_dense": round(sum(call.scores for call in calls)
                                               / max(1, sum(n * n for n in lengths)), 3),
             "achieved_gflops": round(achieved, 1),
             "achieved_model_gflops": round(model_flop / seconds / 1e9, 1),
@@ -267,13 +283,13 @@ def run_train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, 
             "runs": runs, "loss_comparison": compare_losses(runs)}
 
 
-def after_warmup(calls: list[tuple[int, int, float]], skip: int = 2) -> float | None:
+def after_warmup(calls: list[ForwardCall], skip: int = 2) -> float | None:
     """Tokens/s from the start of forward call ``skip`` to the start of the last (one call per
     step): without the first steps, where oneDNN builds its kernels."""
     if len(calls) < skip + 2:
         return None
-    tokens = sum(n for n, _, _ in calls[skip:-1])
-    return round(tokens / (calls[-1][2] - calls[skip][2]), 1)
+    tokens = sum(call.tokens for call in calls[skip:-1])
+    return round(tokens / (calls[-1].started - calls[skip].started), 1)
 
 
 def compare_losses(runs: dict[str, Any]) -> dict[str, Any]:
@@ -391,7 +407,9 @@ def compare_attention(model: Any, group: Any, bf16: bool, compute_dtype: Any,
         result[f"{variant}_seconds"] = round(seconds_per_call(
             lambda v=variant, k=mask_kind, e=extra: forward_backward(v, k, e), repeat), 3)
     model.set_attn_implementation("sdpa")
-    result["training_block_kernel"] = block_kernel(torch.zeros(0, dtype=compute_dtype))
+    heads = model.config.num_attention_heads
+    result["training_block_kernel"] = block_kernel(
+        torch.empty(1, heads, 0, 0, dtype=compute_dtype), AttentionPlan.of(group))
     result["losses"] = {name: round(value, 5) for name, value in losses.items()}
     return result
 
@@ -623,7 +641,7 @@ def main() -> dict[str, Any]:
                        help="save each run's model under KEEP/<dtype> (default: not kept)")
     train.add_argument("--block-kernel", default=None, choices=("sdpa", "matmul"),
                        help="compute planned attention's blocks with this kernel in every run "
-                            "(default: spacy_lmrc.llm.attention.block_kernel's pick by dtype)")
+                            "(default: spacy_lmrc.llm.attention.block_kernel's pick per call)")
     train.add_argument("--docs", type=int, default=None,
                        help="first N training documents (default: as many as the steps take)")
     prof = command("profile", "one training step profiled; attention, AdamW")

@@ -18,6 +18,7 @@ from spacy_lmrc.llm import (
 )
 from spacy_lmrc.llm.attention import (
     BLOCK_KERNELS,
+    MATMUL_BLOCKS_MAX_BYTES,
     PACKED_SDPA,
     AttentionBlock,
     AttentionPlan,
@@ -178,9 +179,14 @@ def test_a_bool_mask_gives_the_additive_masks_attention(document_sequence):
                                    atol=1e-5, rtol=1e-5)
 
 
-def test_blocks_are_matmuls_in_bf16_on_cpu_and_fused_sdpa_in_fp32():
-    assert block_kernel(torch.zeros(1, 2, 3, 4)) == "sdpa"
-    assert block_kernel(torch.zeros(1, 2, 3, 4, dtype=torch.bfloat16)) == "matmul"
+def test_blocks_are_matmuls_in_bf16_on_cpu_unless_their_scores_take_too_much_memory():
+    short = AttentionPlan(128, (AttentionBlock(0, 128, slice(0, 128)),))
+    assert block_kernel(torch.zeros(1, 9, 128, 4), short) == "sdpa"
+    assert block_kernel(torch.zeros(1, 9, 128, 4, dtype=torch.bfloat16), short) == "matmul"
+    # 9 heads x 2,048 x 4,096 scores x 6 bytes kept: over the budget, fused SDPA keeps less
+    long = AttentionPlan(4096, (AttentionBlock(2048, 4096, slice(0, 4096)),))
+    assert long.scores * 9 * 6 > MATMUL_BLOCKS_MAX_BYTES
+    assert block_kernel(torch.zeros(1, 9, 4096, 4, dtype=torch.bfloat16), long) == "sdpa"
     with pytest.raises(ValueError, match="unknown attention block kernel 'flex'"):
         AttentionPlan(1, (AttentionBlock(0, 1, slice(0, 1)),), kernel="flex")
 

@@ -41,6 +41,12 @@ PACKED_SDPA = "lmrc_packed_sdpa"
 #: kernel launch and very short blocks make CPU flash attention's tiles inefficient
 BLOCK_ROWS = 128
 
+#: the most memory per layer that matmul blocks may keep for the backward pass: they keep every
+#: score twice (the fp32 softmax and its bf16 copy, 6 bytes) where fused SDPA keeps one number per
+#: row; a forward call whose plan would keep more (the LLM-only baseline's 4,096-token sequences
+#: of every pair) runs its blocks through SDPA
+MATMUL_BLOCKS_MAX_BYTES = 64 * 2**20
+
 
 @dataclass(frozen=True)
 class AttentionBlock:
@@ -152,7 +158,7 @@ def planned_attention(query: Any, key: Any, value: Any, mask: Any, plan: Attenti
     if torch.is_autocast_enabled(device):  # cast once, not each block's keys again
         dtype = torch.get_autocast_dtype(device)
         query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
-    kernel = plan.kernel or block_kernel(query)
+    kernel = plan.kernel or block_kernel(query, plan)
     groups = query.shape[1] // key.shape[1]
     if kernel == "sdpa" and groups > 1 and device != "cpu":
         # CPU flash attention reads grouped key heads in place; elsewhere SDPA may do that only
@@ -164,18 +170,23 @@ def planned_attention(query: Any, key: Any, value: Any, mask: Any, plan: Attenti
     return torch.cat(outputs, dim=1)
 
 
-def block_kernel(query: Any) -> str:
-    """The faster way to compute a plan's blocks for ``query``'s device and dtype.
+def block_kernel(query: Any, plan: AttentionPlan) -> str:
+    """How to compute ``plan``'s blocks for ``query`` (1, heads, tokens, dim): ``"matmul"``
+    in bf16 on CPU where the scores it keeps fit :data:`MATMUL_BLOCKS_MAX_BYTES`, else
+    ``"sdpa"``.
 
     CPU flash attention has no bf16 tile kernels without AMX and its backward is slow on
-    128-row blocks: in bf16 two oneDNN batched matmuls and an fp32 softmax train a block
-    1.6-2x faster (BENCHMARKS.md, "Planned attention's blocks as matmuls"); in fp32, and on
-    GPUs, the fused kernel is the faster.
+    128-row blocks: in bf16 two oneDNN batched matmuls and an fp32 softmax compute a block's
+    forward and backward in 0.66-0.90 of its time, and RC training runs 1.24-1.36x faster
+    (BENCHMARKS.md, "seventh session"). In fp32, and on GPUs, the fused kernel is the faster.
     """
     import torch
 
     low_precision = query.dtype in (torch.bfloat16, torch.float16)
-    return "matmul" if query.device.type == "cpu" and low_precision else "sdpa"
+    if query.device.type != "cpu" or not low_precision:
+        return "sdpa"
+    kept_bytes = plan.scores * query.shape[1] * 6
+    return "matmul" if kept_bytes <= MATMUL_BLOCKS_MAX_BYTES else "sdpa"
 
 
 def _block_inputs(key: Any, value: Any, mask: Any,
