@@ -67,7 +67,7 @@ class AttentionBlock:
 class AttentionPlan:
     """Which keys each block of query rows of one packed forward call attends to, and the
     kernel that computes a block (a name in :data:`BLOCK_KERNELS`; None: :func:`block_kernel`
-    picks by the queries' device and dtype)."""
+    picks by the queries' device and dtype and the scores kept)."""
 
     length: int
     blocks: tuple[AttentionBlock, ...]
@@ -76,7 +76,7 @@ class AttentionPlan:
     def __post_init__(self) -> None:
         if self.kernel is not None and self.kernel not in BLOCK_KERNELS:
             raise ValueError(f"unknown attention block kernel {self.kernel!r}: expected one "
-                             f"of {sorted(BLOCK_KERNELS)} or None (picked by dtype)")
+                             f"of {sorted(BLOCK_KERNELS)} or None (picked by block_kernel)")
 
     @classmethod
     def of(cls, seq: PackedSequence | PackedBatch, block: int = BLOCK_ROWS,
