@@ -43,6 +43,10 @@ Five subcommands, each printing JSON (and writing it with ``--json OUT``) that n
     python bench/profile_llm.py attention --config configs/classifier_rc.cfg \\
         --json ../models/bench/attention.json --paths.proposer training/proposer/model-best
 
+Like the ``spacy-lmrc`` command, it runs under tcmalloc where the system has it
+(:mod:`spacy_lmrc.allocator`); ``SPACY_LMRC_ALLOCATOR=system`` keeps glibc's ``malloc`` (the
+JSON's ``cpu.allocator`` says which ran).
+
 Any ``--section.key value`` after ``train CONFIG``, ``profile CONFIG`` or ``attention --config
 CONFIG`` overrides the config.
 Figures depend on the CPU and on the machine being otherwise idle.
@@ -69,6 +73,8 @@ from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from spacy_lmrc.allocator import loaded_allocator, restart_with_tcmalloc  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "redocred"
 DTYPES = ("float32", "bfloat16")
@@ -92,7 +98,7 @@ def cpu_info() -> dict[str, Any]:
             or platform.machine(),
             "avx512_bf16": "avx512_bf16" in flags.split(), "amx_bf16": "amx_bf16" in flags.split(),
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "allocator": loaded_allocator()}
 
 
 def seconds_per_call(call: Callable[[], Any], repeat: int) -> float:
@@ -696,4 +702,5 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    restart_with_tcmalloc()
     main()

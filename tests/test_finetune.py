@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from spacy_lmrc.allocator import loaded_allocator
 from spacy_lmrc.backends.hf import HFBackend
 from spacy_lmrc.classifier.model import RCModel
 from spacy_lmrc.classifier.training import (
@@ -190,6 +191,7 @@ def test_bf16_autocast_step_keeps_fp32_weights(tiny_llama, toy_doc, tmp_path, mo
         warmup_steps=0, learning_rate=1e-3))
     assert summary["mixed_precision"] == "bf16"
     assert summary["optimizer"] == "AdamW (fused)"
+    assert summary["allocator"] == loaded_allocator()  # the allocator this process runs with
     assert math.isfinite(summary["final_loss"])
     # the forward ran under autocast with a bf16 mask; the loss is fp32
     assert seen == [(torch.bfloat16, True, torch.float32)]

@@ -36,6 +36,7 @@ from typing import Any
 from spacy.tokens import Doc
 from tqdm import tqdm
 
+from ..allocator import loaded_allocator
 from ..checkpoints import checkpoint_folders, load_state, save_checkpoint
 from ..errors import InputError
 from ..llm.attention import AttentionPlan, use_packed_attention, uses_packed_attention
@@ -567,6 +568,7 @@ class _Trainer:
             "tokens_per_second": round(self.tokens / seconds, 1) if seconds else None,
             "mixed_precision": "bf16" if self.bf16 else "no",
             "optimizer": f"AdamW ({self.optimizer_impl})",
+            "allocator": loaded_allocator(),
             "final_loss": self.losses[-1] if self.losses else None,
             "losses": self.losses,
         }

@@ -1,5 +1,7 @@
 """``spacy-lmrc`` console script (also ``python -m spacy_lmrc``)."""
 
+from ..allocator import restart_with_tcmalloc
+
 # subcommands: one module each; importing a module registers its command(s)
 from . import (  # noqa: F401
     build_index,
@@ -21,6 +23,8 @@ from ._app import app
 
 
 def main() -> None:
+    """Run the command, under tcmalloc where the system has it (:mod:`spacy_lmrc.allocator`)."""
+    restart_with_tcmalloc()
     app()
 
 
