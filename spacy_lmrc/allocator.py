@@ -1,12 +1,13 @@
 """The memory allocator a ``spacy-lmrc`` process runs with: tcmalloc where the system has it.
 
-PyTorch allocates CPU tensors with the C library's ``malloc``. With glibc's, LLM fine-tuning in
-bf16 on CPU runs about a fifth slower than with tcmalloc (BENCHMARKS.md, "eighth session": the
-same steps, 2-core AMD EPYC); jemalloc and mimalloc did not help. An allocator can only be
-chosen when a process starts (``LD_PRELOAD``), so :func:`restart_with_tcmalloc`, called first
-by the ``spacy-lmrc`` command, starts the process again with ``libtcmalloc_minimal`` preloaded
-when the system has it (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``; ``setup.sh``
-installs it where it may). ``SPACY_LMRC_ALLOCATOR=system`` keeps the C library's ``malloc``.
+PyTorch allocates CPU tensors with the C library's ``malloc``. With glibc's, RC fine-tuning on
+CPU ran at 1/1.48 of tcmalloc's speed in bf16 and 1/1.22 in fp32 (BENCHMARKS.md, "eighth
+session": the same 40 steps, 2-core AMD EPYC); jemalloc and mimalloc did not help. An
+allocator can only be chosen when a process starts (``LD_PRELOAD``), so
+:func:`restart_with_tcmalloc`, called first by the ``spacy-lmrc`` command, starts the process
+again with ``libtcmalloc_minimal`` preloaded when the system has it (Debian/Ubuntu: ``apt-get
+install libtcmalloc-minimal4``; ``setup.sh`` installs it where it may).
+``SPACY_LMRC_ALLOCATOR=system`` keeps the C library's ``malloc``.
 """
 
 from __future__ import annotations
