@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 from spacy_lmrc import allocator
+from spacy_lmrc.__main__ import main
 from spacy_lmrc.allocator import (
     ALLOCATOR_ENV,
     allocator_choice,
@@ -66,6 +68,28 @@ def test_restart_execs_the_same_command_with_tcmalloc(restart: list[tuple]) -> N
     [(program, argv, env)] = restart
     assert program == sys.executable and argv == sys.orig_argv
     assert env["LD_PRELOAD"] == TCMALLOC and env[MARKER] == "1"
+
+
+class Restarted(Exception):
+    """Stands for os.execve, which does not return."""
+
+
+def test_command_line_restarts_before_the_commands_imports(restart: list[tuple],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    commands_imported: list[bool] = []
+
+    def execve(*args: object) -> None:
+        commands_imported.append("spacy_lmrc.cli" in sys.modules)
+        raise Restarted
+
+    monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.delitem(sys.modules, "spacy_lmrc.cli", raising=False)
+    with pytest.raises(Restarted):
+        main()
+    assert commands_imported == [False]
+    [script] = [entry for entry in entry_points(group="console_scripts")
+                if entry.name == "spacy-lmrc"]
+    assert script.value == "spacy_lmrc.__main__:main"
 
 
 @pytest.mark.parametrize("case", ["system chosen", "no tcmalloc", "already loaded", "not linux"])
