@@ -178,7 +178,9 @@ def block_kernel(query: Any, plan: AttentionPlan) -> str:
     CPU flash attention has no bf16 tile kernels without AMX and its backward is slow on
     128-row blocks: in bf16 two oneDNN batched matmuls and an fp32 softmax compute a block's
     forward and backward in 0.66-0.90 of its time, and RC training runs 1.24-1.36x faster
-    (BENCHMARKS.md, "seventh session"). In fp32, and on GPUs, the fused kernel is the faster.
+    (BENCHMARKS.md, "seventh session"). With AMX they tie with SDPA blocks and beat SDPA over
+    the dense mask (424 against 363 tokens/s; "ninth session"). In fp32, and on GPUs, the fused
+    kernel is the faster.
     """
     import torch
 
