@@ -117,7 +117,7 @@ def test_killed_extract_process_resumes_with_every_document_once(tmp_path, monke
     __import__("slow_component")
     pipeline = _pipeline(tmp_path / "slow", ("test_slow", {}))
     corpus, output = _corpus(tmp_path / "corpus.jsonl", 200), tmp_path / "out.jsonl"
-    command = [sys.executable, "-c", "import slow_component; from spacy_lmrc.cli import main; "
+    command = [sys.executable, "-c", "import slow_component; from spacy_lmrc.__main__ import main; "
                "main()", "extract", str(pipeline), str(corpus), "-o", str(output),
                "--batch-size", "1", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}

@@ -1,6 +1,5 @@
-"""``spacy-lmrc`` console script (also ``python -m spacy_lmrc``)."""
-
-from ..allocator import restart_with_tcmalloc
+"""The ``spacy-lmrc`` commands. The console script and ``python -m spacy_lmrc`` enter through
+:func:`spacy_lmrc.__main__.main`, which restarts under tcmalloc before importing them."""
 
 # subcommands: one module each; importing a module registers its command(s)
 from . import (  # noqa: F401
@@ -23,8 +22,7 @@ from ._app import app
 
 
 def main() -> None:
-    """Run the command, under tcmalloc where the system has it (:mod:`spacy_lmrc.allocator`)."""
-    restart_with_tcmalloc()
+    """Run the command line's arguments as a ``spacy-lmrc`` command."""
     app()
 
 
