@@ -20,13 +20,20 @@ Fine-tuning uses the same requests with the gold label per pair
 negative label at a multiple of the mean positive label count, so the model does not learn to
 answer ``Other`` / ``no_relation`` everywhere.
 
+With ``vote_weight`` (``spacy_lmrc.SentenceRETask.v2``) the retrieved examples' labels also
+vote: the LLM gives every label of at least ``vote_floor`` probability and the answer is the
+label of the best product of the LLM's probability and the examples' smoothed share
+(:mod:`.vote`); ``shown_examples`` keeps the prompt to the first examples while all k vote.
+
 Laid out as spacy-llm lays out its tasks: :mod:`.task` (requests), :mod:`.parser` (answers to
-relations) and :mod:`.registry` (``spacy_lmrc.SentenceRETask.v1``).
+relations), :mod:`.vote` (the examples' vote) and :mod:`.registry`
+(``spacy_lmrc.SentenceRETask.v2``; ``.v1`` without the vote's settings).
 """
 
 from .parser import relations_from_answers
-from .registry import DEFAULT_NEGATIVE_RATIO, make_sentence_task
+from .registry import DEFAULT_NEGATIVE_RATIO, make_sentence_task, make_sentence_task_v2
 from .task import SentenceRETask
+from .vote import fuse_answer, vote_distribution
 
-__all__ = ["DEFAULT_NEGATIVE_RATIO", "SentenceRETask", "make_sentence_task",
-           "relations_from_answers"]
+__all__ = ["DEFAULT_NEGATIVE_RATIO", "SentenceRETask", "fuse_answer", "make_sentence_task",
+           "make_sentence_task_v2", "relations_from_answers", "vote_distribution"]

@@ -1,4 +1,5 @@
-"""The registered sentence task, ``spacy_lmrc.SentenceRETask.v1`` (RAG4RE)."""
+"""The registered sentence task (RAG4RE): ``spacy_lmrc.SentenceRETask.v2``, and ``.v1``
+without the retrieved examples' vote."""
 
 from __future__ import annotations
 
@@ -42,3 +43,33 @@ def make_sentence_task(
         negative_label=negative_label, label_names=label_names,
         prompt_format=prompt_format or SentenceFormat(), threshold=threshold,
         negative_ratio=negative_ratio)
+
+
+@registry.misc("spacy_lmrc.SentenceRETask.v2")
+def make_sentence_task_v2(
+    labels: list[str] | None = None,
+    labels_path: str | None = None,
+    prompt_format: PromptFormat | None = None,
+    use_examples: bool = True,
+    negative_label: str = SEMEVAL_NEGATIVE,
+    label_names: dict[str, str] | None = None,
+    threshold: float = 0.0,
+    negative_ratio: float | None = DEFAULT_NEGATIVE_RATIO,
+    shown_examples: int | None = None,
+    vote_weight: float = 0.0,
+    vote_floor: float = 0.01,
+) -> SentenceRETask:
+    """Sentence-level RE (RAG4RE) as ``.v1``, where the retrieved examples can also vote.
+
+    shown_examples: how many of the retrieved examples the prompt shows (None: all; the
+    retriever's ``k`` sets how many are retrieved). vote_weight: weight of the examples'
+    label vote fused with the LLM's answer (:mod:`~spacy_lmrc.tasks.sentence.vote`; 0: none).
+    vote_floor: the least LLM probability a label is decoded for when voting (the others
+    count as this much). The other settings as in ``.v1``.
+    """
+    return SentenceRETask(
+        labels, labels_path=labels_path, use_examples=use_examples,
+        negative_label=negative_label, label_names=label_names,
+        prompt_format=prompt_format or SentenceFormat(), threshold=threshold,
+        negative_ratio=negative_ratio, shown_examples=shown_examples,
+        vote_weight=vote_weight, vote_floor=vote_floor)

@@ -20,6 +20,7 @@ from ...llm.formats import PromptFormat, SentenceFormat, format_from_config
 from ...llm.requests import Answer, PairQuery, RelationRequest
 from ..base import ParseStats, RelationTask
 from .parser import relations_from_answers
+from .vote import fuse_answer, vote_distribution
 
 
 class SentenceRETask(RelationTask):
@@ -32,6 +33,12 @@ class SentenceRETask(RelationTask):
         relation).
     negative_ratio: fine-tuning keeps at most this multiple of the mean positive label count
         of training pairs with the negative label (a seeded sample); None keeps them all.
+    shown_examples: how many of the retrieved examples the prompt shows (the first ones; None:
+        all of them); the others only vote.
+    vote_weight: weight of the retrieved examples' label vote fused with the LLM's answer
+        (:mod:`~spacy_lmrc.tasks.sentence.vote`); 0 keeps the LLM's answer.
+    vote_floor: with a vote, the LLM is asked for every label of at least this probability
+        (the others count as this much).
     """
 
     def __init__(self, labels: Sequence[str] | None = None, *,
@@ -39,9 +46,16 @@ class SentenceRETask(RelationTask):
                  negative_label: str = SEMEVAL_NEGATIVE,
                  label_names: dict[str, str] | None = None,
                  prompt_format: PromptFormat | None = None, threshold: float = 0.0,
-                 negative_ratio: float | None = None):
+                 negative_ratio: float | None = None, shown_examples: int | None = None,
+                 vote_weight: float = 0.0, vote_floor: float = 0.01):
         if negative_ratio is not None and negative_ratio < 0:
             raise ValueError(f"negative_ratio must be at least 0 (or None), not {negative_ratio}")
+        if shown_examples is not None and shown_examples < 0:
+            raise ValueError(f"shown_examples must be at least 0 (or None), not {shown_examples}")
+        if vote_weight < 0:
+            raise ValueError(f"vote_weight must be at least 0, not {vote_weight}")
+        if not 0.0 < vote_floor <= 1.0:
+            raise ValueError(f"vote_floor must be in (0, 1], not {vote_floor}")
         if labels is not None and labels_path is not None:
             raise ValueError("give labels (a list) or labels_path (a file), not both")
         named: dict[str, str] = {}
@@ -61,6 +75,9 @@ class SentenceRETask(RelationTask):
         self.prompt_format = prompt_format or SentenceFormat()
         self.threshold = threshold
         self.negative_ratio = negative_ratio
+        self.shown_examples = shown_examples
+        self.vote_weight = vote_weight
+        self.vote_floor = vote_floor
         self.training_counts: Counter = Counter()
         self._negative_keep = 1.0
 
@@ -102,18 +119,24 @@ class SentenceRETask(RelationTask):
         marked = sentence_pair(doc)
         return [marked] if marked is not None else list(ordered_pairs(doc))
 
-    def examples(self, doc: Doc) -> list[dict[str, Any]]:
-        """The retrieved examples the request shows (labels as display names); none without
-        :attr:`use_examples`."""
-        if not self.use_examples:
-            return []
+    def retrieved(self, doc: Doc) -> list[dict[str, Any]]:
+        """``doc._.rag_examples`` with labels as display names; an error where they are
+        missing."""
         if not doc._.rag_examples:
+            use = "use_examples" if self.use_examples else "vote_weight"
             raise ValueError(
-                f"the task puts retrieved examples into its requests (use_examples) but Doc "
-                f"{doc._.title!r} has no doc._.rag_examples: add the 'rag4re_retriever' "
-                f"component before the classifier (or set use_examples = false)")
+                f"the task reads retrieved examples ({use}) but Doc {doc._.title!r} has no "
+                f"doc._.rag_examples: add the 'rag4re_retriever' component before the "
+                f"classifier (or set {use} = {'false' if self.use_examples else '0'})")
         return [{**ex, "label": self.labels.get(ex["label"], ex["label"])}
                 for ex in doc._.rag_examples]
+
+    def examples(self, doc: Doc) -> list[dict[str, Any]]:
+        """The retrieved examples the request shows (the first :attr:`shown_examples`);
+        none without :attr:`use_examples`."""
+        if not self.use_examples:
+            return []
+        return self.retrieved(doc)[:self.shown_examples]
 
     def request_for(self, doc: Doc, pairs: list[tuple[int, int]]) -> RelationRequest:
         entities = doc._.entities
@@ -124,15 +147,34 @@ class SentenceRETask(RelationTask):
         return RelationRequest(text=strip_markup(doc.text), queries=queries,
                                answer_space=list(self.labels.values()), none_answer=None,
                                multi_label=False, examples=self.examples(doc),
-                               labels=dict(self.labels))
+                               labels=dict(self.labels),
+                               min_probability=self.vote_floor if self.vote_weight else None)
 
     def relations_from_answers(self, doc: Doc, pairs: list[tuple[int, int]],
                                answers: list[Answer], stats: ParseStats) -> list[Relation]:
         """Relations from the answers (see
-        :func:`~spacy_lmrc.tasks.sentence.parser.relations_from_answers`)."""
+        :func:`~spacy_lmrc.tasks.sentence.parser.relations_from_answers`), each first fused
+        with the retrieved examples' vote where :attr:`vote_weight` is set (``vote_changed``
+        counts the answers it changed)."""
+        if self.vote_weight:
+            answers = self.voted(doc, answers, stats)
         return relations_from_answers(pairs, answers, stats, labels=self.labels,
                                       negative_label=self.negative_label,
                                       threshold=self.threshold)
+
+    def voted(self, doc: Doc, answers: list[Answer], stats: ParseStats) -> list[Answer]:
+        """``answers`` fused with the vote of ``doc``'s retrieved examples."""
+        vote = vote_distribution([ex["label"] for ex in self.retrieved(doc)],
+                                 list(self.labels.values()))
+        fused = []
+        for answer in answers:
+            if answer:
+                voted = fuse_answer(answer, vote, weight=self.vote_weight,
+                                    floor=self.vote_floor)
+                stats.add("vote_changed", int(voted[0][0] != answer[0][0]))
+                answer = voted
+            fused.append(answer)
+        return fused
 
     def prepare_training(self, docs: Iterable[Doc]) -> None:
         """Count the gold labels of ``docs``' pairs and set how many negative pairs
@@ -183,7 +225,8 @@ class SentenceRETask(RelationTask):
         return {"labels": list(self.labels), "label_names": self.labels,
                 "use_examples": self.use_examples, "negative_label": self.negative_label,
                 "prompt_format": self.prompt_format.config(), "threshold": self.threshold,
-                "negative_ratio": self.negative_ratio}
+                "negative_ratio": self.negative_ratio, "shown_examples": self.shown_examples,
+                "vote_weight": self.vote_weight, "vote_floor": self.vote_floor}
 
     def set_config(self, cfg: dict[str, Any]) -> None:
         """Restore the settings :meth:`get_config` saved (``nlp.from_disk``, a classifier
@@ -193,4 +236,7 @@ class SentenceRETask(RelationTask):
         self.__init__(cfg["labels"] or None, use_examples=use_examples,  # type: ignore[misc]
                       negative_label=cfg["negative_label"], label_names=cfg["label_names"],
                       prompt_format=format_from_config(cfg["prompt_format"]),
-                      threshold=cfg["threshold"], negative_ratio=cfg["negative_ratio"])
+                      threshold=cfg["threshold"], negative_ratio=cfg["negative_ratio"],
+                      shown_examples=cfg.get("shown_examples"),
+                      vote_weight=cfg.get("vote_weight", 0.0),
+                      vote_floor=cfg.get("vote_floor", 0.01))
