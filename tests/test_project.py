@@ -249,7 +249,7 @@ def test_rag4re_workflow_steps_resolve_to_existing_settings(tmp_path):
     evaluate = shlex.split(steps[-1]["script"][-1])
     assert evaluate[:4] == ["python", "-m", "spacy_lmrc", "compare"]
     files = [w for w in evaluate if w.endswith(".json")]
-    assert len(files) == len(evaluate[evaluate.index("--names") + 1].split(",")) == 6
+    assert len(files) == len(evaluate[evaluate.index("--names") + 1].split(",")) == 7
     assert set(files) == set(steps[-1]["outputs"])
 
 
@@ -299,7 +299,7 @@ def test_rag4re_workflow_runs_with_tiny_models(tmp_path, monkeypatch, tiny_encod
     table = output.splitlines()
     assert [row.split()[0] for row in table if row.startswith(("simple", "RAG4RE", "fine"))] == [
         "simple-query", "RAG4RE", "fine-tuning", "RAG4RE+fine-tuning",
-        "RAG4RE+ft-on-RAG4RE-prompts", "RAG4RE+ft-label-hint"]
+        "RAG4RE+ft-on-RAG4RE-prompts", "RAG4RE+ft-label-hint", "fine-tuning+examples-vote"]
     trained = {name: srsly.read_json(tmp_path / "training" / "rag4re" / name /
                                      "lmrc_training.json")
                for name in ("generator", "generator_rag", "generator_hint")}
@@ -308,6 +308,6 @@ def test_rag4re_workflow_runs_with_tiny_models(tmp_path, monkeypatch, tiny_encod
     assert [(t["task"]["use_examples"], t["task"]["prompt_format"]["show_example_label"])
             for t in trained.values()] == [(False, False), (True, False), (True, True)]
     for row in ("simple", "rag4re", "finetuned", "rag4re_finetuned", "rag4re_finetuned_rag",
-                "rag4re_finetuned_hint"):
+                "rag4re_finetuned_hint", "finetuned_vote"):
         scores = srsly.read_json(tmp_path / "metrics" / "rag4re" / f"{row}.json")
         assert scores["evaluated"]["documents"] == 4 and "semeval_macro_f1" in scores
