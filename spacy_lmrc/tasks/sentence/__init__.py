@@ -27,13 +27,14 @@ label of the best product of the LLM's probability and the examples' smoothed sh
 
 Laid out as spacy-llm lays out its tasks: :mod:`.task` (requests), :mod:`.parser` (answers to
 relations), :mod:`.vote` (the examples' vote) and :mod:`.registry`
-(``spacy_lmrc.SentenceRETask.v2``; ``.v1`` without the vote's settings).
+(``spacy_lmrc.SentenceRETask.v2``; ``.v1``, its configs without the vote's settings, builds
+the same task).
 """
 
 from .parser import relations_from_answers
-from .registry import DEFAULT_NEGATIVE_RATIO, make_sentence_task, make_sentence_task_v2
+from .registry import DEFAULT_NEGATIVE_RATIO, make_sentence_task
 from .task import SentenceRETask
 from .vote import fuse_answer, vote_distribution
 
 __all__ = ["DEFAULT_NEGATIVE_RATIO", "SentenceRETask", "fuse_answer", "make_sentence_task",
-           "make_sentence_task_v2", "relations_from_answers", "vote_distribution"]
+           "relations_from_answers", "vote_distribution"]

@@ -1,5 +1,5 @@
-"""The registered sentence task (RAG4RE): ``spacy_lmrc.SentenceRETask.v2``, and ``.v1``
-without the retrieved examples' vote."""
+"""The registered sentence task (RAG4RE): ``spacy_lmrc.SentenceRETask.v2``; ``.v1`` (configs
+written before the retrieved examples' vote) builds the same task."""
 
 from __future__ import annotations
 
@@ -14,39 +14,8 @@ from .task import SentenceRETask
 DEFAULT_NEGATIVE_RATIO = 2.0
 
 
-@registry.misc("spacy_lmrc.SentenceRETask.v1")
-def make_sentence_task(
-    labels: list[str] | None = None,
-    labels_path: str | None = None,
-    prompt_format: PromptFormat | None = None,
-    use_examples: bool = True,
-    negative_label: str = SEMEVAL_NEGATIVE,
-    label_names: dict[str, str] | None = None,
-    threshold: float = 0.0,
-    negative_ratio: float | None = DEFAULT_NEGATIVE_RATIO,
-) -> SentenceRETask:
-    """Sentence-level RE (RAG4RE).
-
-    labels / labels_path: the label set, as a list or a file (any shape
-    :func:`~spacy_lmrc.corpus.labels.load_relation_set` reads, e.g. SemEval's
-    ``relations.json``; a ``{label: name}`` file also gives display names); with neither, the
-    ``llm_relation_classifier``'s ``initialize`` fills it (its ``labels`` setting, or the gold
-    labels of its examples). prompt_format: the structured prompt (default
-    ``spacy_lmrc.SentenceFormat.v1`` without the label list). use_examples: the retrieved
-    examples go into the request (RAG4RE) or not (the simple query). label_names: display
-    names for labels. threshold: least LLM probability of a positive label. negative_ratio:
-    negative training pairs kept, at most this multiple of the mean positive label count
-    (None: all).
-    """
-    return SentenceRETask(
-        labels, labels_path=labels_path, use_examples=use_examples,
-        negative_label=negative_label, label_names=label_names,
-        prompt_format=prompt_format or SentenceFormat(), threshold=threshold,
-        negative_ratio=negative_ratio)
-
-
 @registry.misc("spacy_lmrc.SentenceRETask.v2")
-def make_sentence_task_v2(
+def make_sentence_task(
     labels: list[str] | None = None,
     labels_path: str | None = None,
     prompt_format: PromptFormat | None = None,
@@ -59,13 +28,22 @@ def make_sentence_task_v2(
     vote_weight: float = 0.0,
     vote_floor: float = 0.01,
 ) -> SentenceRETask:
-    """Sentence-level RE (RAG4RE) as ``.v1``, where the retrieved examples can also vote.
+    """Sentence-level RE (RAG4RE).
 
-    shown_examples: how many of the retrieved examples the prompt shows (None: all; the
-    retriever's ``k`` sets how many are retrieved). vote_weight: weight of the examples'
-    label vote fused with the LLM's answer (:mod:`~spacy_lmrc.tasks.sentence.vote`; 0: none).
-    vote_floor: the least LLM probability a label is decoded for when voting (the others
-    count as this much). The other settings as in ``.v1``.
+    labels / labels_path: the label set, as a list or a file (any shape
+    :func:`~spacy_lmrc.corpus.labels.load_relation_set` reads, e.g. SemEval's
+    ``relations.json``; a ``{label: name}`` file also gives display names); with neither, the
+    ``llm_relation_classifier``'s ``initialize`` fills it (its ``labels`` setting, or the gold
+    labels of its examples). prompt_format: the structured prompt (default
+    ``spacy_lmrc.SentenceFormat.v1`` without the label list). use_examples: the retrieved
+    examples go into the request (RAG4RE) or not (the simple query). label_names: display
+    names for labels. threshold: least LLM probability of a positive label. negative_ratio:
+    negative training pairs kept, at most this multiple of the mean positive label count
+    (None: all). shown_examples: how many of the retrieved examples the prompt shows (None:
+    all; the retriever's ``k`` sets how many are retrieved). vote_weight: weight of the
+    examples' label vote fused with the LLM's answer (:mod:`~spacy_lmrc.tasks.sentence.vote`;
+    0: none). vote_floor: the least LLM probability a label is decoded for when voting (the
+    others count as this much).
     """
     return SentenceRETask(
         labels, labels_path=labels_path, use_examples=use_examples,
@@ -73,3 +51,8 @@ def make_sentence_task_v2(
         prompt_format=prompt_format or SentenceFormat(), threshold=threshold,
         negative_ratio=negative_ratio, shown_examples=shown_examples,
         vote_weight=vote_weight, vote_floor=vote_floor)
+
+
+# ``.v1`` named the task before the vote: its settings are a subset of ``.v2``'s, whose
+# defaults for the rest leave the vote off
+registry.misc.register("spacy_lmrc.SentenceRETask.v1", func=make_sentence_task)
