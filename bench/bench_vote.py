@@ -97,7 +97,7 @@ def main() -> None:
                         help="numbers of voting examples (the first k retrieved)")
     parser.add_argument("--weights", type=float, nargs="+", default=[0, 0.5, 1, 1.5, 2])
     parser.add_argument("--tune", type=int, default=500,
-                        help="the weight is chosen on the first TUNE sentences")
+                        help="k and the weight are chosen on the first TUNE sentences")
     parser.add_argument("--out", type=Path, required=True, help="JSON file of the results")
     args = parser.parse_args()
 

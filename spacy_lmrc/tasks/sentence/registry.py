@@ -8,6 +8,7 @@ from spacy.util import registry
 from ...corpus.sentence import SEMEVAL_NEGATIVE
 from ...llm.formats import PromptFormat, SentenceFormat
 from .task import SentenceRETask
+from .vote import DEFAULT_VOTE_FLOOR
 
 #: negative training pairs kept at most 2x the mean positive label count (SemEval's train
 #: split: about half of its ``Other`` sentences)
@@ -26,7 +27,7 @@ def make_sentence_task(
     negative_ratio: float | None = DEFAULT_NEGATIVE_RATIO,
     shown_examples: int | None = None,
     vote_weight: float = 0.0,
-    vote_floor: float = 0.01,
+    vote_floor: float = DEFAULT_VOTE_FLOOR,
 ) -> SentenceRETask:
     """Sentence-level RE (RAG4RE).
 

@@ -20,7 +20,7 @@ from ...llm.formats import PromptFormat, SentenceFormat, format_from_config
 from ...llm.requests import Answer, PairQuery, RelationRequest
 from ..base import ParseStats, RelationTask
 from .parser import relations_from_answers
-from .vote import fuse_answer, vote_distribution
+from .vote import DEFAULT_VOTE_FLOOR, fuse_answer, vote_distribution
 
 
 class SentenceRETask(RelationTask):
@@ -47,7 +47,7 @@ class SentenceRETask(RelationTask):
                  label_names: dict[str, str] | None = None,
                  prompt_format: PromptFormat | None = None, threshold: float = 0.0,
                  negative_ratio: float | None = None, shown_examples: int | None = None,
-                 vote_weight: float = 0.0, vote_floor: float = 0.01):
+                 vote_weight: float = 0.0, vote_floor: float = DEFAULT_VOTE_FLOOR):
         if negative_ratio is not None and negative_ratio < 0:
             raise ValueError(f"negative_ratio must be at least 0 (or None), not {negative_ratio}")
         if shown_examples is not None and shown_examples < 0:
@@ -239,4 +239,4 @@ class SentenceRETask(RelationTask):
                       threshold=cfg["threshold"], negative_ratio=cfg["negative_ratio"],
                       shown_examples=cfg.get("shown_examples"),
                       vote_weight=cfg.get("vote_weight", 0.0),
-                      vote_floor=cfg.get("vote_floor", 0.01))
+                      vote_floor=cfg.get("vote_floor", DEFAULT_VOTE_FLOOR))

@@ -22,13 +22,17 @@ from collections.abc import Mapping, Sequence
 
 from ...llm.requests import Answer
 
+#: the least LLM probability a label is decoded for when the examples vote (the rest count as it)
+DEFAULT_VOTE_FLOOR = 0.01
+
 
 def vote_distribution(example_labels: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
     """Each of ``labels``' add-one smoothed share of ``example_labels`` (the retrieved
     examples' labels, as display names); labels outside ``labels`` are not counted."""
     if not labels:
         raise ValueError("the vote needs a label set")
-    counts = Counter(label for label in example_labels if label in set(labels))
+    known = set(labels)
+    counts = Counter(label for label in example_labels if label in known)
     total = sum(counts.values()) + len(labels)
     return {label: (counts[label] + 1) / total for label in labels}
 
