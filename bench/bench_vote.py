@@ -1,9 +1,9 @@
 """The retrieved examples' vote fused with the generator's answer, at several weights.
 
 A RAG4RE pipeline (``rag4re_retriever`` + ``llm_relation_classifier`` with
-``spacy_lmrc.SentenceRETask.v2``) is run once over the dev sentences: the retriever gives each
+``spacy_lmrc.SentenceRETask.v3``) is run once over the dev sentences: the retriever gives each
 sentence its k examples (the largest of ``--k``), the generator every label of at least the
-task's ``vote_floor`` probability. Each number of voting examples (the first k of them) and
+task's ``label_floor`` probability. Each number of voting examples (the first k of them) and
 each weight then rerank those answers (:mod:`spacy_lmrc.tasks.sentence.vote`) without
 decoding again. The k and the weight are
 chosen by SemEval macro-F1 on the first ``--tune`` sentences and reported on the rest (and on
@@ -13,8 +13,8 @@ all, for the record), so the chosen row is not tuned on the sentences it is scor
         --k 3 5 10 --weights 0 0.25 0.5 1 1.5 2 --tune 500 --out metrics/rag4re/vote.json
 
 The pipeline is assembled from ``configs/rag4re.cfg`` (or ``rag4re_simple.cfg`` with the
-retriever added) with the task's ``vote_weight`` above 0 (its value is not used here) and
-``shown_examples`` as the generator was trained (the retriever's k is replaced by ``--k``'s
+retriever added) with a ``label_floor`` (its default) and ``shown_examples`` as the generator
+was trained (the retriever's k is replaced by ``--k``'s
 largest).
 """
 
@@ -48,9 +48,9 @@ def decode_once(nlp: spacy.Language, gold: list[Doc], k: int
     """The Docs with their ``k`` retrieved examples, their pairs and the generator's answers
     (every label of at least the task's floor), and the seconds it took."""
     task = nlp.get_pipe(CLASSIFIER).task
-    if not task.vote_weight:
-        raise SystemExit("the pipeline's task has vote_weight 0: the generator would give only "
-                         "its greedy label; assemble it with a vote_weight above 0")
+    if task.label_floor is None:
+        raise SystemExit("the pipeline's task has label_floor null: the generator would give "
+                         "only its greedy label; assemble it with a label_floor (e.g. 0.01)")
     nlp.get_pipe(RETRIEVER).cfg["k"] = k
     start = time.perf_counter()
     docs = list(nlp.get_pipe(RETRIEVER).pipe([input_copy(doc) for doc in gold],
@@ -128,7 +128,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "pipeline": args.pipeline, "corpus": str(args.corpus), "sentences": len(gold),
         "tune_sentences": args.tune, "shown_examples": task.shown_examples,
-        "floor": task.vote_floor, "decode_seconds": round(seconds, 1), "results": results,
+        "floor": task.label_floor, "decode_seconds": round(seconds, 1), "results": results,
         "chosen": {"k": chosen["k"], "weight": chosen["weight"]}}, indent=2) + "\n")
 
 

@@ -113,6 +113,7 @@ def test_registered_names_are_versioned_from_v1_through_entry_points():
     assert all(sorted(found) == list(range(1, len(found) + 1)) for found in versions.values())
     assert versions["spacy_lmrc.LMRCTask"] == [1] and versions["spacy_lmrc.HFBackend"] == [1]
     assert sorted(versions["spacy_lmrc.OpenAIBackend"]) == [1, 2]
+    assert sorted(versions["spacy_lmrc.SentenceRETask"]) == [1, 2, 3]
 
 
 def test_settings_of_the_earlier_layout_are_left_to_the_text_format():

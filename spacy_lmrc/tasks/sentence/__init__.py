@@ -20,21 +20,23 @@ Fine-tuning uses the same requests with the gold label per pair
 negative label at a multiple of the mean positive label count, so the model does not learn to
 answer ``Other`` / ``no_relation`` everywhere.
 
-With ``vote_weight`` (``spacy_lmrc.SentenceRETask.v2``) the retrieved examples' labels also
-vote: the LLM gives every label of at least ``vote_floor`` probability and the answer is the
-label of the best product of the LLM's probability and the examples' smoothed share
+The LLM gives every label of at least ``label_floor`` probability (1%) and the answer is the
+most probable: greedy decoding (``label_floor = null``) follows the likeliest token at each
+branch of the label trie (the relation first, then its direction) and may end on a less
+probable label. With ``vote_weight`` the retrieved examples' labels also vote: the answer is
+the label of the best product of the LLM's probability and the examples' smoothed share
 (:mod:`.vote`); ``shown_examples`` keeps the prompt to the first examples while all k vote.
 
 Laid out as spacy-llm lays out its tasks: :mod:`.task` (requests), :mod:`.parser` (answers to
 relations), :mod:`.vote` (the examples' vote) and :mod:`.registry`
-(``spacy_lmrc.SentenceRETask.v2``; ``.v1``, its configs without the vote's settings, builds
-the same task).
+(``spacy_lmrc.SentenceRETask.v3``; ``.v2`` and ``.v1``, configs written before ``label_floor``,
+decode the greedy label unless they vote).
 """
 
 from .parser import relations_from_answers
 from .registry import DEFAULT_NEGATIVE_RATIO, make_sentence_task
-from .task import SentenceRETask
+from .task import DEFAULT_LABEL_FLOOR, SentenceRETask
 from .vote import fuse_answer, vote_distribution
 
-__all__ = ["DEFAULT_NEGATIVE_RATIO", "SentenceRETask", "fuse_answer", "make_sentence_task",
-           "relations_from_answers", "vote_distribution"]
+__all__ = ["DEFAULT_LABEL_FLOOR", "DEFAULT_NEGATIVE_RATIO", "SentenceRETask", "fuse_answer",
+           "make_sentence_task", "relations_from_answers", "vote_distribution"]

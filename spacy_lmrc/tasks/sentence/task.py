@@ -20,7 +20,12 @@ from ...llm.formats import PromptFormat, SentenceFormat, format_from_config
 from ...llm.requests import Answer, PairQuery, RelationRequest
 from ..base import ParseStats, RelationTask
 from .parser import relations_from_answers
-from .vote import DEFAULT_VOTE_FLOOR, fuse_answer, vote_distribution
+from .vote import fuse_answer, vote_distribution
+
+#: the least LLM probability a label is decoded for; the branch search finds every label of at
+#: least 1%, the most probable among them for any set of up to 100 labels (it has 1/n or more;
+#: above that the greedy label, always decoded too, stands in)
+DEFAULT_LABEL_FLOOR = 0.01
 
 
 class SentenceRETask(RelationTask):
@@ -37,8 +42,10 @@ class SentenceRETask(RelationTask):
         all of them); the others only vote.
     vote_weight: weight of the retrieved examples' label vote fused with the LLM's answer
         (:mod:`~spacy_lmrc.tasks.sentence.vote`); 0 keeps the LLM's answer.
-    vote_floor: with a vote, the LLM is asked for every label of at least this probability
-        (the others count as this much).
+    label_floor: the LLM is asked for every label of at least this probability and the
+        answer is the most probable of them (with a vote: the best fused with it, the others
+        counting as this much); None decodes the greedy label, token by token, which is
+        about twice as fast but may miss the most probable label (a vote needs a floor).
     """
 
     def __init__(self, labels: Sequence[str] | None = None, *,
@@ -47,15 +54,20 @@ class SentenceRETask(RelationTask):
                  label_names: dict[str, str] | None = None,
                  prompt_format: PromptFormat | None = None, threshold: float = 0.0,
                  negative_ratio: float | None = None, shown_examples: int | None = None,
-                 vote_weight: float = 0.0, vote_floor: float = DEFAULT_VOTE_FLOOR):
+                 vote_weight: float = 0.0,
+                 label_floor: float | None = DEFAULT_LABEL_FLOOR):
         if negative_ratio is not None and negative_ratio < 0:
             raise ValueError(f"negative_ratio must be at least 0 (or None), not {negative_ratio}")
         if shown_examples is not None and shown_examples < 0:
             raise ValueError(f"shown_examples must be at least 0 (or None), not {shown_examples}")
         if vote_weight < 0:
             raise ValueError(f"vote_weight must be at least 0, not {vote_weight}")
-        if not 0.0 < vote_floor <= 1.0:
-            raise ValueError(f"vote_floor must be in (0, 1], not {vote_floor}")
+        if label_floor is not None and not 0.0 < label_floor <= 1.0:
+            raise ValueError(f"label_floor must be in (0, 1] (or None), not {label_floor}")
+        if vote_weight and label_floor is None:
+            raise ValueError("vote_weight needs a label_floor: the vote reranks the labels the "
+                             "LLM gives at least that probability (label_floor = null decodes "
+                             "only the greedy label)")
         if labels is not None and labels_path is not None:
             raise ValueError("give labels (a list) or labels_path (a file), not both")
         named: dict[str, str] = {}
@@ -77,7 +89,7 @@ class SentenceRETask(RelationTask):
         self.negative_ratio = negative_ratio
         self.shown_examples = shown_examples
         self.vote_weight = vote_weight
-        self.vote_floor = vote_floor
+        self.label_floor = label_floor
         self.training_counts: Counter = Counter()
         self._negative_keep = 1.0
 
@@ -148,7 +160,7 @@ class SentenceRETask(RelationTask):
                                answer_space=list(self.labels.values()), none_answer=None,
                                multi_label=False, examples=self.examples(doc),
                                labels=dict(self.labels),
-                               min_probability=self.vote_floor if self.vote_weight else None)
+                               min_probability=self.label_floor)
 
     def relations_from_answers(self, doc: Doc, pairs: list[tuple[int, int]],
                                answers: list[Answer], stats: ParseStats) -> list[Relation]:
@@ -170,7 +182,7 @@ class SentenceRETask(RelationTask):
         for answer in answers:
             if answer:
                 voted = fuse_answer(answer, vote, weight=self.vote_weight,
-                                    floor=self.vote_floor)
+                                    floor=self.label_floor)
                 stats.add("vote_changed", int(voted[0][0] != answer[0][0]))
                 answer = voted
             fused.append(answer)
@@ -226,17 +238,20 @@ class SentenceRETask(RelationTask):
                 "use_examples": self.use_examples, "negative_label": self.negative_label,
                 "prompt_format": self.prompt_format.config(), "threshold": self.threshold,
                 "negative_ratio": self.negative_ratio, "shown_examples": self.shown_examples,
-                "vote_weight": self.vote_weight, "vote_floor": self.vote_floor}
+                "vote_weight": self.vote_weight, "label_floor": self.label_floor}
 
     def set_config(self, cfg: dict[str, Any]) -> None:
         """Restore the settings :meth:`get_config` saved (``nlp.from_disk``, a classifier
-        folder); classifier folders of the earlier layout name their prompt by ``template``:
-        the examples go into the request unless it was ``simple_query``."""
+        folder). Settings of earlier layouts: a prompt named by ``template`` shows the
+        examples unless it was ``simple_query``; without ``label_floor`` the task decoded the
+        greedy label unless it voted (at ``vote_floor``)."""
         use_examples = cfg.get("use_examples", cfg.get("template") != "simple_query")
+        vote_weight = cfg.get("vote_weight", 0.0)
+        label_floor = cfg.get("label_floor", cfg.get("vote_floor", DEFAULT_LABEL_FLOOR)
+                              if vote_weight else None)
         self.__init__(cfg["labels"] or None, use_examples=use_examples,  # type: ignore[misc]
                       negative_label=cfg["negative_label"], label_names=cfg["label_names"],
                       prompt_format=format_from_config(cfg["prompt_format"]),
                       threshold=cfg["threshold"], negative_ratio=cfg["negative_ratio"],
                       shown_examples=cfg.get("shown_examples"),
-                      vote_weight=cfg.get("vote_weight", 0.0),
-                      vote_floor=cfg.get("vote_floor", DEFAULT_VOTE_FLOOR))
+                      vote_weight=vote_weight, label_floor=label_floor)

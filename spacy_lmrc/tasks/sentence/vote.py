@@ -22,9 +22,6 @@ from collections.abc import Mapping, Sequence
 
 from ...llm.requests import Answer
 
-#: the least LLM probability a label is decoded for when the examples vote (the rest count as it)
-DEFAULT_VOTE_FLOOR = 0.01
-
 
 def vote_distribution(example_labels: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
     """Each of ``labels``' add-one smoothed share of ``example_labels`` (the retrieved
