@@ -72,9 +72,10 @@ def make_sentence_task_v2(
     """``.v3`` as it was before every request searched for the most probable label: the
     greedy label, or with a vote every label of at least ``vote_floor``."""
     return make_sentence_task(
-        labels, labels_path, prompt_format, use_examples, negative_label, label_names,
-        threshold, negative_ratio, shown_examples, vote_weight,
-        label_floor=vote_floor if vote_weight else None)
+        labels, labels_path=labels_path, prompt_format=prompt_format,
+        use_examples=use_examples, negative_label=negative_label, label_names=label_names,
+        threshold=threshold, negative_ratio=negative_ratio, shown_examples=shown_examples,
+        vote_weight=vote_weight, label_floor=vote_floor if vote_weight else None)
 
 
 # ``.v1`` named the task before the vote: its settings are a subset of ``.v2``'s, whose
