@@ -44,8 +44,8 @@ def make_sentence_task(
     all; the retriever's ``k`` sets how many are retrieved). vote_weight: weight of the
     examples' label vote fused with the LLM's answer (:mod:`~spacy_lmrc.tasks.sentence.vote`;
     0: none). label_floor: every label of at least this LLM probability is decoded and the
-    most probable (with a vote: the best fused) is the answer; None: the greedy label, about
-    twice as fast, which may miss the most probable one.
+    most probable (with a vote: the best fused) is the answer; None: the greedy label, which
+    may miss the most probable one and is faster only for an untuned model.
     """
     return SentenceRETask(
         labels, labels_path=labels_path, use_examples=use_examples,

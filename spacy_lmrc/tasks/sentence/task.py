@@ -44,8 +44,9 @@ class SentenceRETask(RelationTask):
         (:mod:`~spacy_lmrc.tasks.sentence.vote`); 0 keeps the LLM's answer.
     label_floor: the LLM is asked for every label of at least this probability and the
         answer is the most probable of them (with a vote: the best fused with it, the others
-        counting as this much); None decodes the greedy label, token by token, which is
-        about twice as fast but may miss the most probable label (a vote needs a floor).
+        counting as this much). None decodes the greedy label, token by token, which may
+        miss the most probable label and is faster only where the probability spreads over
+        many labels (an untuned model); a vote needs a floor.
     """
 
     def __init__(self, labels: Sequence[str] | None = None, *,
